@@ -73,10 +73,12 @@ def _merge(base: dict, override: Mapping, prefix: str = "") -> dict:
     out = copy.deepcopy(base)
     for key in sorted(override, key=str):
         value = override[key]
+        if key not in base and isinstance(key, str) and key.isdigit() and int(key) in base:
+            key = int(key)  # JSON round trips turn int keys (horizon minutes) into strings
         dotted = f"{prefix}{key}"
         if key not in base:
             if prefix and _is_open_mapping(prefix.rstrip(".")):
-                out[key] = value
+                out[int(key) if isinstance(key, str) and key.isdigit() else key] = value
                 continue
             raise ConfigError(f"config key '{dotted}': unknown key (not in CONFIG/defaults.yaml)")
         default = base[key]

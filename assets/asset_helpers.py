@@ -1,0 +1,61 @@
+"""Small helpers every ``asset.py`` shares: the run's mode, run records and metadata shapes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg
+from resources.lineage.io_manager import MODE_TAG
+from resources.lineage.store import LineageStore
+
+MODES = ("live", "audit", "replay")
+
+
+def mode_of(context: dg.AssetExecutionContext) -> str:
+    """The run's mode: tag ``tradegraph/mode`` or ``engine.mode``; an unknown mode is an error."""
+    mode = context.run.tags.get(MODE_TAG, get_cfg("engine.mode"))
+    if mode not in MODES:
+        raise ValueError(f"run tag {MODE_TAG}={mode!r} is not one of {MODES}")
+    return mode
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git sha of the checkout when there is one, else the package version."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True, cwd=__file__.rsplit("/", 2)[0]).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=__file__.rsplit("/", 2)[0]).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return metadata.version("tradegraph")
+
+
+def record_run(store: LineageStore, run_id: str, bar: str, mode: str, status: str, *,
+               model_versions: str | None = None, start: bool = False) -> None:
+    """Upsert this run's row in ``runs`` (and the effective config under its hash)."""
+    now = dt.datetime.now(dt.UTC)
+    with store.connect() as con:
+        store.record_config(con, effective_config_hash(), effective_config())
+        store.upsert_run(con, run_id=run_id, bar=bar, mode=mode, code_version=code_version(),
+                         config_hash=effective_config_hash(), model_versions=model_versions,
+                         started_at=now if start else None, ended_at=now, status=status)
+
+
+def frame_metadata(frame: pd.DataFrame, value_columns: list[str] | None = None) -> dict:
+    """Row count, symbols and NaN share: what a person checks first in the UI."""
+    cols = value_columns or [c for c in frame.columns if frame[c].dtype.kind == "f"]
+    values = frame[cols].to_numpy(dtype=float) if cols and len(frame) else np.empty((0, 0))
+    nan_share = float(np.mean(~np.isfinite(values))) if values.size else 0.0
+    meta = {"rows": len(frame), "nan_share": round(nan_share, 6)}
+    if "symbol" in frame:
+        meta["symbols"] = int(frame["symbol"].nunique())
+    return meta

@@ -1,0 +1,190 @@
+"""The lineage store: one DuckDB file holding every value on the decision path, keyed by bar.
+
+Why short-lived connections: DuckDB lets one process hold the file read-write and then blocks every other
+open, read-only included (``../shared/DAGSTER_NOTES.md``). So each write is one short transaction, readers
+open read-only, and an open that finds the file locked retries with back-off for at most
+``market.lock_retry_seconds`` and then fails with a clear message — never a deadlock, never a lost write.
+
+Tables: one per asset table (column ``bar`` = partition key, ``YYYY-MM-DDTHH:MMZ``), ``market_bars``
+(every bar row the engine saw, first seen wins, keyed by ts and symbol), ``runs``, ``materializations``
+and ``configs`` (the effective configuration of each hash, so an audit can rerun with it).
+Rewriting a partition deletes and inserts in one transaction: no duplicates, no half-written partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from CONFIG.config_loader import get_cfg, resolve_path
+
+_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR, bar VARCHAR, mode VARCHAR, code_version VARCHAR, config_hash VARCHAR,
+    model_versions VARCHAR, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, status VARCHAR,
+    PRIMARY KEY (run_id, bar));
+CREATE TABLE IF NOT EXISTS materializations (
+    run_id VARCHAR, asset VARCHAR, tbl VARCHAR, bar VARCHAR, row_count BIGINT, content_hash VARCHAR,
+    upstream_hashes VARCHAR, recorded_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS configs (config_hash VARCHAR PRIMARY KEY, config_json VARCHAR);
+CREATE TABLE IF NOT EXISTS market_bars (
+    ts TIMESTAMPTZ, symbol VARCHAR, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
+    bid DOUBLE, ask DOUBLE, first_run_id VARCHAR, PRIMARY KEY (ts, symbol));
+"""
+
+
+class LineageLocked(RuntimeError):
+    """The DuckDB file stayed locked by another process for the whole bounded wait."""
+
+
+def _check_ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"invalid table name {name!r}")
+    return name
+
+
+class LineageStore:
+    """Reads and writes of the lineage DuckDB file (path from ``paths.lineage_db`` unless given)."""
+
+    def __init__(self, path: str | Path | None = None, retry_seconds: float | None = None):
+        self.path = Path(path) if path else resolve_path("paths.lineage_db")
+        self.retry_seconds = get_cfg("market.lock_retry_seconds") if retry_seconds is None else retry_seconds
+        self._schema_ready = False
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; waits (bounded) while another process holds the file."""
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"lineage database {self.path} does not exist yet (no run has written it)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline, delay = time.monotonic() + self.retry_seconds, 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    if "lock" in str(exc).lower():
+                        raise LineageLocked(
+                            f"lineage database {self.path} is locked by another process (waited "
+                            f"{self.retry_seconds:.0f}s; DuckDB allows one writer and blocks readers meanwhile)"
+                        ) from exc
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        try:
+            if not read_only and not self._schema_ready:
+                con.execute(_SCHEMA)
+                self._schema_ready = True
+            yield con
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------------ writes
+    def write_partition(self, con: duckdb.DuckDBPyConnection, table: str, bar: str, frame: pd.DataFrame) -> None:
+        """Replace ``table``'s rows for ``bar`` with ``frame`` (call inside a transaction)."""
+        table = _check_ident(table)
+        data = frame.assign(bar=bar, _row=np.arange(len(frame), dtype=np.int64))
+        data = data[["bar", "_row"] + [c for c in frame.columns if c not in ("bar", "_row")]]
+        con.register("_incoming", data)
+        try:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _incoming LIMIT 0")
+            existing = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+            for col in data.columns:
+                if col not in existing:
+                    dtype = con.execute(f'SELECT typeof("{col}") FROM _incoming LIMIT 1').fetchone()
+                    con.execute(f'ALTER TABLE {table} ADD COLUMN "{col}" {dtype[0] if dtype else "VARCHAR"}')
+            con.execute(f"DELETE FROM {table} WHERE bar = ?", [bar])
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+        finally:
+            con.unregister("_incoming")
+
+    def write_market_bars(self, con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, run_id: str) -> int:
+        """Insert bar rows not yet recorded (first seen wins); returns rows whose values differ from the record."""
+        con.register("_mb", frame)
+        try:
+            revised = con.execute("""
+                SELECT count(*) FROM _mb m JOIN market_bars b USING (ts, symbol)
+                WHERE m.close IS DISTINCT FROM b.close OR m.volume IS DISTINCT FROM b.volume
+                   OR m.high IS DISTINCT FROM b.high OR m.low IS DISTINCT FROM b.low""").fetchone()[0]
+            con.execute("""
+                INSERT INTO market_bars
+                SELECT m.ts, m.symbol, m.open, m.high, m.low, m.close, m.volume, m.bid, m.ask, ?
+                FROM _mb m ANTI JOIN market_bars b USING (ts, symbol)""", [run_id])
+        finally:
+            con.unregister("_mb")
+        return int(revised)
+
+    def record_materialization(self, con: duckdb.DuckDBPyConnection, run_id: str, asset: str, table: str,
+                               bar: str, rows: int, content_hash: str, upstream: dict[str, str]) -> None:
+        con.execute("DELETE FROM materializations WHERE run_id = ? AND tbl = ? AND bar = ?", [run_id, table, bar])
+        con.execute("INSERT INTO materializations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [run_id, asset, table, bar, rows, content_hash, json.dumps(upstream, sort_keys=True),
+                     dt.datetime.now(dt.UTC)])
+
+    def record_config(self, con: duckdb.DuckDBPyConnection, config_hash: str, config: dict) -> None:
+        con.execute("INSERT OR IGNORE INTO configs VALUES (?, ?)",
+                    [config_hash, json.dumps(config, sort_keys=True, default=str)])
+
+    def upsert_run(self, con: duckdb.DuckDBPyConnection, **row: object) -> None:
+        """Insert or update one ``runs`` row (keyed by run id and bar); unknown fields are an error."""
+        cols = ["run_id", "bar", "mode", "code_version", "config_hash", "model_versions",
+                "started_at", "ended_at", "status"]
+        unknown = set(row) - set(cols)
+        if unknown:
+            raise ValueError(f"unknown runs columns {sorted(unknown)}")
+        current = con.execute("SELECT * FROM runs WHERE run_id = ? AND bar = ?",
+                              [row["run_id"], row["bar"]]).fetchone()
+        merged = dict(zip(cols, current, strict=True)) if current else dict.fromkeys(cols)
+        merged.update({k: v for k, v in row.items() if v is not None})
+        con.execute("DELETE FROM runs WHERE run_id = ? AND bar = ?", [row["run_id"], row["bar"]])
+        con.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(cols))})", [merged[c] for c in cols])
+
+    # ------------------------------------------------------------------ reads
+    def read_partition(self, table: str, bar: str, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+        table = _check_ident(table)
+        with self._maybe(con) as c:
+            if not self._has_table(c, table):
+                raise LookupError(f"no lineage table {table!r} in {self.path}: materialize it first")
+            frame = c.execute(f"SELECT * FROM {table} WHERE bar = ? ORDER BY _row", [bar]).df()
+        return frame.drop(columns=["bar", "_row"])
+
+    def read_sql(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, params or []).df()
+
+    def read_market_bars(self, start: pd.Timestamp, end: pd.Timestamp,
+                         con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+        with self._maybe(con) as c:
+            frame = c.execute("""SELECT ts, symbol, open, high, low, close, volume, bid, ask FROM market_bars
+                                 WHERE ts BETWEEN ? AND ? ORDER BY ts, symbol""",
+                              [start.to_pydatetime(), end.to_pydatetime()]).df()
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+        return frame
+
+    def tables(self) -> list[str]:
+        with self.connect(read_only=True) as con:
+            return sorted(r[0] for r in con.execute("SHOW TABLES").fetchall())
+
+    @staticmethod
+    def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+        return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0])
+
+    @contextmanager
+    def _maybe(self, con: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
+        if con is not None:
+            yield con
+        else:
+            with self.connect(read_only=self.path.exists()) as c:
+                yield c
