@@ -212,6 +212,12 @@ def _merge_plain(base: dict, override: Mapping) -> dict:
     return out
 
 
+def reset_config() -> None:
+    """Forget the loaded configuration; the next read loads it again (tests, after env changes)."""
+    with _lock:
+        _state.update(cfg=None, hash=None, user_file=None)
+
+
 def _current() -> dict:
     with _lock:
         if _state["cfg"] is None:

@@ -65,7 +65,8 @@ class TradingCalendar:
         days = self.sessions(start, end)
         if not days:
             return pd.DatetimeIndex([], tz="UTC")
-        return pd.DatetimeIndex(np.concatenate([self.session_bars(d).values for d in days])).tz_localize("UTC")
+        return pd.DatetimeIndex(np.concatenate([self.session_bars(d).tz_convert(None).to_numpy() for d in days])
+                                ).tz_localize("UTC")
 
     def session_of(self, bar: pd.Timestamp) -> dt.date:
         """The session a bar close belongs to (a close at the session close belongs to it)."""

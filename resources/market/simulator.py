@@ -232,7 +232,7 @@ class MarketSimulator:
         keep = ~c["halted"][k, :nb]
         n = self.p.n_symbols
         frame = pd.DataFrame({
-            "ts": np.repeat(closes.values, n),
+            "ts": np.repeat(closes.tz_convert(None).to_numpy(), n),
             "symbol": np.tile(self.symbols, nb),
             "open": open_.ravel(), "high": high.ravel(), "low": low.ravel(), "close": close.ravel(),
             "volume": np.round(c["volume"][k, :nb]).ravel(),

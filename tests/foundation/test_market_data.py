@@ -1,0 +1,130 @@
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from resources.market.calendar import parse_bar_key
+from resources.market.simulator import MarketSimulator
+from resources.market.sources import DataError, FilesSource
+
+DAY = dt.date(2026, 11, 24)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return MarketSimulator()
+
+
+def test_simulator_is_deterministic_across_instances(sim):
+    a = sim.session_frame(DAY)
+    b = MarketSimulator().session_frame(DAY)
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a["symbol"].unique()) == 50
+
+
+def test_simulated_bars_are_sane(sim):
+    f = sim.session_frame(DAY)
+    assert (f["high"] >= f[["open", "close"]].max(axis=1)).all()
+    assert (f["low"] <= f[["open", "close"]].min(axis=1)).all()
+    assert (f["ask"] > f["bid"]).all() and (f["volume"] >= 0).all()
+    spread = ((f["ask"] - f["bid"]) / f["close"] * 1e4).groupby(f["ts"]).mean()
+    assert spread.iloc[0] > spread.iloc[len(spread) // 2]  # spreads widen with the U-shaped volatility
+
+
+def test_half_day_has_42_bars(sim):
+    assert sim.session_frame(dt.date(2026, 11, 27))["ts"].nunique() == 42
+    with pytest.raises(ValueError, match="not a simulated session"):
+        sim.session_frame(dt.date(2026, 11, 26))
+
+
+def test_planted_reversal_is_in_the_data(sim):
+    frames = pd.concat([sim.session_frame(d) for d in sim.cal.sessions("2026-10-01", "2026-10-20")])
+    close = frames.pivot(index="ts", columns="symbol", values="close")
+    r = np.log(close).diff()
+    resid = r.sub(r.mean(axis=1), axis=0)
+    corr = resid.stack().corr(resid.shift(-1).stack())
+    assert corr < -0.05  # idiosyncratic one-bar reversal
+
+
+def _write_files(tmp_path, frame):
+    d = tmp_path / "bars"
+    d.mkdir(exist_ok=True)
+    for sym, g in frame.groupby("symbol"):
+        g.drop(columns="symbol").assign(ts=g["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(d / f"{sym}.csv",
+                                                                                              index=False)
+    return d
+
+
+@pytest.fixture
+def day_frame(sim):
+    f = sim.session_frame(DAY)
+    return f[f["symbol"].isin(["S001", "S002", "S003"])].reset_index(drop=True)
+
+
+def test_files_source_round_trips(tmp_path, day_frame):
+    src = FilesSource(_write_files(tmp_path, day_frame))
+    bar = parse_bar_key("2026-11-24T15:00Z")
+    h = src.history(bar, 6)
+    assert sorted(h["symbol"].unique()) == ["S001", "S002", "S003"]
+    assert h["ts"].nunique() == 6 and h["ts"].max() == bar and not src.skips
+
+
+@pytest.mark.parametrize("rule, mutate", [
+    ("high < low", lambda f: f.assign(high=np.where(f.index == 4, f["low"] - 1, f["high"]))),
+    ("non-positive or missing price", lambda f: f.assign(close=np.where(f.index == 4, -1.0, f["close"]))),
+    ("NaN volume", lambda f: f.assign(volume=np.where(f.index == 4, np.nan, f["volume"]))),
+    ("bar outside the session", lambda f: f.assign(
+        ts=np.where(f.index == 4, pd.Timestamp("2026-11-24 22:00", tz="UTC"), f["ts"]))),
+])
+def test_files_source_bad_rows_are_recorded_skips(tmp_path, day_frame, rule, mutate):
+    one = day_frame[day_frame["symbol"] == "S001"].reset_index(drop=True)
+    one = mutate(one)
+    if rule == "bar outside the session":  # keep time order: move the bad row to the end
+        one = pd.concat([one.drop(index=4), one.loc[[4]]], ignore_index=True)
+    src = FilesSource(_write_files(tmp_path, one))
+    assert [s["rule"] for s in src.skips] == [rule]
+    assert src.skips[0]["file"].endswith("S001.csv")
+    assert len(src._frames["S001"]) == len(one) - 1
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("duplicate", "duplicated timestamp"),
+    ("out_of_order", "not after the previous row"),
+])
+def test_files_source_file_faults_are_errors_naming_file_and_row(tmp_path, day_frame, fault, message):
+    one = day_frame[day_frame["symbol"] == "S002"].reset_index(drop=True)
+    if fault == "duplicate":
+        one = pd.concat([one.iloc[:6], one.iloc[[5]], one.iloc[6:]], ignore_index=True)
+    else:
+        one = pd.concat([one.iloc[:5], one.iloc[[6, 5]], one.iloc[7:]], ignore_index=True)
+    with pytest.raises(DataError, match=rf"S002\.csv: row 6: .*{message}"):
+        FilesSource(_write_files(tmp_path, one))
+
+
+def test_missing_symbol_at_a_bar_is_recorded_missing(tmp_path, day_frame):
+    from assets.bars.logic import build_window
+
+    bar = parse_bar_key("2026-11-24T15:00Z")
+    frame = day_frame[~((day_frame["symbol"] == "S003") & (day_frame["ts"] == bar))]
+    src = FilesSource(_write_files(tmp_path, frame))
+    times = src.calendar.previous_bars(bar, 6)
+    window, _ = build_window("2026-11-24T15:00Z", bar, times, src.history(bar, 6), src.symbols(),
+                             pd.Series(1e6, index=src.symbols()))
+    status = window.snapshot.set_index("symbol")["status"]
+    assert status.to_dict() == {"S001": "ok", "S002": "ok", "S003": "missing"}
+    assert np.isnan(window.snapshot.set_index("symbol").loc["S003", "close"])
+
+
+def test_snapshot_validation_skips_bad_rows_and_refuses_duplicates():
+    from assets.bars.logic import validate_snapshot
+
+    ts = pd.Timestamp("2026-11-24 15:00", tz="UTC")
+    rows = pd.DataFrame({"ts": [ts] * 3, "symbol": ["A", "B", "C"], "open": [1.0, 1.0, 1.0],
+                         "high": [1.1, 0.9, 1.1], "low": [0.9, 1.0, 0.9], "close": [1.0, 1.0, 0.0],
+                         "volume": [10.0, 10.0, 10.0], "bid": [0.99] * 3, "ask": [1.01] * 3})
+    ok, skips = validate_snapshot(rows)
+    assert ok["symbol"].tolist() == ["A"]
+    assert skips.set_index("symbol")["rule"].to_dict() == {"B": "high < low", "C": "non-positive or missing price"}
+    with pytest.raises(ValueError, match="duplicated bar for A"):
+        validate_snapshot(pd.concat([rows, rows.iloc[[0]]]))
