@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 
-.PHONY: install demo test ui lint train bench clean
+.PHONY: install dagster-home demo test ui lint train bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -15,9 +15,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-dagster-home:
-	mkdir -p $(DAGSTER_HOME)
-	cp -n dagster_project/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+dagster-home: $(STAMP)
+	$(BIN)/python -m dagster_project.instance >/dev/null
 
 demo: $(STAMP) dagster-home
 	$(BIN)/python -m dagster_project.demo

@@ -6,22 +6,18 @@ import dagster as dg
 
 from assets.bars.asset import bars
 from assets.features.asset import features
+from dagster_project.jobs import audit_job, trading_job
+from dagster_project.sensors import bar_sensor
 from resources.lineage.io_manager import LineageIOManager
 from resources.lineage.resource import LineageResource
 from resources.market.resource import MarketDataResource
 
 ALL_ASSETS = [bars, features]
 
-trading_job = dg.define_asset_job(
-    "trading_job",
-    selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    description="The whole graph for one bar partition: market snapshot → features → … → orders → P&L.",
-    tags={"tradegraph/mode": "live"},
-)
-
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[trading_job],
+    jobs=[trading_job, audit_job],
+    sensors=[bar_sensor],
     resources={
         "market": MarketDataResource(),
         "lineage": LineageResource(),
