@@ -212,6 +212,14 @@ def _merge_plain(base: dict, override: Mapping) -> dict:
     return out
 
 
+def install_config(cfg: Mapping) -> str:
+    """Make a recorded configuration the process-wide one (an audit run replays the recorded config)."""
+    built = build_config(dict(cfg), environ={})
+    with _lock:
+        _state.update(cfg=built, hash=config_hash(built))
+    return _state["hash"]
+
+
 def reset_config() -> None:
     """Forget the loaded configuration; the next read loads it again (tests, after env changes)."""
     with _lock:

@@ -11,18 +11,33 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg
+from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, install_config
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
 
 MODES = ("live", "audit", "replay")
 
 
+_AUDIT_CONFIGURED: set[str] = set()
+
+
 def mode_of(context: dg.AssetExecutionContext) -> str:
-    """The run's mode: tag ``tradegraph/mode`` or ``engine.mode``; an unknown mode is an error."""
+    """The run's mode: tag ``tradegraph/mode`` or ``engine.mode``; an unknown mode is an error.
+
+    An audit run (from the CLI or launched in the UI) installs the configuration recorded with the bar
+    before its first step computes anything, so it replays the bar under the config that traded it.
+    """
     mode = context.run.tags.get(MODE_TAG, get_cfg("engine.mode"))
     if mode not in MODES:
         raise ValueError(f"run tag {MODE_TAG}={mode!r} is not one of {MODES}")
+    if mode == "audit" and context.run_id not in _AUDIT_CONFIGURED:
+        from dagster_project.audit import recorded_run
+
+        cfg, recorded_hash, _ = recorded_run(LineageStore(), context.partition_key)
+        if effective_config_hash() != recorded_hash:
+            install_config(cfg)
+            context.log.info(f"audit: running under the recorded configuration {recorded_hash[:16]}")
+        _AUDIT_CONFIGURED.add(context.run_id)
     return mode
 
 

@@ -4,24 +4,42 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.arbitrated_scores.asset import arbitrated_scores
 from assets.bars.asset import bars
+from assets.blended_alpha.asset import blended_alpha
+from assets.executions.asset import executions
 from assets.features.asset import features
+from assets.gated_signals.asset import gated_signals
+from assets.model_skill.asset import model_skill
+from assets.pnl.asset import pnl
+from assets.positions.asset import positions
+from assets.predictions.asset import predictions
+from assets.sized_orders.asset import sized_orders
 from dagster_project.jobs import audit_job, trading_job
 from dagster_project.sensors import bar_sensor
+from resources.brokers.resource import BrokerResource
+from resources.kill_switch.resource import KillSwitchResource
 from resources.lineage.io_manager import LineageIOManager
 from resources.lineage.resource import LineageResource
 from resources.market.resource import MarketDataResource
+from resources.model_registry import ModelRegistryResource
 
-ALL_ASSETS = [bars, features]
+ALL_ASSETS = [bars, features, predictions, model_skill, blended_alpha, positions, arbitrated_scores,
+              gated_signals, sized_orders, executions, pnl]
+
+RESOURCES = {
+    "market": MarketDataResource(),
+    "lineage": LineageResource(),
+    "lineage_io": LineageIOManager(),
+    "models": ModelRegistryResource(),
+    "broker": BrokerResource(),
+    "kill_switch": KillSwitchResource(),
+}
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[trading_job, audit_job],
     sensors=[bar_sensor],
-    resources={
-        "market": MarketDataResource(),
-        "lineage": LineageResource(),
-        "lineage_io": LineageIOManager(),
-    },
+    resources=RESOURCES,
     executor=dg.in_process_executor,
 )

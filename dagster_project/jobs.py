@@ -15,12 +15,14 @@ TRADING_ASSETS = dg.AssetSelection.groups("market", "signals", "execution")
 
 def _finish(context: dg.HookContext, status: str) -> None:
     """Close this run's ``runs`` row (a failed step is never overwritten by a later success)."""
-    bar = context.step_execution_context.partition_key if context.step_execution_context.has_partition_key else None
+    run = context.instance.get_run_by_id(context.run_id)
+    bar = run.tags.get("dagster/partition") if run else None
     if bar is None:
         return
     store = LineageStore()
     with store.connect() as con:
-        current = con.execute("SELECT status FROM runs WHERE run_id = ? AND bar = ?", [context.run_id, bar]).fetchone()
+        current = con.execute("SELECT status FROM runs WHERE run_id = ? AND bar = ?", [context.run_id, bar]).fetchall()
+        current = current[0] if current else None
         if current and str(current[0]).startswith("failed"):
             return
         store.upsert_run(con, run_id=context.run_id, bar=bar, ended_at=dt.datetime.now(dt.UTC), status=status)
@@ -47,7 +49,8 @@ trading_job = dg.define_asset_job(
 
 audit_job = dg.define_asset_job(
     "audit_job",
-    selection=TRADING_ASSETS,
+    selection=dg.AssetSelection.assets("bars", "positions", "features", "predictions", "model_skill",
+                                       "blended_alpha", "arbitrated_scores", "gated_signals", "sized_orders"),
     description="Rematerialize a past bar from its recorded bars and positions with the recorded model versions "
                 "and config; writes audit__ tables and never reaches a broker.",
     tags={MODE_TAG: "audit"},

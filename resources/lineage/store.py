@@ -97,16 +97,25 @@ class LineageStore:
         table = _check_ident(table)
         data = frame.assign(bar=bar, _row=np.arange(len(frame), dtype=np.int64))
         data = data[["bar", "_row"] + [c for c in frame.columns if c not in ("bar", "_row")]]
+        exists = self._has_table(con, table)
+        if not exists and frame.empty:
+            return  # an empty first write would fix untyped (NULL) columns; the next non-empty one creates it
         con.register("_incoming", data)
         try:
-            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _incoming LIMIT 0")
-            existing = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+            if not exists:
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM _incoming LIMIT 0")
+            existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+            for col, typ in sorted(existing.items()):
+                if typ == '"NULL"' or typ == "NULL":
+                    con.execute(f'ALTER TABLE {table} ALTER COLUMN "{col}" TYPE VARCHAR')
             for col in data.columns:
                 if col not in existing:
-                    dtype = con.execute(f'SELECT typeof("{col}") FROM _incoming LIMIT 1').fetchone()
-                    con.execute(f'ALTER TABLE {table} ADD COLUMN "{col}" {dtype[0] if dtype else "VARCHAR"}')
+                    dtype = con.execute(f'SELECT typeof("{col}") FROM _incoming LIMIT 1').fetchall()
+                    typ = dtype[0][0] if dtype and dtype[0][0] != "NULL" else "VARCHAR"
+                    con.execute(f'ALTER TABLE {table} ADD COLUMN "{col}" {typ}')
             con.execute(f"DELETE FROM {table} WHERE bar = ?", [bar])
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+            if not frame.empty:
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
         finally:
             con.unregister("_incoming")
 
@@ -117,7 +126,7 @@ class LineageStore:
             revised = con.execute("""
                 SELECT count(*) FROM _mb m JOIN market_bars b USING (ts, symbol)
                 WHERE m.close IS DISTINCT FROM b.close OR m.volume IS DISTINCT FROM b.volume
-                   OR m.high IS DISTINCT FROM b.high OR m.low IS DISTINCT FROM b.low""").fetchone()[0]
+                   OR m.high IS DISTINCT FROM b.high OR m.low IS DISTINCT FROM b.low""").fetchall()[0][0]
             con.execute("""
                 INSERT INTO market_bars
                 SELECT m.ts, m.symbol, m.open, m.high, m.low, m.close, m.volume, m.bid, m.ask, ?
@@ -145,17 +154,22 @@ class LineageStore:
         if unknown:
             raise ValueError(f"unknown runs columns {sorted(unknown)}")
         current = con.execute("SELECT * FROM runs WHERE run_id = ? AND bar = ?",
-                              [row["run_id"], row["bar"]]).fetchone()
+                              [row["run_id"], row["bar"]]).fetchall()
+        current = current[0] if current else None
         merged = dict(zip(cols, current, strict=True)) if current else dict.fromkeys(cols)
         merged.update({k: v for k, v in row.items() if v is not None})
         con.execute("DELETE FROM runs WHERE run_id = ? AND bar = ?", [row["run_id"], row["bar"]])
         con.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(cols))})", [merged[c] for c in cols])
 
     # ------------------------------------------------------------------ reads
-    def read_partition(self, table: str, bar: str, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+    def read_partition(self, table: str, bar: str, con: duckdb.DuckDBPyConnection | None = None,
+                       missing_ok: bool = False) -> pd.DataFrame:
+        """The rows of ``table`` for ``bar`` in the order written (an absent table: error, or empty)."""
         table = _check_ident(table)
         with self._maybe(con) as c:
             if not self._has_table(c, table):
+                if missing_ok:
+                    return pd.DataFrame()
                 raise LookupError(f"no lineage table {table!r} in {self.path}: materialize it first")
             frame = c.execute(f"SELECT * FROM {table} WHERE bar = ? ORDER BY _row", [bar]).df()
         return frame.drop(columns=["bar", "_row"])
@@ -179,7 +193,7 @@ class LineageStore:
 
     @staticmethod
     def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-        return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0])
+        return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall()[0][0])
 
     @contextmanager
     def _maybe(self, con: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -1,0 +1,1 @@
+"""Trainers: LightGBM regressors (tabular), a PyTorch GRU (sequential), LightGBM barrier classifiers."""

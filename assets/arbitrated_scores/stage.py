@@ -1,0 +1,46 @@
+"""The ``arbitrated_scores`` stage for one bar, pure: costs, net scores per horizon, selection, TRADE/HOLD.
+
+Tables: ``arbitrated_scores`` (per symbol: selected horizon(s), final score, direction, reserve, decision,
+reason) and ``arbitrated_scores_terms`` (per symbol × horizon: α, spread/vol/impact costs, net, weight).
+The impact reference trade uses the portfolio value from ``positions``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from assets.arbitrated_scores.logic import Arbitration, Params, arbitrate
+from CONFIG.config_loader import get_cfg
+
+
+def alpha_matrix(alpha: pd.DataFrame, symbols: np.ndarray, horizons: list[int]) -> np.ndarray:
+    wide = alpha.pivot(index="symbol", columns="horizon", values="alpha_bps") if len(alpha) else pd.DataFrame()
+    return wide.reindex(index=symbols, columns=horizons).to_numpy(dtype=float)
+
+
+def compute_arbitrated(alpha: pd.DataFrame, features: pd.DataFrame, portfolio_value: float,
+                       params: Params | None = None) -> dict[str, pd.DataFrame]:
+    horizons = sorted(get_cfg("horizons.minutes"))
+    f = features.sort_values("symbol", kind="mergesort")
+    symbols = f["symbol"].to_numpy()
+    col = {c: f[c].to_numpy(dtype=float) for c in ("spread_bps", "sigma_bps", "sigma_daily_bps", "adv_shares",
+                                                    "price")}
+    a = alpha_matrix(alpha, symbols, horizons)
+    arb: Arbitration = arbitrate(a, np.asarray(horizons), get_cfg("market.bar_minutes"), col["spread_bps"],
+                                 col["sigma_bps"], col["sigma_daily_bps"], col["adv_shares"], col["price"],
+                                 float(portfolio_value), params)
+    scores = pd.DataFrame({
+        "symbol": symbols, "spread_bps": col["spread_bps"], "sigma_bps": col["sigma_bps"],
+        "impact_bps": arb.impact_bps, "selected_h_min": arb.selected_h_min, "runner_up_h_min": arb.runner_up_h_min,
+        "final_score_bps": arb.final_score_bps, "direction": arb.direction.astype(np.int64),
+        "reserve_bps": arb.reserve_bps, "decision": arb.decision.astype(object), "reason": arb.reason.astype(object),
+    })
+    n, h = a.shape
+    terms = pd.DataFrame({
+        "symbol": np.repeat(symbols, h), "horizon": np.tile(np.asarray(horizons, dtype=np.int64), n),
+        "alpha_bps": a.ravel(), "spread_cost_bps": arb.spread_cost_bps.ravel(),
+        "vol_cost_bps": arb.vol_cost_bps.ravel(), "impact_cost_bps": arb.impact_cost_bps.ravel(),
+        "cost_bps": arb.cost_bps.ravel(), "net_bps": arb.net_bps.ravel(), "weight": arb.horizon_weight.ravel(),
+    })
+    return {"arbitrated_scores": scores, "arbitrated_scores_terms": terms}

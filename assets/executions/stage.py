@@ -1,0 +1,146 @@
+"""The ``executions`` stage: the kill switch's verdict on each order, the broker's answer and the fills.
+
+Who may reach a broker (SPEC §7): ``audit`` never (nothing is sent, every order is recorded "not sent");
+``replay`` only the replay paper account on the simulated clock; ``live`` only for the live bar — a
+rematerialized past bar is refused before the kill switch is even asked (so a click on an old partition
+cannot trip it either). A rerun of a bar never submits an order twice: an order whose client id the
+broker already knows is looked up, not resubmitted, and fills are booked by fill id once.
+Tables: ``executions`` (per order), ``executions_fills`` (per fill), ``executions_killswitch`` (events).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from assets.positions.logic import FILL_COLUMNS, fills_frame
+from resources.brokers.paper import FrameQuotes, Quote
+from resources.brokers.protocol import Broker, OrderRequest, Side, SubmitResult
+from resources.brokers.submit import submit_with_lookup
+from resources.kill_switch.logic import KillSwitch
+
+EXEC_COLUMNS = ["client_order_id", "symbol", "side", "quantity", "verdict", "verdict_reason", "status",
+                "reason_code", "filled_quantity", "avg_price", "error"]
+EVENT_COLUMNS = ["ts", "check", "value", "limit", "verdict", "reason", "transition", "subject"]
+
+
+def quotes_frame(snapshot: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """Quotes for the fill: this bar's bid/ask/mid and volume, σ_daily and ADV (from features)."""
+    f = features.set_index("symbol")
+    s = snapshot[snapshot["status"] == "ok"].set_index("symbol").reindex(f.index)
+    return pd.DataFrame({"mid": (s["bid"] + s["ask"]) / 2, "bid": s["bid"], "ask": s["ask"],
+                         "volume": s["volume"], "sigma_daily_bps": f["sigma_daily_bps"],
+                         "adv": f["adv_shares"]}, index=f.index)[list(Quote.__dataclass_fields__)]
+
+
+def empty_fills() -> pd.DataFrame:
+    """A typed, empty fills table (so its first recording gets real column types)."""
+    return pd.DataFrame({"fill_id": pd.Series(dtype=object), "client_order_id": pd.Series(dtype=object),
+                         "symbol": pd.Series(dtype=object), "side": pd.Series(dtype=object),
+                         "quantity": pd.Series(dtype=float), "price": pd.Series(dtype=float),
+                         "fee": pd.Series(dtype=float), "ts": pd.Series(dtype="datetime64[us, UTC]"),
+                         "seq": pd.Series(dtype=np.int64), "mid": pd.Series(dtype=float)})[FILL_COLUMNS]
+
+
+def not_sent(orders: pd.DataFrame, reason: str) -> dict[str, pd.DataFrame]:
+    out = pd.DataFrame({"client_order_id": orders["client_order_id"], "symbol": orders["symbol"],
+                        "side": orders["side"], "quantity": np.abs(orders["shares"].to_numpy(dtype=float)),
+                        "verdict": "NOT_SENT", "verdict_reason": reason, "status": "NOT_SENT", "reason_code": "",
+                        "filled_quantity": 0.0, "avg_price": np.nan, "error": ""}, columns=EXEC_COLUMNS)
+    return {"executions": out.reset_index(drop=True), "executions_fills": empty_fills(),
+            "executions_killswitch": pd.DataFrame(columns=EVENT_COLUMNS)}
+
+
+def _order_frame(orders: pd.DataFrame, bar: str) -> pd.DataFrame:
+    return pd.DataFrame({"client_order_id": orders["client_order_id"].to_numpy(), "symbol": orders["symbol"].to_numpy(),
+                         "side": orders["side"].to_numpy(), "quantity": np.abs(orders["shares"].to_numpy(dtype=float)),
+                         "bar_key": bar, "reduce_only": (orders["gate"] == "exit").to_numpy()})
+
+
+def _submit_all(broker: Broker, allowed: pd.DataFrame) -> list[SubmitResult]:
+    """Submit the allowed orders in order; a client id the broker already knows is looked up instead."""
+    results = []
+    for row in allowed.itertuples(index=False):  # the orders of one bar, not a loop over the universe
+        known = broker.order_status(row.client_order_id)
+        if known is not None:
+            results.append(known.as_result())
+            continue
+        req = OrderRequest(row.client_order_id, row.symbol, Side(row.side), float(row.quantity), row.bar_key,
+                           bool(row.reduce_only))
+        results.append(submit_with_lookup(broker, req))
+    return results
+
+
+def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame, positions: dict,
+            broker: Broker, switch: KillSwitch, session_date: dt.date) -> dict[str, pd.DataFrame]:
+    """Kill switch → broker for one bar's orders; every verdict, answer, fill and event recorded."""
+    orders = sized[sized["has_order"]].reset_index(drop=True)
+    book = positions["positions"]
+    account = positions["positions_account"].iloc[0]
+    frame = _order_frame(orders, bar)
+    prices = dict(zip(sized["symbol"], sized["price"], strict=True))
+    held = book.set_index("symbol")
+    check = switch.pre_trade_check(frame, positions=held["qty"], prices={**dict(held["price"].dropna()), **prices},
+                                   equity=float(account["portfolio_value"]), now=now, bar_ts=bar_ts,
+                                   session_date=session_date, reconciliation_mismatch=bool(account["mismatch"]),
+                                   bar_key=bar)
+    enforced = switch_enforce(check, broker)
+    verdicts = check.verdicts.reset_index(drop=True)
+    allowed = frame[(verdicts["verdict"] == "ALLOW").to_numpy()] if len(frame) else frame
+    results = _submit_all(broker, allowed) + enforced
+    outcome = switch.record_broker_outcomes([not r.error for r in results], now) if results else None
+    by_id = {r.client_order_id: r for r in results}
+    execs = pd.DataFrame({
+        "client_order_id": frame["client_order_id"], "symbol": frame["symbol"], "side": frame["side"],
+        "quantity": frame["quantity"], "verdict": verdicts["verdict"].to_numpy() if len(frame) else [],
+        "verdict_reason": verdicts["reason"].fillna("").to_numpy() if len(frame) else [],
+    })
+    for col, attr in (("status", "status"), ("reason_code", "reason_code"), ("filled_quantity", "filled_quantity"),
+                      ("avg_price", "avg_price"), ("error", "error")):
+        execs[col] = [_attr(by_id.get(c), attr) for c in execs["client_order_id"]]
+    execs["status"] = execs["status"].replace("", "NOT_SENT")
+    extra = [r for r in enforced if r.client_order_id not in set(frame["client_order_id"])]
+    if extra:  # kill-switch cancels and flatten orders: recorded like any other broker answer
+        execs = pd.concat([execs, pd.DataFrame({
+            "client_order_id": [r.client_order_id for r in extra], "symbol": "", "side": "", "quantity": np.nan,
+            "verdict": "KILL_SWITCH", "verdict_reason": check.trading_state.value,
+            **{c: [_attr(r, c) for r in extra] for c in ("status", "reason_code", "filled_quantity", "avg_price",
+                                                         "error")}})], ignore_index=True)
+    ids = set(by_id)
+    got = [f for f in broker.fills_since(bar_ts) if f.client_order_id in ids]
+    fills = fills_frame(got) if got else empty_fills()
+    events = pd.concat([check.events_frame()] + ([outcome.events_frame()] if outcome else []), ignore_index=True)
+    return {"executions": execs.reindex(columns=EXEC_COLUMNS),
+            "executions_fills": fills.sort_values(["seq", "fill_id"], kind="mergesort").reset_index(drop=True),
+            "executions_killswitch": _events(events)}
+
+
+def switch_enforce(check, broker: Broker) -> list[SubmitResult]:
+    from resources.kill_switch.resource import KillSwitchResource
+
+    return KillSwitchResource.enforce(check, broker)
+
+
+def _attr(result: SubmitResult | None, attr: str):
+    if result is None:
+        return {"filled_quantity": 0.0, "avg_price": np.nan}.get(attr, "")
+    value = getattr(result, attr)
+    if value is None:
+        return {"filled_quantity": 0.0, "avg_price": np.nan}.get(attr, "")
+    return str(value) if attr in ("status", "reason_code", "error") else float(value)
+
+
+def _events(events: pd.DataFrame) -> pd.DataFrame:
+    out = events.reindex(columns=EVENT_COLUMNS)
+    for c in ("check", "verdict", "reason", "transition", "subject"):
+        out[c] = out[c].astype(object).where(out[c].notna(), "").astype(str)
+    for c in ("value", "limit"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    out["ts"] = pd.to_datetime(out["ts"], utc=True)
+    return out
+
+
+def quotes_provider(snapshot: pd.DataFrame, features: pd.DataFrame) -> FrameQuotes:
+    return FrameQuotes(quotes_frame(snapshot, features))

@@ -1,0 +1,36 @@
+"""The ``gated_signals`` stage for one bar, pure: barrier gates, spread gate and exits against the book."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from assets.gated_signals.logic import Params, gate_signals
+
+
+def current_quantities(positions: pd.DataFrame, symbols: np.ndarray) -> np.ndarray:
+    """Signed shares held per symbol (0 where the book has none)."""
+    if positions is None or not len(positions):
+        return np.zeros(len(symbols))
+    return positions.set_index("symbol")["qty"].reindex(symbols).fillna(0.0).to_numpy(dtype=float)
+
+
+def compute_gated(scores: pd.DataFrame, barrier: pd.DataFrame, positions: pd.DataFrame,
+                  params: Params | None = None) -> pd.DataFrame:
+    s = scores.sort_values("symbol", kind="mergesort").reset_index(drop=True)
+    symbols = s["symbol"].to_numpy()
+    b = barrier.set_index("symbol").reindex(symbols)
+    qty = current_quantities(positions, symbols)
+    quote_age = np.zeros(len(symbols))  # a symbol is scored only when it has a bar (and quote) this bar
+    g = gate_signals(s["direction"].to_numpy(dtype=float), s["final_score_bps"].to_numpy(dtype=float),
+                     s["decision"].to_numpy(), s["reserve_bps"].to_numpy(dtype=float),
+                     b["p_peak"].to_numpy(dtype=float), b["p_valley"].to_numpy(dtype=float), qty,
+                     s["spread_bps"].to_numpy(dtype=float), quote_age, params)
+    return pd.DataFrame({
+        "symbol": symbols, "p_peak": b["p_peak"].to_numpy(dtype=float), "p_valley": b["p_valley"].to_numpy(dtype=float),
+        "barrier_source": b["source"].astype(object).to_numpy(), "direction": s["direction"].to_numpy(),
+        "final_score_bps": s["final_score_bps"].to_numpy(dtype=float), "decision": s["decision"].to_numpy(),
+        "current_qty": qty, "gate": g.gate.astype(object), "reason": g.reason.astype(object),
+        "size_mult": g.size_mult, "signal_bps": g.signal_bps, "is_exit": g.is_exit.astype(bool),
+        "hold": g.hold.astype(bool),
+    })

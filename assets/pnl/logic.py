@@ -1,0 +1,170 @@
+"""Per-bar P&L: apply the bar's fills to the book, mark it to market, report (pure: pandas in, out).
+
+Realised P&L uses the **average-cost** method: a position's cost basis is the quantity-weighted average
+price of the trades that built it; a trade against the position realises
+``closed_qty × (price − avg_cost) × sign(position)`` and leaves the basis unchanged; a trade that crosses
+zero first closes the whole position, then opens the rest at its own price; a flat position has no basis.
+Why average cost: it is path-light (one number per symbol), what most brokers report, and its realised
+plus unrealised P&L is independent of the method, so the portfolio value never depends on the choice.
+
+Realised P&L is gross of fees; fees are reported on their own, so that
+``portfolio_value = initial cash + realised_cum − fees_cum + unrealised`` holds exactly (tested).
+Fills of one symbol within a bar are applied in booking order (``seq``), vectorised across symbols.
+
+Costs per fill: realised = side × (price − mid) × quantity + fee (what the trade paid over the mid at the
+fill); estimated = ``est_cost_bps`` / 1e4 × quantity × mid (the arbitration's cost estimate joined to
+the fill by the caller). Fills without a mid (or estimate) are left out of that sum and counted in
+``n_fills_costed``. Daily return = portfolio value / start-of-day equity − 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from assets.positions.logic import signed_quantity
+
+BOOK_COLUMNS = ["quantity", "avg_cost", "mark"]
+SYMBOL_COLUMNS = ["symbol", "quantity", "avg_cost", "mark", "mark_stale", "market_value", "unrealised_pnl",
+                  "realised_pnl"]
+
+
+@dataclass(frozen=True)
+class PnlBook:
+    """The engine's book between bars: cash, per-symbol quantity / average cost / last mark (index
+    symbol, open positions only), cumulative realised P&L and fees, and the last portfolio value."""
+
+    cash: float
+    positions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BOOK_COLUMNS, dtype=float))
+    realised: float = 0.0
+    fees: float = 0.0
+    value: float | None = None
+
+    @classmethod
+    def start(cls, cash: float) -> PnlBook:
+        return cls(cash=cash, value=cash)
+
+
+def _check_fills(fills: pd.DataFrame) -> pd.DataFrame:
+    if fills["fill_id"].duplicated().any():
+        raise ValueError("fills with a repeated fill_id: deduplicate them (assets.positions.logic.merge_fills)")
+    nums = fills[["quantity", "price", "fee"]].to_numpy(dtype=float)
+    if not np.isfinite(nums).all() or (nums[:, :2] <= 0).any():
+        raise ValueError("fills need finite positive quantity and price and a finite fee")
+    return fills.sort_values("seq", kind="stable") if "seq" in fills else fills
+
+
+def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]:
+    """The book after ``fills`` (columns fill_id, symbol, side, quantity, price, fee[, seq]) and the
+    realised P&L of these fills per symbol."""
+    pos = book.positions
+    if not len(fills):
+        return book, pd.Series(0.0, index=pos.index, name="realised_pnl")
+    f = _check_fills(fills)
+    symbols = pos.index.union(pd.Index(f["symbol"].unique())).sort_values()
+    qty = np.array(pos["quantity"].reindex(symbols, fill_value=0.0), dtype=float)  # copies: updated in place
+    avg = np.array(pos["avg_cost"].reindex(symbols), dtype=float)
+    mark = np.array(pos["mark"].reindex(symbols), dtype=float)
+    realised = np.zeros(len(symbols))
+    d_all, x_all = signed_quantity(f), f["price"].to_numpy(dtype=float)
+    where = symbols.get_indexer(f["symbol"])
+    rank = f.groupby("symbol", sort=False).cumcount().to_numpy()
+    for k in range(int(rank.max()) + 1):  # k-th fill of each symbol in this bar: usually one pass
+        sel = rank == k
+        i, d, x = where[sel], d_all[sel], x_all[sel]
+        p, a = qty[i], avg[i]
+        same = (p == 0) | (np.sign(p) == np.sign(d))
+        closed = np.where(same, 0.0, np.minimum(np.abs(d), np.abs(p)))
+        realised[i] += closed * (x - np.nan_to_num(a)) * np.sign(p)
+        p_new = p + d
+        with np.errstate(invalid="ignore", divide="ignore"):
+            added = (np.abs(p) * np.nan_to_num(a) + np.abs(d) * x) / np.abs(p_new)
+        a_new = np.where(same, added, np.where(np.abs(d) > np.abs(p), x, a))
+        qty[i], avg[i], mark[i] = p_new, np.where(p_new == 0, np.nan, a_new), x
+    cash = book.cash - float(np.dot(d_all, x_all)) - float(f["fee"].sum())
+    table = pd.DataFrame({"quantity": qty, "avg_cost": avg, "mark": mark}, index=symbols)
+    new = PnlBook(cash, table[table["quantity"] != 0], book.realised + float(realised.sum()),
+                  book.fees + float(f["fee"].sum()), book.value)
+    return new, pd.Series(realised, index=symbols, name="realised_pnl")
+
+
+def _costs(fills: pd.DataFrame) -> dict[str, float]:
+    if not len(fills):
+        return {"traded_notional": 0.0, "n_fills_costed": 0, "realised_cost": 0.0, "realised_cost_bps": np.nan,
+                "est_cost": 0.0, "est_cost_bps": np.nan}
+    q = fills["quantity"].to_numpy(dtype=float)
+    px = fills["price"].to_numpy(dtype=float)
+    mid = fills["mid"].to_numpy(dtype=float) if "mid" in fills else np.full(len(fills), np.nan)
+    est_bps = fills["est_cost_bps"].to_numpy(dtype=float) if "est_cost_bps" in fills else np.full(len(fills), np.nan)
+    side = np.sign(signed_quantity(fills))
+    costed = np.isfinite(mid)
+    realised = side * (px - mid) * q + fills["fee"].to_numpy(dtype=float)
+    notional = q * mid
+    est_ok = costed & np.isfinite(est_bps)
+    est = est_bps / 1e4 * notional
+    costed_notional = float(notional[costed].sum())
+    est_notional = float(notional[est_ok].sum())
+    return {
+        "traded_notional": float((q * px).sum()),
+        "n_fills_costed": int(costed.sum()),
+        "realised_cost": float(realised[costed].sum()),
+        "realised_cost_bps": float(realised[costed].sum() / costed_notional * 1e4) if costed_notional else np.nan,
+        "est_cost": float(est[est_ok].sum()),
+        "est_cost_bps": float(est[est_ok].sum() / est_notional * 1e4) if est_notional else np.nan,
+    }
+
+
+def bar_pnl(book: PnlBook, fills: pd.DataFrame, marks: pd.Series | dict[str, float], *,
+            start_of_day_equity: float | None) -> tuple[PnlBook, dict[str, float], pd.DataFrame]:
+    """Apply one bar's fills, mark to ``marks`` (symbol → price; a held symbol without a finite mark keeps
+    its last mark and is flagged ``mark_stale``) and report. Returns (new book, bar row, per-symbol rows).
+
+    Raises ``ValueError`` if a held symbol has no mark at all (never a silent wrong portfolio value).
+    """
+    new, realised = apply_fills(book, fills)
+    pos = new.positions
+    given = pd.Series(marks, dtype=float).reindex(pos.index).to_numpy()
+    fresh = np.isfinite(given) & (given > 0)
+    mark = np.where(fresh, given, pos["mark"].to_numpy(dtype=float))
+    if not np.isfinite(mark).all():
+        raise ValueError(f"no mark for held symbols {list(pos.index[~np.isfinite(mark)])}")
+    qty = pos["quantity"].to_numpy(dtype=float)
+    mv = qty * mark
+    unreal = qty * (mark - pos["avg_cost"].to_numpy(dtype=float))
+    value = new.cash + float(mv.sum())
+    new = PnlBook(new.cash, pos.assign(mark=mark), new.realised, new.fees, value)
+    symbols = pos.index.union(realised.index).sort_values()
+    per_symbol = pd.DataFrame({
+        "symbol": symbols.astype(str),
+        "quantity": pos["quantity"].reindex(symbols).fillna(0.0).to_numpy(),
+        "avg_cost": pos["avg_cost"].reindex(symbols).to_numpy(),
+        "mark": pd.Series(mark, index=pos.index).reindex(symbols).to_numpy(),
+        "mark_stale": ~pd.Series(fresh, index=pos.index).reindex(symbols).fillna(True).astype(bool).to_numpy(),
+        "market_value": pd.Series(mv, index=pos.index).reindex(symbols).fillna(0.0).to_numpy(),
+        "unrealised_pnl": pd.Series(unreal, index=pos.index).reindex(symbols).fillna(0.0).to_numpy(),
+        "realised_pnl": realised.reindex(symbols).fillna(0.0).to_numpy(),
+    }, columns=SYMBOL_COLUMNS)
+    per_symbol.loc[per_symbol["quantity"] == 0, "mark_stale"] = False
+    gross, net = float(np.abs(mv).sum()), float(mv.sum())
+    fees_bar = float(fills["fee"].sum()) if len(fills) else 0.0
+    row = {
+        "portfolio_value": value,
+        "cash": new.cash,
+        "gross_exposure": gross,
+        "net_exposure": net,
+        "gross_leverage": gross / value if value > 0 else np.inf,
+        "net_leverage": net / value if value > 0 else np.inf,
+        "pnl": value - book.value if book.value is not None else np.nan,
+        "realised_pnl": float(realised.sum()),
+        "realised_pnl_cum": new.realised,
+        "unrealised_pnl": float(unreal.sum()),
+        "fees": fees_bar,
+        "fees_cum": new.fees,
+        "n_fills": int(len(fills)),
+        "stale_marks": int((~fresh).sum()),
+        **_costs(fills),
+        "daily_return": value / start_of_day_equity - 1.0 if start_of_day_equity else np.nan,
+    }
+    return new, row, per_symbol

@@ -1,0 +1,87 @@
+"""The engine's expected book and its reconciliation against the broker (pure: pandas in, pandas out).
+
+Why: the broker is the source of truth, but the engine must notice when the two disagree (a fill it never
+recorded, a crash between submit and recording, a broker-side change) before it sizes orders on a wrong
+book. The expected book is derived only from the engine's own recorded fills, deduplicated by
+``fill_id`` so a fill reported twice is booked once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from CONFIG.config_loader import get_cfg
+
+FILL_COLUMNS = ["fill_id", "client_order_id", "symbol", "side", "quantity", "price", "fee", "ts", "seq", "mid"]
+RECON_COLUMNS = ["symbol", "expected", "broker", "difference", "mismatch"]
+
+
+def fills_frame(fills: Iterable[Any]) -> pd.DataFrame:
+    """Broker fills (``Fill`` dataclasses or mappings) as a DataFrame with :data:`FILL_COLUMNS`."""
+    rows = [dataclasses.asdict(f) if dataclasses.is_dataclass(f) else dict(f) for f in fills]
+    df = pd.DataFrame(rows).reindex(columns=FILL_COLUMNS)
+    df["side"] = df["side"].astype(str)
+    return df
+
+
+def merge_fills(recorded: pd.DataFrame, incoming: pd.DataFrame) -> pd.DataFrame:
+    """Recorded fills plus the incoming ones not yet recorded (by ``fill_id``), in booking order."""
+    frames = [f for f in (recorded, incoming) if len(f)]
+    if not frames:
+        return recorded.iloc[0:0].copy()
+    merged = pd.concat(frames, ignore_index=True).drop_duplicates("fill_id", keep="first")
+    by = ["seq", "fill_id"] if "seq" in merged else ["fill_id"]
+    return merged.sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def signed_quantity(fills: pd.DataFrame) -> np.ndarray:
+    """+quantity for buys, −quantity for sells; an unknown side is an error, never a silent zero."""
+    side = fills["side"].astype(str).str.upper().to_numpy()
+    bad = ~np.isin(side, ["BUY", "SELL"])
+    if bad.any():
+        raise ValueError(f"fills with an unknown side: {sorted(set(side[bad]))}")
+    return np.where(side == "BUY", 1.0, -1.0) * fills["quantity"].to_numpy(dtype=float)
+
+
+def expected_positions(fills: pd.DataFrame) -> pd.Series:
+    """Symbol → signed quantity implied by the fills (each ``fill_id`` once), flat symbols dropped."""
+    f = fills.drop_duplicates("fill_id", keep="first")
+    pos = pd.Series(signed_quantity(f), index=f["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    return pos[pos != 0].sort_index().rename("quantity")
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """``table`` has one row per symbol held on either side (:data:`RECON_COLUMNS`, sorted by symbol)."""
+
+    table: pd.DataFrame
+    tolerance: float
+
+    @property
+    def n_mismatched(self) -> int:
+        return int(self.table["mismatch"].sum())
+
+    @property
+    def mismatch(self) -> bool:
+        return self.n_mismatched > 0
+
+
+def reconcile(expected: Mapping[str, float] | pd.Series, broker: Mapping[str, float] | pd.Series,
+              tolerance: float | None = None) -> Reconciliation:
+    """Per-symbol difference broker − expected; a mismatch where |difference| > tolerance
+    (default ``kill_switch.reconciliation_tolerance_shares``). A non-finite quantity is a mismatch."""
+    tol = get_cfg("kill_switch.reconciliation_tolerance_shares") if tolerance is None else tolerance
+    exp, brk = pd.Series(expected, dtype=float), pd.Series(broker, dtype=float)
+    symbols = exp.index.union(brk.index).sort_values()
+    e, b = exp.reindex(symbols, fill_value=0.0).to_numpy(), brk.reindex(symbols, fill_value=0.0).to_numpy()
+    diff = b - e
+    table = pd.DataFrame({"symbol": symbols.astype(str), "expected": e, "broker": b, "difference": diff,
+                          "mismatch": ~(np.abs(diff) <= tol)}, columns=RECON_COLUMNS)
+    held = (e != 0) | (b != 0) | table["mismatch"].to_numpy()
+    return Reconciliation(table[held].reset_index(drop=True), float(tol))

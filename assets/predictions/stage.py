@@ -1,0 +1,70 @@
+"""The ``predictions`` stage for one bar, pure (no Dagster, DuckDB or broker): shared by the asset and replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from assets.bars.logic import BarWindow
+from assets.features.logic import FeatureParams, feature_history
+from assets.history import ChainHistory
+from assets.predictions.logic import PredictionInputs, predict_barrier, predict_returns
+from assets.predictions.models import ModelSet
+from assets.predictions.seq_buffer import SeqBufferManager
+from CONFIG.config_loader import get_cfg
+from resources.market.calendar import bar_key, get_calendar, parse_bar_key
+
+
+def previous_bar_keys(bar: str, n: int) -> list[str]:
+    """The ``n`` bar keys strictly before ``bar`` (oldest first)."""
+    return [bar_key(t) for t in get_calendar().previous_bars(parse_bar_key(bar), n + 1)[:-1]]
+
+
+def seq_buffer_for(window: BarWindow, T: int) -> SeqBufferManager:
+    """Rebuild the sequential buffers of the window's universe from its last T bars."""
+    p = FeatureParams.from_cfg()
+    panel = window.panel()
+    tods = get_calendar().session_fraction(window.times[-T:])
+    hist = feature_history(panel, tods, window.snapshot["adv_shares"].to_numpy(dtype=float), p, T)
+    present = np.isfinite(panel["close"][-T:])
+    return SeqBufferManager.rebuild(panel.symbols, hist, present, get_cfg("prediction.seq_gap_tolerance_bars"))
+
+
+def std_history(history: ChainHistory, bar: str) -> dict[tuple[int, str], np.ndarray]:
+    """Each family's raw predictions of the last ``standardization.window_bars`` bars, per horizon."""
+    past = history.predictions(previous_bar_keys(bar, get_cfg("standardization.window_bars")))
+    return {(int(h), str(f)): g["raw"].to_numpy(dtype=float)
+            for (h, f), g in past.groupby(["horizon", "family"], sort=True)}
+
+
+def prediction_inputs(features: pd.DataFrame, models: ModelSet, buffer: SeqBufferManager | None) -> PredictionInputs:
+    p = FeatureParams.from_cfg()
+    symbols = features["symbol"].to_numpy()
+    seq_X = seq_ok = seq_reason = None
+    if buffer is not None:
+        x, ok, reason = buffer.windows()
+        idx = np.searchsorted(buffer.symbols, symbols)
+        seq_X, seq_ok, seq_reason = x[idx], ok[idx], reason[idx]
+    return PredictionInputs(symbols, features[p.names].to_numpy(dtype=float), features["valid"].to_numpy(bool),
+                            seq_X, seq_ok, seq_reason)
+
+
+def needs_sequence(models: ModelSet) -> int | None:
+    ts = {m.T for (_, fam), m in models.models.items() if fam == "sequential"}
+    if len(ts) > 1:
+        raise ValueError(f"sequential models disagree on the window length T: {sorted(ts)}")
+    return ts.pop() if ts else None
+
+
+def compute_predictions(window: BarWindow, features: pd.DataFrame, models: ModelSet, history: ChainHistory,
+                        buffer: SeqBufferManager | None = None) -> dict[str, pd.DataFrame]:
+    """Predictions, barrier probabilities and the models' status for the window's bar."""
+    T = needs_sequence(models)
+    if T is not None and buffer is None:
+        buffer = seq_buffer_for(window, T)
+    inp = prediction_inputs(features, models, buffer if T is not None else None)
+    return {
+        "predictions": predict_returns(models, inp, std_history(history, window.bar)),
+        "predictions_barrier": predict_barrier(models, inp),
+        "predictions_models": models.status.copy(),
+    }

@@ -1,0 +1,55 @@
+"""Execution-layer fixtures: config pointing every state file at tmp_path, a fixed market, a bar clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import pandas as pd
+import pytest
+
+from CONFIG.config_loader import use_config
+from resources.brokers.paper import BarClock, FrameQuotes, PaperBroker
+
+T0 = dt.datetime(2025, 6, 2, 14, 0, tzinfo=dt.UTC)  # a bar close (10:00 New York)
+SESSION = dt.date(2025, 6, 2)
+
+# mid, bid, ask, bar volume (shares), σ_daily (bps), ADV (shares)
+MARKET = {
+    "AAA": (100.0, 99.99, 100.01, 1000.0, 150.0, 1_000_000.0),
+    "BBB": (50.0, 49.99, 50.01, 10_000.0, 200.0, 4_000_000.0),
+}
+
+
+def make_quotes(**changes: tuple[float, ...]) -> FrameQuotes:
+    rows = {**MARKET, **changes}
+    return FrameQuotes(pd.DataFrame.from_dict(rows, orient="index",
+                                              columns=["mid", "bid", "ask", "volume", "sigma_daily_bps", "adv"]))
+
+
+@pytest.fixture
+def configure(tmp_path) -> Iterator[Callable[..., None]]:
+    """``configure(broker={...}, kill_switch={...})``: overrides on top of tmp paths (nesting keeps paths)."""
+    stack = ExitStack()
+
+    def apply(**sections: dict) -> None:
+        over: dict = {"paths": {"paper_broker_db": str(tmp_path / "paper.duckdb"),
+                                "kill_switch_state": str(tmp_path / "kill_switch.json")}}
+        for name, values in sections.items():
+            over.setdefault(name, {}).update(values)
+        stack.enter_context(use_config(over))
+
+    apply()
+    with stack:
+        yield apply
+
+
+@pytest.fixture
+def clock() -> BarClock:
+    return BarClock(T0)
+
+
+@pytest.fixture
+def broker(configure, clock) -> PaperBroker:
+    return PaperBroker(quotes=make_quotes(), clock=clock)

@@ -1,0 +1,120 @@
+"""P&L by hand for a scripted sequence of fills, fees and marks; reconciliation of expected vs broker."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from assets.pnl.logic import PnlBook, apply_fills, bar_pnl
+from assets.positions.logic import expected_positions, fills_frame, merge_fills, reconcile
+
+CASH = 100_000.0
+
+
+def fills(*rows) -> pd.DataFrame:
+    cols = ["fill_id", "symbol", "side", "quantity", "price", "fee", "seq", "mid", "est_cost_bps"]
+    return pd.DataFrame([dict(zip(cols, r, strict=False)) for r in rows], columns=cols)
+
+
+def approx(x):
+    return pytest.approx(x, abs=1e-9)
+
+
+def test_hand_worked_pnl_sequence():
+    book = PnlBook.start(CASH)
+
+    # Bar 1: BUY 100 AAA @ 50.00, fee 1.00 (mid 49.98, estimated cost 5 bps). Mark AAA 51.
+    #   cash = 100,000 − 100 × 50 − 1 = 94,999;  AAA 100 @ avg 50
+    #   unrealised = 100 × (51 − 50) = 100;  PV = 94,999 + 100 × 51 = 100,099
+    #   realised cost = (50.00 − 49.98) × 100 + 1 = 3.00  → 3 / (100 × 49.98) = 6.0024 bps
+    #   estimated cost = 5 bps × 4,998 = 2.499;  daily return = 100,099 / 100,000 − 1 = 0.00099
+    book, row, _ = bar_pnl(book, fills(("f1", "AAA", "BUY", 100, 50.00, 1.00, 1, 49.98, 5.0)), {"AAA": 51.0},
+                           start_of_day_equity=CASH)
+    assert row["cash"] == approx(94_999.0)
+    assert row["portfolio_value"] == approx(100_099.0)
+    assert (row["unrealised_pnl"], row["realised_pnl"], row["fees"]) == (approx(100.0), 0.0, 1.0)
+    assert (row["gross_exposure"], row["net_exposure"]) == (approx(5_100.0), approx(5_100.0))
+    assert row["realised_cost"] == approx(3.0)
+    assert row["realised_cost_bps"] == pytest.approx(3.0 / 4_998.0 * 1e4)
+    assert row["est_cost"] == approx(2.499)
+    assert row["daily_return"] == approx(0.00099)
+    assert row["pnl"] == approx(99.0)
+
+    # Bar 2: BUY 100 AAA @ 52 fee 1; SELL 50 BBB @ 20 fee 0.5 (opens a short). Marks AAA 53, BBB 19.
+    #   AAA 200 @ avg (100 × 50 + 100 × 52) / 200 = 51;  BBB −50 @ 20
+    #   cash = 94,999 − 5,200 − 1 + 1,000 − 0.5 = 90,797.5
+    #   PV = 90,797.5 + 200 × 53 − 50 × 19 = 100,447.5;  unrealised = 200 × 2 + (−50) × (−1) = 450
+    #   gross = 10,600 + 950 = 11,550;  net = 9,650;  bar P&L = 100,447.5 − 100,099 = 348.5
+    book, row, per = bar_pnl(book, fills(("f2", "AAA", "BUY", 100, 52.0, 1.0, 2),
+                                         ("f3", "BBB", "SELL", 50, 20.0, 0.5, 3)),
+                             {"AAA": 53.0, "BBB": 19.0}, start_of_day_equity=CASH)
+    assert book.positions.loc["AAA", "avg_cost"] == approx(51.0)
+    assert (row["cash"], row["portfolio_value"], row["unrealised_pnl"]) == (
+        approx(90_797.5), approx(100_447.5), approx(450.0))
+    assert (row["gross_exposure"], row["net_exposure"], row["pnl"]) == (
+        approx(11_550.0), approx(9_650.0), approx(348.5))
+    assert (row["fees_cum"], row["realised_pnl_cum"]) == (approx(2.5), 0.0)
+    assert math.isnan(row["realised_cost_bps"]) and row["n_fills_costed"] == 0   # no mids given: not costed
+
+    # Bar 3: SELL AAA 150 @ 54 fee 1 then 100 @ 55 fee 1 (crosses zero); BUY 50 BBB @ 18 fee 0.5 (cover).
+    #   AAA: 150 × (54 − 51) = 450 realised, 50 left @ 51;  then 50 × (55 − 51) = 200, opens −50 @ 55
+    #   BBB: covers 50 @ 18 against 20: 50 × (18 − 20) × (−1) = 100 realised
+    #   realised = 750;  cash = 90,797.5 + 8,100 + 5,500 − 900 − 2.5 = 103,495
+    #   mark AAA 56: unrealised = −50 × (56 − 55) = −50;  PV = 103,495 − 2,800 = 100,695
+    #   identity: 100,000 + 750 (realised) − 5 (fees) − 50 (unrealised) = 100,695
+    book, row, per = bar_pnl(book, fills(("f4", "AAA", "SELL", 150, 54.0, 1.0, 4),
+                                         ("f6", "BBB", "BUY", 50, 18.0, 0.5, 6),
+                                         ("f5", "AAA", "SELL", 100, 55.0, 1.0, 5)),
+                             {"AAA": 56.0}, start_of_day_equity=CASH)
+    assert (row["realised_pnl"], row["realised_pnl_cum"]) == (approx(750.0), approx(750.0))
+    assert (row["cash"], row["portfolio_value"], row["unrealised_pnl"]) == (
+        approx(103_495.0), approx(100_695.0), approx(-50.0))
+    assert (row["gross_exposure"], row["net_exposure"], row["fees_cum"]) == (
+        approx(2_800.0), approx(-2_800.0), approx(5.0))
+    assert row["portfolio_value"] == approx(CASH + row["realised_pnl_cum"] - row["fees_cum"] + row["unrealised_pnl"])
+    assert book.positions.loc["AAA", "avg_cost"] == approx(55.0) and "BBB" not in book.positions.index
+    assert per.set_index("symbol")["realised_pnl"].to_dict() == {"AAA": approx(650.0), "BBB": approx(100.0)}
+
+    # Bar 4: no fills, no mark for AAA: the last mark (56) is kept and flagged, nothing moves
+    book, row, per = bar_pnl(book, fills(), {}, start_of_day_equity=100_695.0)
+    assert (row["portfolio_value"], row["stale_marks"], row["pnl"], row["daily_return"]) == (
+        approx(100_695.0), 1, 0.0, 0.0)
+    assert per["mark_stale"].tolist() == [True]
+
+
+def test_pnl_refuses_bad_fills_and_missing_marks():
+    book = PnlBook.start(CASH)
+    with pytest.raises(ValueError, match="repeated fill_id"):
+        apply_fills(book, fills(("f1", "AAA", "BUY", 1, 10.0, 0.0, 1), ("f1", "AAA", "BUY", 1, 10.0, 0.0, 1)))
+    with pytest.raises(ValueError, match="finite positive"):
+        apply_fills(book, fills(("f1", "AAA", "BUY", 1, math.nan, 0.0, 1)))
+    with pytest.raises(ValueError, match="unknown side"):
+        apply_fills(book, fills(("f1", "AAA", "HOLD", 1, 10.0, 0.0, 1)))
+    held = PnlBook(CASH, pd.DataFrame({"quantity": [5.0], "avg_cost": [10.0], "mark": [math.nan]}, index=["X"]))
+    with pytest.raises(ValueError, match="no mark"):
+        bar_pnl(held, fills(), {}, start_of_day_equity=CASH)
+
+
+def test_reconcile_tolerance_and_table():
+    expected = {"A": 100.0, "B": -50.0}
+    broker = {"A": 100.0, "B": -40.0, "C": 10.0}
+    strict = reconcile(expected, broker, tolerance=0.0)
+    assert strict.mismatch and strict.n_mismatched == 2
+    assert strict.table.to_dict("list") == {"symbol": ["A", "B", "C"], "expected": [100.0, -50.0, 0.0],
+                                            "broker": [100.0, -40.0, 10.0], "difference": [0.0, 10.0, 10.0],
+                                            "mismatch": [False, True, True]}
+    assert not reconcile(expected, broker, tolerance=10.0).mismatch
+    assert reconcile({}, {}).table.empty and not reconcile({}, {}).mismatch
+    assert reconcile({"A": math.nan}, {"A": 1.0}, tolerance=5.0).mismatch       # NaN is never "close enough"
+
+
+def test_expected_positions_count_each_fill_once():
+    rows = [{"fill_id": "x", "symbol": "A", "side": "BUY", "quantity": 10.0, "seq": 1},
+            {"fill_id": "y", "symbol": "A", "side": "SELL", "quantity": 4.0, "seq": 2},
+            {"fill_id": "z", "symbol": "B", "side": "SELL", "quantity": 3.0, "seq": 3}]
+    recorded = merge_fills(fills_frame(rows[:2]), fills_frame(rows))     # x, y reported twice
+    assert recorded["fill_id"].tolist() == ["x", "y", "z"]
+    assert expected_positions(recorded).to_dict() == {"A": 6.0, "B": -3.0}
+    assert expected_positions(fills_frame([])).empty
