@@ -18,3 +18,37 @@ def tg_home(tmp_path, monkeypatch):
     reset_config()
     yield home
     reset_config()
+
+
+@pytest.fixture(scope="session")
+def small_registry_root(tmp_path_factory):
+    """A real registry trained once per test session on a small slice of the embedded market."""
+    from CONFIG.config_loader import reset_config
+    from TRAINING.testing import train_small_registry
+
+    reset_config()
+    return train_small_registry(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def trained(small_registry_root, monkeypatch, tg_home):
+    """Point this test's configuration at the session's small trained registry."""
+    monkeypatch.setenv("TRADEGRAPH__PATHS__REGISTRY", str(small_registry_root))
+    reset_config()
+    return small_registry_root
+
+
+@pytest.fixture
+def live_clock(monkeypatch, tg_home):
+    """An accelerated market clock the test can put just after any bar close: ``live_clock(bar_ts)``."""
+    import pandas as pd
+
+    from resources.market.clock import start_accelerated_clock
+
+    monkeypatch.setenv("TRADEGRAPH__CLOCK__MODE", "accelerated")
+    reset_config()
+
+    def at(bar_ts, seconds_after: float = 1.0):
+        start_accelerated_clock(pd.Timestamp(bar_ts) + pd.Timedelta(seconds=seconds_after), speed=1.0)
+
+    return at
