@@ -52,7 +52,7 @@ def executions(context: AssetExecutionContext, sized_orders: pd.DataFrame, bars:
         adapter = broker.get_broker_for(account_of(mode), quotes=quotes_provider(bars.snapshot, features),
                                         clock=BarClock(bar_ts))
         with _batched(adapter):
-            out = execute(bar, bar_ts, now, sized_orders, positions, adapter, kill_switch.switch(),
+            out = execute(bar, bar_ts, now, sized_orders, positions, adapter, kill_switch.switch_for(account_of(mode)),
                           get_calendar().session_of(parse_bar_key(bar)))
     out["executions_fills"] = out["executions_fills"].assign(account=account_of(mode))
     e = out["executions"]

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from dagster import ConfigurableResource
 
+from CONFIG.config_loader import resolve_path
 from resources.brokers.protocol import Broker, BrokerError, OrderRequest, Side, SubmitResult
 from resources.brokers.submit import submit_with_lookup
 from resources.kill_switch.logic import CheckResult, KillSwitch, TradingState
+
+
+def state_path_for(account: str, base: str | None = None) -> Path:
+    """``paths.kill_switch_state`` for ``live``; ``<stem>.<account><suffix>`` beside it otherwise."""
+    path = Path(base) if base else resolve_path("paths.kill_switch_state")
+    return path if account == "live" else path.with_name(f"{path.stem}.{account}{path.suffix}")
 
 
 class KillSwitchResource(ConfigurableResource):
@@ -26,6 +34,10 @@ class KillSwitchResource(ConfigurableResource):
 
     def switch(self) -> KillSwitch:
         return KillSwitch(self.state_path)
+
+    def switch_for(self, account: str) -> KillSwitch:
+        """The live account's switch, or the replay account's own (so a replay never trips live trading)."""
+        return KillSwitch(state_path_for(account, self.state_path))
 
     def status(self, now: dt.datetime) -> CheckResult:
         return self.switch().status(now)

@@ -54,52 +54,20 @@ class LineageIOManager(dg.ConfigurableIOManager):
         asset = context.asset_key.path[-1]
         bar = context.partition_key
         prefix = table_prefix(run_mode(context))
-        tables = self._tables(asset, obj)
-        store = self._store()
         upstream_names = [d.asset_key.path[-1] for d in context.asset_spec.deps]
-        hashes = {}
+        store = self._store()
         with store.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                upstream = self._upstream_hashes(con, upstream_names, bar, prefix)
-                for table, frame in tables.items():
-                    store.write_partition(con, prefix + table, bar, frame)
-                    hashes[table] = content_hash(frame)
-                    store.record_materialization(con, context.run_id, asset, prefix + table, bar,
-                                                 len(frame), hashes[table], upstream)
-                if isinstance(obj, BarWindow) and not prefix:
-                    revised = store.write_market_bars(con, obj.history, context.run_id)
-                    context.add_output_metadata({"revised_history_rows": revised})
+                hashes, revised = record_output(store, con, context.run_id, asset, bar, obj, upstream_names, prefix)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        if revised is not None:
+            context.add_output_metadata({"revised_history_rows": revised})
         _RUN_CACHE[(context.run_id, asset, bar)] = obj
         context.add_output_metadata({f"content_hash/{t}": h[:16] for t, h in sorted(hashes.items())})
-
-    @staticmethod
-    def _tables(asset: str, obj: Any) -> dict[str, pd.DataFrame]:
-        if isinstance(obj, BarWindow):
-            return {"bars": obj.snapshot}
-        if isinstance(obj, pd.DataFrame):
-            return {asset: obj}
-        if isinstance(obj, dict):
-            bad = [k for k in obj if not k.startswith(asset)]
-            if bad:
-                raise ValueError(f"asset {asset}: table names {bad} must start with the asset name")
-            return {k: v for k, v in sorted(obj.items())}
-        raise TypeError(f"asset {asset}: cannot record an output of type {type(obj).__name__}")
-
-    @staticmethod
-    def _upstream_hashes(con: Any, names: list[str], bar: str, prefix: str) -> dict[str, str]:
-        if not names:
-            return {}
-        rows = con.execute("""
-            SELECT tbl, content_hash FROM materializations
-            WHERE bar = ? AND asset IN (SELECT unnest(?))
-            QUALIFY row_number() OVER (PARTITION BY tbl ORDER BY recorded_at DESC) = 1
-            ORDER BY tbl""", [bar, names]).fetchall()
-        return {t: h for t, h in rows if prefix or not t.startswith("audit__")}
 
     def load_input(self, context: dg.InputContext) -> Any:
         asset = context.asset_key.path[-1]
@@ -111,6 +79,46 @@ class LineageIOManager(dg.ConfigurableIOManager):
         if cached is not None:
             return cached
         return load_recorded(self._store(), asset, bar)
+
+
+def output_tables(asset: str, obj: Any) -> dict[str, pd.DataFrame]:
+    if isinstance(obj, BarWindow):
+        return {"bars": obj.snapshot}
+    if isinstance(obj, pd.DataFrame):
+        return {asset: obj}
+    if isinstance(obj, dict):
+        bad = [k for k in obj if not k.startswith(asset)]
+        if bad:
+            raise ValueError(f"asset {asset}: table names {bad} must start with the asset name")
+        return {k: v for k, v in sorted(obj.items())}
+    raise TypeError(f"asset {asset}: cannot record an output of type {type(obj).__name__}")
+
+
+def upstream_hashes(con: Any, names: list[str], bar: str, prefix: str) -> dict[str, str]:
+    if not names:
+        return {}
+    rows = con.execute("""
+        SELECT tbl, content_hash FROM materializations
+        WHERE bar = ? AND asset IN (SELECT unnest(?))
+        QUALIFY row_number() OVER (PARTITION BY tbl ORDER BY recorded_at DESC) = 1
+        ORDER BY tbl""", [bar, names]).fetchall()
+    return {t: h for t, h in rows if prefix or not t.startswith("audit__")}
+
+
+def record_output(store: LineageStore, con: Any, run_id: str, asset: str, bar: str, obj: Any,
+                  upstream_names: list[str], prefix: str = "") -> tuple[dict[str, str], int | None]:
+    """Write one asset output's tables for ``bar`` (inside the caller's transaction) with their
+    materialization rows; shared by the IO manager and the replay loop so both record the same way."""
+    upstream = upstream_hashes(con, upstream_names, bar, prefix)
+    hashes: dict[str, str] = {}
+    for table, frame in output_tables(asset, obj).items():
+        store.write_partition(con, prefix + table, bar, frame)
+        hashes[table] = content_hash(frame)
+        store.record_materialization(con, run_id, asset, prefix + table, bar, len(frame), hashes[table], upstream)
+    revised = None
+    if isinstance(obj, BarWindow) and not prefix:
+        revised = store.write_market_bars(con, obj.history, run_id)
+    return hashes, revised
 
 
 def load_recorded(store: LineageStore, asset: str, bar: str) -> Any:
