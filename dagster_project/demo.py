@@ -1,46 +1,87 @@
 """``make demo``: the one command a newcomer runs on the embedded market.
 
-Materializes the graph for every bar of one session of the simulated market through Dagster itself
-(in-process), then prints where the lineage DuckDB file is and a short summary per asset.
+1. trains the models once (when the registry is empty);
+2. replays ``replay.sessions`` out-of-sample sessions from ``replay.start`` through the pure stage functions
+   with the replay paper account (a fresh demo book each time: the demo's lineage file, replay account and
+   replay kill switch are reset first; the registry and the live account are kept);
+3. runs the period's last ``replay.dagster_bars`` bars through the Dagster graph itself (replay mode, the
+   same account), so they show in the UI;
+4. writes a report (PNG plots and a summary table) and prints where the report, the DuckDB file and the UI are.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import time
 
 import dagster as dg
 
 from CONFIG.config_loader import get_cfg, resolve_path
-from dagster_project.definitions import defs, trading_job
+from dagster_project.replay import ReplayEngine, bars_between
+from dagster_project.report import summary, write_report
+from resources.kill_switch.resource import state_path_for
+from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
-from resources.market.calendar import bar_key, get_calendar
+from resources.market.calendar import get_calendar
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_session(session: str, instance: dg.DagsterInstance) -> list[str]:
-    job = defs.resolve_job_def(trading_job.name)
-    keys = [bar_key(t) for t in get_calendar().session_bars(session)]
-    for key in keys:
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=True)
-        assert result.success
-    return keys
+def fresh_demo_book() -> None:
+    for path in (resolve_path("paths.lineage_db"), resolve_path("paths.replay_broker_db"), state_path_for("replay")):
+        for p in (path, path.with_name(path.name + ".wal")):
+            p.unlink(missing_ok=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--session", default=get_cfg("replay.start"), help="session date (YYYY-MM-DD)")
-    args = parser.parse_args(argv)
+def period() -> list[str]:
+    sessions = get_calendar().sessions(get_cfg("replay.start"), get_cfg("market.partitions_end"))
+    chosen = sessions[: get_cfg("replay.sessions")]
+    return bars_between(chosen[0].isoformat(), chosen[-1].isoformat())
+
+
+def run_dagster_bars(keys: list[str]) -> float:
+    from dagster_project.definitions import defs
+
+    job = defs.resolve_job_def("trading_job")
+    t = time.perf_counter()
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    with instance:
+        for key in keys:
+            job.execute_in_process(partition_key=key, instance=instance, tags={MODE_TAG: "replay"},
+                                   run_config=QUIET, raise_on_error=True)
+    return time.perf_counter() - t
+
+
+def main() -> None:
     t0 = time.perf_counter()
-    with dg.DagsterInstance.ephemeral() as instance:
-        keys = run_session(args.session, instance)
+    from TRAINING.train import registry_is_empty, train_all
+
+    if registry_is_empty():
+        print("registry is empty: training every model family once …")
+        print(train_all().table())
+    fresh_demo_book()
+    bars = period()
+    k = get_cfg("replay.dagster_bars")
+    print(f"replaying {len(bars) - k} bars ({bars[0]} … {bars[-k - 1]}) through the pure stage functions …")
+    result = ReplayEngine().run(bars[:-k] if k else bars, progress=True)
+    print(f"  {result.seconds:.1f}s, {result.seconds / max(1, len(result.bars)) * 1e3:.0f} ms/bar, "
+          f"{result.orders} orders, {result.fills} fills")
+    if k:
+        print(f"running the last {k} bars through the Dagster graph ({bars[-k]} … {bars[-1]}) …")
+        print(f"  {run_dagster_bars(bars[-k:]):.1f}s")
     store = LineageStore()
-    counts = store.read_sql("SELECT asset, count(DISTINCT bar) AS bars, sum(row_count) AS rows "
-                            "FROM materializations GROUP BY asset ORDER BY asset")
-    print(f"\nmaterialized {len(keys)} bars of {args.session} ({keys[0]} … {keys[-1]}) "
-          f"in {time.perf_counter() - t0:.1f}s")
-    print(counts.to_string(index=False))
-    print(f"\nlineage DuckDB: {resolve_path('paths.lineage_db')}")
-    print("UI: make ui  →  http://127.0.0.1:3000")
+    report = write_report(store, "replay", resolve_path("paths.reports") / "demo")
+    stats = summary(store, "replay")
+    width = max(len(s) for s in stats)
+    print("\nsummary")
+    for key, value in stats.items():
+        print(f"  {key:<{width}}  {value:,.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+    print(f"\nreport:  {report}")
+    print(f"lineage: {store.path}")
+    print(f"explain: .venv/bin/tradegraph explain --bar {bars[-1]} --symbol S001")
+    print(f"audit:   .venv/bin/tradegraph audit --bar {bars[-1]}")
+    print(f"UI:      make ui  →  http://127.0.0.1:{get_cfg('orchestration.ui_port')}")
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from CONFIG.config_loader import effective_config, effective_config_hash, get_cf
 from resources.brokers.paper import BarClock, PaperBroker
 from resources.kill_switch.logic import KillSwitch
 from resources.kill_switch.resource import state_path_for
-from resources.lineage.io_manager import record_output
+from resources.lineage.io_manager import record_batch
 from resources.lineage.store import LineageStore
 from resources.market.calendar import bar_key, get_calendar, parse_bar_key
 from resources.market.resource import MarketDataResource
@@ -55,27 +55,31 @@ UPSTREAM = {  # the graph's edges (checked against the Dagster asset graph in te
 
 
 class ReplayHistory:
-    """Memory first (bars this replay produced), the lineage file for bars before the replay started."""
+    """Memory first (bars this replay produced); bars from before the replay are read from the lineage file
+    once and then kept (past bars are immutable), so the loop does not query DuckDB bar after bar."""
 
     def __init__(self, memory: MemoryHistory, lineage: LineageHistory):
         self.memory, self.lineage = memory, lineage
+        self._loaded: set[str] = set()
 
-    def _pick(self, bars: list[str], kind: str) -> pd.DataFrame:
-        have = [b for b in bars if b in self.memory._pred]
-        rest = [b for b in bars if b not in have]
-        parts = [getattr(self.memory, kind)(have)] if have else []
-        if rest:
-            parts.append(getattr(self.lineage, kind)(rest))
-        frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else (
-            parts[0] if parts else getattr(self.memory, kind)([]))
-        keys = ["bar", "symbol", "horizon", "family"] if kind == "predictions" else ["bar", "symbol"]
-        return frame.sort_values(keys, kind="mergesort").reset_index(drop=True)
+    def _ensure(self, bars: list[str]) -> None:
+        missing = [b for b in bars if b not in self.memory._pred and b not in self._loaded]
+        if not missing:
+            return
+        preds, sized = self.lineage.predictions(missing), self.lineage.sizing_raw(missing)
+        for bar in missing:
+            p, s = preds[preds["bar"] == bar], sized[sized["bar"] == bar]
+            if len(p) or len(s):
+                self.memory.add(bar, p.drop(columns="bar"), s.drop(columns="bar"))
+        self._loaded.update(missing)
 
     def predictions(self, bars: list[str]) -> pd.DataFrame:
-        return self._pick(bars, "predictions")
+        self._ensure(bars)
+        return self.memory.predictions(bars)
 
     def sizing_raw(self, bars: list[str]) -> pd.DataFrame:
-        return self._pick(bars, "sizing_raw")
+        self._ensure(bars)
+        return self.memory.sizing_raw(bars)
 
 
 @dataclass
@@ -106,6 +110,7 @@ class ReplayEngine:
             "SELECT * EXCLUDE (bar, _row) FROM executions_fills WHERE account = ? ORDER BY seq, fill_id",
             [ACCOUNT]).df(), "executions_fills")
         self._book = None
+        self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
         self.timing: dict[str, float] = {}
 
     def _recorded(self, query, table: str) -> pd.DataFrame:
@@ -164,24 +169,34 @@ class ReplayEngine:
                    "blended_alpha": blended, "positions": positions, "arbitrated_scores": arb,
                    "gated_signals": gated, "sized_orders": sized, "executions": execs, "pnl": pnl}
         if self.record:
-            self._timed("lineage", self._record, bar, outputs)
+            self._pending.append((bar, outputs, dt.datetime.now(dt.UTC)))
+            if len(self._pending) >= get_cfg("replay.flush_bars"):
+                self.flush()
         return outputs
 
-    def _record(self, bar: str, outputs: dict[str, object]) -> None:
-        now = dt.datetime.now(dt.UTC)
+    def flush(self) -> None:
+        """Write the pending bars' lineage in one connection and one transaction (the file is held only
+        for that long, so readers wait at most one flush)."""
+        if not self._pending:
+            return
+        t = time.perf_counter()
         with self.store.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 self.store.record_config(con, effective_config_hash(), effective_config())
-                self.store.upsert_run(con, run_id=self.run_id, bar=bar, mode=ACCOUNT, code_version=code_version(),
-                                      config_hash=effective_config_hash(), model_versions=str(self.models.versions()),
-                                      started_at=now, ended_at=now, status="success")
-                for asset in ORDER:
-                    record_output(self.store, con, self.run_id, asset, bar, outputs[asset], UPSTREAM[asset])
+                for bar, _, started in self._pending:
+                    self.store.upsert_run(con, run_id=self.run_id, bar=bar, mode=ACCOUNT,
+                                          code_version=code_version(), config_hash=effective_config_hash(),
+                                          model_versions=str(self.models.versions()), started_at=started,
+                                          ended_at=started, status="success")
+                record_batch(self.store, con, self.run_id, [(bar, asset, outputs[asset], UPSTREAM[asset])
+                                                            for bar, outputs, _ in self._pending for asset in ORDER])
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        self._pending.clear()
+        self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
 
     def run(self, bars: list[str], progress: bool = False) -> ReplayResult:
         t0 = time.perf_counter()
@@ -195,6 +210,7 @@ class ReplayEngine:
             out = self.step(bar)
             orders += int(out["sized_orders"]["has_order"].sum())
             fills += len(out["executions"]["executions_fills"])
+        self.flush()
         return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing))
 
 

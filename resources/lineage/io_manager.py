@@ -15,6 +15,7 @@ overwrites what was recorded; their inputs still load from the recorded tables.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import dagster as dg
@@ -119,6 +120,40 @@ def record_output(store: LineageStore, con: Any, run_id: str, asset: str, bar: s
     if isinstance(obj, BarWindow) and not prefix:
         revised = store.write_market_bars(con, obj.history, run_id)
     return hashes, revised
+
+
+def record_batch(store: LineageStore, con: Any, run_id: str,
+                 items: list[tuple[str, str, Any, list[str]]]) -> None:
+    """Record many (bar, asset, output, upstream assets) at once — the replay loop's bulk path.
+
+    Same tables, rows, content hashes and materialization rows as :func:`record_output` one by one; the
+    upstream hashes come from the batch itself (every upstream of a replayed asset is in the same bar).
+    """
+    import datetime as dt
+
+    by_table: dict[str, dict[str, pd.DataFrame]] = {}
+    hashes: dict[tuple[str, str], dict[str, str]] = {}
+    mats = []
+    histories = []
+    now = dt.datetime.now(dt.UTC)
+    for bar, asset, obj, upstream_names in items:
+        tables = output_tables(asset, obj)
+        own = {t: content_hash(f) for t, f in tables.items()}
+        hashes[(bar, asset)] = own
+        upstream = {t: h for name in sorted(upstream_names) for t, h in sorted(hashes.get((bar, name), {}).items())}
+        blob = json.dumps(dict(sorted(upstream.items())), sort_keys=True)
+        for t, frame in tables.items():
+            by_table.setdefault(t, {})[bar] = frame
+            mats.append((run_id, asset, t, bar, len(frame), own[t], blob, now))
+        if isinstance(obj, BarWindow):
+            histories.append(obj.history)
+    for table, frames in sorted(by_table.items()):
+        store.write_partitions(con, table, frames)
+    store.record_materializations(con, pd.DataFrame(mats, columns=[
+        "run_id", "asset", "tbl", "bar", "row_count", "content_hash", "upstream_hashes", "recorded_at"]))
+    if histories:
+        hist = pd.concat(histories, ignore_index=True).drop_duplicates(["ts", "symbol"], keep="first")
+        store.write_market_bars(con, hist.sort_values(["ts", "symbol"], kind="mergesort"), run_id)
 
 
 def load_recorded(store: LineageStore, asset: str, bar: str) -> Any:

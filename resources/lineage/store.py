@@ -61,6 +61,7 @@ class LineageStore:
         self.path = Path(path) if path else resolve_path("paths.lineage_db")
         self.retry_seconds = get_cfg("market.lock_retry_seconds") if retry_seconds is None else retry_seconds
         self._schema_ready = False
+        self._columns: dict[str, set[str]] = {}
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -97,27 +98,69 @@ class LineageStore:
         table = _check_ident(table)
         data = frame.assign(bar=bar, _row=np.arange(len(frame), dtype=np.int64))
         data = data[["bar", "_row"] + [c for c in frame.columns if c not in ("bar", "_row")]]
-        exists = self._has_table(con, table)
+        known = self._columns.get(table)
+        exists = known is not None or self._has_table(con, table)
         if not exists and frame.empty:
             return  # an empty first write would fix untyped (NULL) columns; the next non-empty one creates it
         con.register("_incoming", data)
         try:
-            if not exists:
-                con.execute(f"CREATE TABLE {table} AS SELECT * FROM _incoming LIMIT 0")
-            existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {table}").fetchall()}
-            for col, typ in sorted(existing.items()):
-                if typ == '"NULL"' or typ == "NULL":
-                    con.execute(f'ALTER TABLE {table} ALTER COLUMN "{col}" TYPE VARCHAR')
-            for col in data.columns:
-                if col not in existing:
-                    dtype = con.execute(f'SELECT typeof("{col}") FROM _incoming LIMIT 1').fetchall()
-                    typ = dtype[0][0] if dtype and dtype[0][0] != "NULL" else "VARCHAR"
-                    con.execute(f'ALTER TABLE {table} ADD COLUMN "{col}" {typ}')
+            if known is None or not set(data.columns) <= known:
+                self._columns[table] = self._ensure_columns(con, table, data, exists)
             con.execute(f"DELETE FROM {table} WHERE bar = ?", [bar])
             if not frame.empty:
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
         finally:
             con.unregister("_incoming")
+
+    def _ensure_columns(self, con: duckdb.DuckDBPyConnection, table: str, data: pd.DataFrame,
+                        exists: bool) -> set[str]:
+        """Create the table from ``_incoming`` or add its new columns; returns the table's columns.
+        Tables and columns are only ever added, so the answer is cached for this store's lifetime."""
+        if not exists:
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM _incoming LIMIT 0")
+        existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+        for col, typ in sorted(existing.items()):
+            if typ in ('"NULL"', "NULL"):
+                con.execute(f'ALTER TABLE {table} ALTER COLUMN "{col}" TYPE VARCHAR')
+        for col in data.columns:
+            if col not in existing:
+                dtype = con.execute(f'SELECT typeof("{col}") FROM _incoming LIMIT 1').fetchall()
+                typ = dtype[0][0] if dtype and dtype[0][0] != "NULL" else "VARCHAR"
+                con.execute(f'ALTER TABLE {table} ADD COLUMN "{col}" {typ}')
+                existing[col] = typ
+        return set(existing)
+
+    def write_partitions(self, con: duckdb.DuckDBPyConnection, table: str, frames: dict[str, pd.DataFrame]) -> None:
+        """Replace ``table``'s rows for several bars at once (bar → frame): one delete, one insert."""
+        table = _check_ident(table)
+        parts = [f.assign(bar=b, _row=np.arange(len(f), dtype=np.int64)) for b, f in frames.items() if len(f)]
+        if not parts:
+            if self._columns.get(table) is not None or self._has_table(con, table):
+                con.execute(f"DELETE FROM {table} WHERE bar IN (SELECT unnest(?))", [list(frames)])
+            return
+        data = pd.concat(parts, ignore_index=True)
+        data = data[["bar", "_row"] + [c for c in data.columns if c not in ("bar", "_row")]]
+        known = self._columns.get(table)
+        con.register("_incoming", data)
+        try:
+            if known is None or not set(data.columns) <= known:
+                self._columns[table] = self._ensure_columns(con, table, data, known is not None or
+                                                            self._has_table(con, table))
+            con.execute(f"DELETE FROM {table} WHERE bar IN (SELECT unnest(?))", [list(frames)])
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+        finally:
+            con.unregister("_incoming")
+
+    def record_materializations(self, con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+        """Insert many ``materializations`` rows (replacing the same run, table and bar)."""
+        con.register("_mats", rows)
+        try:
+            con.execute("DELETE FROM materializations m USING _mats r "
+                        "WHERE m.run_id = r.run_id AND m.tbl = r.tbl AND m.bar = r.bar")
+            con.execute("INSERT INTO materializations SELECT run_id, asset, tbl, bar, row_count, content_hash, "
+                        "upstream_hashes, recorded_at FROM _mats")
+        finally:
+            con.unregister("_mats")
 
     def write_market_bars(self, con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, run_id: str) -> int:
         """Insert bar rows not yet recorded (first seen wins); returns rows whose values differ from the record."""
