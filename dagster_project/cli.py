@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from CONFIG.config_loader import load_config
+from resources.lineage.store import LineageLocked
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return {"audit": _audit, "explain": _explain, "replay": _replay}[args.command](args)
-    except LookupError as exc:
+    except (LookupError, FileNotFoundError, LineageLocked) as exc:
         print(f"tradegraph {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,90 @@
+"""Audit a recorded bar (identical, or the differing rows with exit 1), and explain a decision."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from dagster_project import cli
+from dagster_project.audit import audit_bar
+from resources.lineage.store import LineageStore
+from resources.market.calendar import parse_bar_key
+from tests.graph_helpers import run_bar, session_keys
+
+
+@pytest.fixture
+def traded_bars(trained, live_clock):
+    keys = session_keys("2025-06-03", 4)
+    with dg.instance_for_test() as instance:
+        for key in keys:
+            live_clock(parse_bar_key(key))
+            assert run_bar(key, instance=instance).success
+    return keys
+
+
+def _broker_fills():
+    from resources.brokers.paper import PaperBroker
+
+    return len(PaperBroker().fills_since(None))
+
+
+def test_audit_of_a_recorded_bar_is_identical_and_sends_nothing(traded_bars, capsys):
+    before = _broker_fills()
+    report = audit_bar(traded_bars[-1])
+    assert report.identical, report.render()
+    assert {t.table for t in report.tables} >= {"features", "predictions", "blended_alpha_weights",
+                                                "arbitrated_scores", "gated_signals", "sized_orders"}
+    assert _broker_fills() == before  # an audit never reaches a broker
+    assert cli.main(["audit", "--bar", traded_bars[-1]]) == 0
+    assert "RESULT: identical" in capsys.readouterr().out
+    recorded = LineageStore().read_sql("SELECT count(*) FROM sized_orders WHERE bar = ?", [traded_bars[-1]])
+    assert recorded.iloc[0, 0] == 50  # the recorded table is untouched (audits write audit__ tables)
+
+
+def test_audit_uses_the_recorded_config_not_the_current_one(traded_bars, monkeypatch):
+    monkeypatch.setenv("TRADEGRAPH__SIZING__MAX_WEIGHT", "0.01")  # today's config differs from the recorded one
+    from CONFIG.config_loader import reset_config
+
+    reset_config()
+    report = audit_bar(traded_bars[-1])
+    assert report.identical, report.render()
+
+
+def test_audit_reports_a_difference_when_the_code_changes_the_outcome(traded_bars, monkeypatch, capsys):
+    import assets.predictions.stage as pred_stage
+
+    original = pred_stage.predict_returns
+
+    def changed(*args, **kwargs):  # a "code change" that moves every raw prediction by 1e-9
+        out = original(*args, **kwargs)
+        return out.assign(raw=out["raw"] + 1e-9)
+
+    monkeypatch.setattr(pred_stage, "predict_returns", changed)
+    report = audit_bar(traded_bars[-1])
+    assert not report.identical
+    diff = {t.table: t for t in report.tables}["predictions"]
+    assert not diff.identical and len(diff.differing) > 0
+    assert cli.main(["audit", "--bar", traded_bars[-1]]) == 1
+    assert "DIFFERENT" in capsys.readouterr().out
+
+
+def test_audit_of_an_unrecorded_bar_says_so(trained, capsys):
+    assert cli.main(["audit", "--bar", "2025-06-04T15:00Z"]) == 2
+    assert "does not exist yet" in capsys.readouterr().err
+    run_bar_free = LineageStore()
+    with run_bar_free.connect():
+        pass  # an empty lineage file: the bar has no recorded run
+    assert cli.main(["audit", "--bar", "2025-06-04T15:00Z"]) == 2
+    assert "no recorded run" in capsys.readouterr().err
+
+
+def test_explain_prints_the_whole_chain(traded_bars, capsys):
+    assert cli.main(["explain", "--bar", traded_bars[-1], "--symbol", "S001"]) == 0
+    text = capsys.readouterr().out
+    for section in ["[features]", "[predictions]", "[weights]", "[alpha]", "[costs]", "[score]", "[gate]",
+                    "[size]", "[execution]"]:
+        assert section in text
+    assert cli.main(["explain", "--bar", traded_bars[-1], "--symbol", "S001", "--json"]) == 0
+    chain = json.loads(capsys.readouterr().out)
+    assert chain["bar"][0]["symbol"] == "S001" and len(chain["predictions"]) == 10
+    assert cli.main(["explain", "--bar", traded_bars[-1], "--symbol", "NOPE"]) == 2
