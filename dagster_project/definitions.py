@@ -16,6 +16,8 @@ from assets.positions.asset import positions
 from assets.predictions.asset import predictions
 from assets.sized_orders.asset import sized_orders
 from dagster_project.jobs import audit_job, trading_job
+from dagster_project.schedules import JOBS as SCHEDULED_JOBS
+from dagster_project.schedules import SCHEDULES
 from dagster_project.sensors import bar_sensor
 from resources.brokers.resource import BrokerResource
 from resources.kill_switch.resource import KillSwitchResource
@@ -38,7 +40,8 @@ RESOURCES = {
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[trading_job, audit_job],
+    jobs=[trading_job, audit_job, *SCHEDULED_JOBS],
+    schedules=SCHEDULES,
     sensors=[bar_sensor],
     resources=RESOURCES,
     executor=dg.in_process_executor,

@@ -5,7 +5,10 @@ Who may reach a broker (SPEC §7): ``audit`` never (nothing is sent, every order
 rematerialized past bar is refused before the kill switch is even asked (so a click on an old partition
 cannot trip it either). A rerun of a bar never submits an order twice: an order whose client id the
 broker already knows is looked up, not resubmitted, and fills are booked by fill id once.
-Tables: ``executions`` (per order), ``executions_fills`` (per fill), ``executions_killswitch`` (events).
+A refused run (audit, a past live bar) adds a row to ``executions_refusals``; a past bar that was traded keeps
+its recorded orders and fills (a refusal cannot unmake them, and erasing them would break reconciliation).
+Tables: ``executions`` (per order), ``executions_fills`` (per fill), ``executions_killswitch`` (events),
+``executions_refusals`` (refused runs).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from resources.kill_switch.logic import KillSwitch
 EXEC_COLUMNS = ["client_order_id", "symbol", "side", "quantity", "verdict", "verdict_reason", "status",
                 "reason_code", "filled_quantity", "avg_price", "error"]
 EVENT_COLUMNS = ["ts", "check", "value", "limit", "verdict", "reason", "transition", "subject"]
+REFUSAL_COLUMNS = ["ts", "mode", "run_id", "orders", "reason"]
 
 
 def quotes_frame(snapshot: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
@@ -53,23 +57,45 @@ def not_sent(orders: pd.DataFrame, reason: str) -> dict[str, pd.DataFrame]:
             "executions_killswitch": pd.DataFrame(columns=EVENT_COLUMNS)}
 
 
+def refusal_frame(now: dt.datetime, mode: str, run_id: str, n_orders: int, reason: str) -> pd.DataFrame:
+    """One row saying this run of the bar reached no broker, and why."""
+    return pd.DataFrame([{"ts": pd.Timestamp(now).tz_convert("UTC"), "mode": mode, "run_id": run_id,
+                          "orders": int(n_orders), "reason": reason}], columns=REFUSAL_COLUMNS)
+
+
+def kept_record(recorded: dict[str, pd.DataFrame] | pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A bar's recorded execution tables, unchanged, typed where a table was empty (an empty first write
+    creates no lineage table, so it reads back without columns)."""
+    rec = recorded if isinstance(recorded, dict) else {"executions": recorded}
+    execs = rec.get("executions", pd.DataFrame())
+    fills = rec.get("executions_fills", pd.DataFrame())
+    events = rec.get("executions_killswitch", pd.DataFrame())
+    empty = pd.DataFrame({c: pd.Series(dtype=float if c in ("quantity", "filled_quantity", "avg_price") else object)
+                          for c in EXEC_COLUMNS})
+    return {"executions": execs if len(execs.columns) else empty,
+            "executions_fills": fills if len(fills.columns) else empty_fills().assign(account=pd.Series(dtype=object)),
+            "executions_killswitch": events if len(events.columns) else _events(pd.DataFrame(columns=EVENT_COLUMNS))}
+
+
 def _order_frame(orders: pd.DataFrame, bar: str) -> pd.DataFrame:
     return pd.DataFrame({"client_order_id": orders["client_order_id"].to_numpy(), "symbol": orders["symbol"].to_numpy(),
                          "side": orders["side"].to_numpy(), "quantity": np.abs(orders["shares"].to_numpy(dtype=float)),
                          "bar_key": bar, "reduce_only": (orders["gate"] == "exit").to_numpy()})
 
 
-def _submit_all(broker: Broker, allowed: pd.DataFrame) -> list[SubmitResult]:
-    """Submit the allowed orders in order; a client id the broker already knows is looked up instead."""
+def _submit_all(broker: Broker, frame: pd.DataFrame, allowed: np.ndarray) -> list[SubmitResult]:
+    """Submit the allowed orders in order. Every order of the bar — denied ones too — is first looked up
+    by client id: one the broker already knows (an earlier attempt of this bar that crashed) is reported
+    as the broker has it, never resubmitted, so its fills are recorded even if this attempt denies it."""
     results = []
-    for row in allowed.itertuples(index=False):  # the orders of one bar, not a loop over the universe
+    for row, ok in zip(frame.itertuples(index=False), allowed, strict=True):  # one bar's orders
         known = broker.order_status(row.client_order_id)
         if known is not None:
             results.append(known.as_result())
-            continue
-        req = OrderRequest(row.client_order_id, row.symbol, Side(row.side), float(row.quantity), row.bar_key,
-                           bool(row.reduce_only))
-        results.append(submit_with_lookup(broker, req))
+        elif ok:
+            req = OrderRequest(row.client_order_id, row.symbol, Side(row.side), float(row.quantity), row.bar_key,
+                               bool(row.reduce_only))
+            results.append(submit_with_lookup(broker, req))
     return results
 
 
@@ -88,8 +114,7 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
                                    bar_key=bar)
     enforced = switch_enforce(check, broker)
     verdicts = check.verdicts.reset_index(drop=True)
-    allowed = frame[(verdicts["verdict"] == "ALLOW").to_numpy()] if len(frame) else frame
-    results = _submit_all(broker, allowed) + enforced
+    results = _submit_all(broker, frame, (verdicts["verdict"] == "ALLOW").to_numpy()) + enforced
     outcome = switch.record_broker_outcomes([not r.error for r in results], now) if results else None
     by_id = {r.client_order_id: r for r in results}
     execs = pd.DataFrame({

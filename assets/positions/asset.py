@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext
 from assets.asset_helpers import mode_of
 from assets.bars.logic import BarWindow
 from assets.pnl.stage import account_of
-from assets.positions.stage import positions_from_broker
+from assets.positions.stage import positions_from_broker, typed_book
 from dagster_project.partitions import bar_partitions
 from resources.brokers.resource import BrokerResource
 from resources.lineage.io_manager import load_recorded
@@ -26,6 +26,28 @@ def recorded_fills(lineage: LineageResource, account: str, before_bar: str) -> p
                            "ORDER BY seq, fill_id", [account, before_bar]).df()
 
 
+def recorded_book(lineage: LineageResource, bar: str, account: str | None = None) -> dict[str, pd.DataFrame] | None:
+    """The book recorded for ``bar`` (of ``account`` when given), or None when none was recorded.
+
+    Why a bar's book is written once: it is the book *before* this bar's orders. A retry after a crash in
+    ``executions`` (orders possibly already filled) or a rematerialized past bar would otherwise read the
+    broker's book *after* them, size different orders, see its own fills as a reconciliation mismatch and
+    overwrite the record of what the bar traded on.
+    """
+    store = lineage.store()
+    if not store.path.exists():
+        return None
+    try:
+        out = load_recorded(store, "positions", bar)
+    except LookupError:
+        return None
+    if not isinstance(out, dict) or "positions_account" not in out or out["positions_account"].empty:
+        return None
+    if account is not None and not str(out["positions_account"]["source"].iloc[0]).endswith(f":{account}"):
+        return None
+    return typed_book(out)
+
+
 @dg.asset(
     partitions_def=bar_partitions,
     group_name="execution",
@@ -33,21 +55,28 @@ def recorded_fills(lineage: LineageResource, account: str, before_bar: str) -> p
     kinds={"duckdb"},
     description="The book before this bar's orders: per symbol quantity, mark, weight; cash and portfolio value "
                 "(broker = source of truth), reconciled against the fills the engine recorded. In an audit the "
-                "recorded book is used and no broker is asked.",
+                "recorded book is used and no broker is asked; a bar whose book was already recorded for the "
+                "account (a retry, a rematerialized past bar) keeps it.",
 )
 def positions(context: AssetExecutionContext, bars: BarWindow, broker: BrokerResource,
               lineage: LineageResource) -> dict[str, pd.DataFrame]:
     mode = mode_of(context)
+    bar = context.partition_key
     if mode == "audit":
-        out = load_recorded(lineage.store(), "positions", context.partition_key)
+        out = typed_book(load_recorded(lineage.store(), "positions", bar))
     else:
         account = account_of(mode)
-        adapter = broker.get_broker_for(account)
-        out = positions_from_broker(adapter, bars.snapshot, recorded_fills(lineage, account, context.partition_key),
-                                    source=f"{broker.adapter_name()}:{account}")
+        out = recorded_book(lineage, bar, account)
+        if out is not None:
+            context.log.info(f"positions: the book recorded for {bar} ({account}) is kept, not re-read")
+        else:
+            out = positions_from_broker(broker.get_broker_for(account), bars.snapshot,
+                                        recorded_fills(lineage, account, bar),
+                                        source=f"{broker.adapter_name()}:{account}")
     acct = out["positions_account"].iloc[0]
     context.add_output_metadata({"portfolio_value": float(acct["portfolio_value"]), "cash": float(acct["cash"]),
                                  "gross_exposure": float(acct["gross_exposure"]),
                                  "held_symbols": int((out["positions"]["qty"] != 0).sum()),
-                                 "reconciliation_mismatches": int(acct["n_mismatched"]), "mode": mode})
+                                 "reconciliation_mismatches": int(acct["n_mismatched"]), "mode": mode,
+                                 "source": str(acct["source"])})
     return out

@@ -15,6 +15,18 @@ import pandas as pd
 from assets.positions.logic import expected_positions, reconcile
 from resources.brokers.protocol import Broker
 
+POSITION_COLUMNS = {"symbol": object, "qty": float, "price": float, "market_value": float, "weight": float,
+                    "expected_qty": float, "difference": float}
+
+
+def typed_book(out: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """A recorded book with typed columns even when it was empty: an empty first write creates no lineage
+    table, so an empty ``positions`` partition reads back without columns (and must not crash an audit)."""
+    pos = out["positions"]
+    if pos.empty:
+        pos = pd.DataFrame({c: pd.Series(dtype=t) for c, t in POSITION_COLUMNS.items()})
+    return {**out, "positions": pos}
+
 
 def marks_from(snapshot: pd.DataFrame) -> pd.Series:
     ok = snapshot[snapshot["status"] == "ok"]
