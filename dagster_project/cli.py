@@ -5,13 +5,16 @@
   tradegraph replay --start 2025-06-02 --end 2025-06-06
   tradegraph kill-switch status | trip --reason R | reset --reason R
   tradegraph train                                   (= python -m TRAINING.train)
-Every command takes ``--config FILE`` (a user override file, as TRADEGRAPH_CONFIG).
+Every command takes ``--config FILE`` (a user override file, as TRADEGRAPH_CONFIG) and ``--lineage FILE``
+(another lineage DuckDB file, e.g. the demo's ``var/demo/lineage.duckdb``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from CONFIG.config_loader import load_config
 from resources.lineage.store import LineageLocked
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tradegraph", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="user configuration file (overrides CONFIG/defaults.yaml)")
+    parser.add_argument("--lineage", help="lineage DuckDB file to use (default paths.lineage_db), e.g. the demo's")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("audit", help="rematerialize a past bar from its recorded inputs and compare")
     a.add_argument("--bar", required=True, help="bar key, e.g. 2025-06-06T19:55Z (UTC bar close)")
@@ -69,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("kill-switch", help="status | trip --reason R | reset --reason R", add_help=False)
     sub.add_parser("train", help="train every model family into the registry", add_help=False)
     args, rest = parser.parse_known_args(argv)
-    if args.config:
+    if args.lineage:
+        os.environ["TRADEGRAPH__PATHS__LINEAGE_DB"] = str(Path(args.lineage).resolve())
+    if args.config or args.lineage:
         load_config(args.config)
     if args.command == "kill-switch":
         return _kill_switch(args, rest)

@@ -2,8 +2,9 @@
 
 1. trains the models once (when the registry is empty);
 2. replays ``replay.sessions`` out-of-sample sessions from ``replay.start`` through the pure stage functions
-   with the replay paper account (a fresh demo book each time: the demo's lineage file, replay account and
-   replay kill switch are reset first; the registry and the live account are kept);
+   with the replay paper account (a fresh demo book each time: the demo's own lineage file
+   ``paths.demo_lineage_db``, the replay account and the replay kill switch are reset first; the registry, the
+   live lineage file and the live account are never touched);
 3. runs the period's last ``replay.dagster_bars`` bars through the Dagster graph itself (replay mode, the
    same account), so they show in the UI;
 4. writes a report (PNG plots and a summary table) and prints where the report, the DuckDB file and the UI are.
@@ -16,7 +17,7 @@ import time
 
 import dagster as dg
 
-from CONFIG.config_loader import get_cfg, resolve_path
+from CONFIG.config_loader import get_cfg, load_config, resolve_path
 from dagster_project.replay import ReplayEngine, bars_between
 from dagster_project.report import summary, write_report
 from resources.kill_switch.resource import state_path_for
@@ -25,6 +26,12 @@ from resources.lineage.store import LineageStore
 from resources.market.calendar import get_calendar
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def use_demo_lineage() -> None:
+    """The demo records into its own lineage file (``paths.demo_lineage_db``), so it never touches the live one."""
+    os.environ["TRADEGRAPH__PATHS__LINEAGE_DB"] = str(resolve_path("paths.demo_lineage_db"))
+    load_config()
 
 
 def fresh_demo_book() -> None:
@@ -59,6 +66,7 @@ def main() -> None:
     if registry_is_empty():
         print("registry is empty: training every model family once …")
         print(train_all().table())
+    use_demo_lineage()
     fresh_demo_book()
     bars = period()
     k = get_cfg("replay.dagster_bars")
@@ -78,8 +86,8 @@ def main() -> None:
         print(f"  {key:<{width}}  {value:,.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
     print(f"\nreport:  {report}")
     print(f"lineage: {store.path}")
-    print(f"explain: .venv/bin/tradegraph explain --bar {bars[-1]} --symbol S001")
-    print(f"audit:   .venv/bin/tradegraph audit --bar {bars[-1]}")
+    print(f"explain: .venv/bin/tradegraph --lineage {store.path} explain --bar {bars[-1]} --symbol S001")
+    print(f"audit:   .venv/bin/tradegraph --lineage {store.path} audit --bar {bars[-1]}")
     print(f"UI:      make ui  →  http://127.0.0.1:{get_cfg('orchestration.ui_port')}")
     print(f"demo finished in {time.perf_counter() - t0:.0f}s")
 
