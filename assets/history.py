@@ -63,8 +63,11 @@ class MemoryHistory:
         self._size: dict[str, pd.DataFrame] = {}
 
     def add(self, bar: str, predictions: pd.DataFrame, sized: pd.DataFrame) -> None:
-        self._pred[bar] = predictions[PRED_HISTORY_COLUMNS[1:]].assign(bar=bar)[PRED_HISTORY_COLUMNS]
-        self._size[bar] = sized[SIZING_HISTORY_COLUMNS[1:]].assign(bar=bar)[SIZING_HISTORY_COLUMNS]
+        """Keep one bar's rows, sorted as the lineage query returns them."""
+        p = predictions.sort_values(["symbol", "horizon", "family"], kind="mergesort")
+        s = sized.sort_values("symbol", kind="mergesort")
+        self._pred[bar] = p[PRED_HISTORY_COLUMNS[1:]].assign(bar=bar)[PRED_HISTORY_COLUMNS].reset_index(drop=True)
+        self._size[bar] = s[SIZING_HISTORY_COLUMNS[1:]].assign(bar=bar)[SIZING_HISTORY_COLUMNS].reset_index(drop=True)
         for store in (self._pred, self._size):
             for old in sorted(store)[:-self.keep]:
                 del store[old]
@@ -73,12 +76,12 @@ class MemoryHistory:
         parts = [store[b] for b in sorted(bars) if b in store]
         if not parts:
             return _empty(columns)
-        return pd.concat(parts, ignore_index=True)
+        return pd.concat(parts, ignore_index=True)  # bars in key order, each already sorted
 
     def predictions(self, bars: list[str]) -> pd.DataFrame:
-        out = self._get(self._pred, bars, PRED_HISTORY_COLUMNS)
-        return out.sort_values(["bar", "symbol", "horizon", "family"], kind="mergesort").reset_index(drop=True)
+        # Each bar's rows are stored in (symbol, horizon, family) order and bars are concatenated in key
+        # order, so the result is already in LineageHistory's ORDER BY: no re-sort on every bar.
+        return self._get(self._pred, bars, PRED_HISTORY_COLUMNS)
 
     def sizing_raw(self, bars: list[str]) -> pd.DataFrame:
-        out = self._get(self._size, bars, SIZING_HISTORY_COLUMNS)
-        return out.sort_values(["bar", "symbol"], kind="mergesort").reset_index(drop=True)
+        return self._get(self._size, bars, SIZING_HISTORY_COLUMNS)

@@ -15,8 +15,17 @@ from CONFIG.config_loader import get_cfg
 
 
 def alpha_matrix(alpha: pd.DataFrame, symbols: np.ndarray, horizons: list[int]) -> np.ndarray:
-    wide = alpha.pivot(index="symbol", columns="horizon", values="alpha_bps") if len(alpha) else pd.DataFrame()
-    return wide.reindex(index=symbols, columns=horizons).to_numpy(dtype=float)
+    """(N, H) α in bps on the given symbols × horizons, NaN where absent (a scatter: pivoting costs more)."""
+    out = np.full((len(symbols), len(horizons)), np.nan)
+    if not len(alpha):
+        return out
+    if alpha.duplicated(["symbol", "horizon"]).any():
+        raise ValueError("blended_alpha holds more than one row for a (symbol, horizon)")
+    r = pd.Index(symbols).get_indexer(alpha["symbol"])
+    c = pd.Index(horizons).get_indexer(alpha["horizon"])
+    ok = (r >= 0) & (c >= 0)
+    out[r[ok], c[ok]] = alpha["alpha_bps"].to_numpy(dtype=float)[ok]
+    return out
 
 
 def compute_arbitrated(alpha: pd.DataFrame, features: pd.DataFrame, portfolio_value: float,

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 PANEL_FIELDS = ("open", "high", "low", "close", "volume", "bid", "ask")
-SKIP_RULES = ("high < low", "non-positive or missing price", "NaN or negative volume", "crossed quote")
 
 
 def validate_snapshot(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -18,34 +18,56 @@ WEIGHT_COLUMNS = ["horizon", "family", "weight", "mu", "reason", "temperature", 
                   "scale"]
 
 
+def _first_finite(values: np.ndarray) -> float:
+    """The first non-NaN value (what ``groupby().first()`` takes), NaN when there is none."""
+    ok = values[~np.isnan(values)]
+    return float(ok[0]) if len(ok) else float("nan")
+
+
 def compute_blended_alpha(predictions: pd.DataFrame, skill: pd.DataFrame, sigma: pd.DataFrame, models: ModelSet,
                           params: Params | None = None) -> dict[str, pd.DataFrame]:
+    """Weights per horizon and α per symbol × horizon. Arrays, not pivots: the loop runs over horizons and
+    families only, and α of each horizon is the same ``blend`` call on the same (N, F) scores."""
     params = params or Params.from_cfg()
-    symbols = np.array(sorted(predictions["symbol"].unique()), dtype=object)
-    alpha_parts, weight_rows = [], []
-    for h in sorted(skill["horizon"].unique()):
-        sk = skill[skill["horizon"] == h].sort_values("family")
-        fams = sk["family"].tolist()
-        mu = sk["mu"].to_numpy(dtype=float)
-        sg = sigma[sigma["horizon"] == h].pivot(index="family_a", columns="family_b", values="corr")
-        sg = sg.reindex(index=fams, columns=fams).to_numpy(dtype=float)
-        w, reason = horizon_weights(mu, sg, int(h), params)
-        ph = predictions[predictions["horizon"] == h]
-        z = ph.pivot(index="symbol", columns="family", values="std").reindex(index=symbols, columns=fams)
-        std_scale = ph.groupby("family")["std_scale"].first().reindex(fams).to_numpy(dtype=float)
-        slope = np.array([float(models.get(return_target(int(h)), f).meta.get("calibration_slope", np.nan))
+    sym_code, symbols = pd.factorize(predictions["symbol"], sort=True)
+    symbols = np.asarray(symbols, dtype=object)
+    fam_code, fam_names = pd.factorize(predictions["family"])
+    hz = predictions["horizon"].to_numpy()
+    std = predictions["std"].to_numpy(dtype=float)
+    std_scale_all = predictions["std_scale"].to_numpy(dtype=float)
+    corr = {(int(h), a, b): float(c) for h, a, b, c in zip(sigma["horizon"], sigma["family_a"], sigma["family_b"],
+                                                            sigma["corr"], strict=True)}
+    by_h: dict[int, list[tuple[str, float]]] = {}
+    for h, f, m in zip(skill["horizon"], skill["family"], skill["mu"], strict=True):
+        by_h.setdefault(int(h), []).append((str(f), float(m)))
+    alpha_cols, nfam_cols, weight_rows = [], [], []
+    for h in sorted(by_h):
+        fams = [f for f, _ in sorted(by_h[h])]
+        mu = np.array([m for _, m in sorted(by_h[h])], dtype=float)
+        sg = np.array([[corr.get((h, a, b), np.nan) for b in fams] for a in fams], dtype=float).reshape(
+            len(fams), len(fams))
+        w, reason = horizon_weights(mu, sg, h, params)
+        col = np.array([fams.index(f) if f in fams else -1 for f in fam_names], dtype=np.int64)  # family → column
+        sel = (hz == h) & (col[fam_code] >= 0)
+        z = np.full((len(symbols), len(fams)), np.nan)
+        z[sym_code[sel], col[fam_code[sel]]] = std[sel]
+        std_scale = np.array([_first_finite(std_scale_all[sel & (col[fam_code] == i)]) for i in range(len(fams))])
+        slope = np.array([float(models.get(return_target(h), f).meta.get("calibration_slope", np.nan))
                           for f in fams])
         scale = slope * std_scale
-        a = blend(z.to_numpy(dtype=float)[:, None, :], w[None, :], scale[None, :])[:, 0]
-        n_fam = np.isfinite(z.to_numpy(dtype=float)).sum(axis=1)
-        alpha_parts.append(pd.DataFrame({"symbol": symbols, "horizon": int(h), "alpha": a, "alpha_bps": a * 1e4,
-                                         "n_families": n_fam.astype(np.int64)}))
-        t = temperature_for(int(h), params)
-        weight_rows += [{"horizon": int(h), "family": f, "weight": float(w[i]), "mu": float(mu[i]), "reason": reason,
+        alpha_cols.append(blend(z[:, None, :], w[None, :], scale[None, :])[:, 0])
+        nfam_cols.append(np.isfinite(z).sum(axis=1))
+        t = temperature_for(h, params)
+        weight_rows += [{"horizon": h, "family": f, "weight": float(w[i]), "mu": float(mu[i]), "reason": reason,
                          "temperature": t, "calibration_slope": float(slope[i]), "std_scale": float(std_scale[i]),
                          "scale": float(scale[i])} for i, f in enumerate(fams)]
-    alpha = (pd.concat(alpha_parts, ignore_index=True) if alpha_parts else
-             pd.DataFrame(columns=["symbol", "horizon", "alpha", "alpha_bps", "n_families"]))
-    alpha = alpha.sort_values(["symbol", "horizon"], kind="mergesort").reset_index(drop=True)
+    if alpha_cols:
+        horizons = np.array(sorted(by_h), dtype=np.int64)
+        a = np.column_stack(alpha_cols).ravel()  # (symbol, horizon) order: symbols sorted, horizons ascending
+        alpha = pd.DataFrame({"symbol": np.repeat(symbols, len(horizons)),
+                              "horizon": np.tile(horizons, len(symbols)), "alpha": a, "alpha_bps": a * 1e4,
+                              "n_families": np.column_stack(nfam_cols).ravel().astype(np.int64)})
+    else:
+        alpha = pd.DataFrame(columns=["symbol", "horizon", "alpha", "alpha_bps", "n_families"])
     weights = pd.DataFrame(weight_rows, columns=WEIGHT_COLUMNS)
     return {"blended_alpha": alpha, "blended_alpha_weights": weights}

@@ -6,6 +6,9 @@ shrunk toward the family's validation IC from the registry (``blending.ic_prior_
 cost_share (the spec leaves it open), in IC units so that μ = max(IC − cost_penalty·cost_share, μ_floor)
 stays comparable across families: |IC_f| × the share of valid symbols whose predicted move |raw·1e4| does not
 cover the quoted spread at this bar — the part of the family's skill that costs eat.
+
+Vectorised over past bars and symbols (the history is laid out once as bars × symbols arrays); every number
+is bit-identical to scoring each past bar with ``spearman_ic`` and pivoting for Σ, as the stage first did.
 """
 
 from __future__ import annotations
@@ -15,35 +18,151 @@ import pandas as pd
 
 from assets.bars.logic import BarWindow
 from assets.history import ChainHistory
-from assets.model_skill.logic import Params, family_correlation, family_mu, spearman_ic
+from assets.model_skill.logic import MIN_IC_PAIRS, Params, family_correlation, family_mu
 from assets.predictions.models import RETURN_FAMILIES, ModelSet
 from assets.predictions.stage import previous_bar_keys
 from CONFIG.config_loader import get_cfg
-from resources.market.calendar import bar_key
+from resources.market.calendar import KEY_FORMAT
 from TRAINING.registry import return_target
 
 SKILL_COLUMNS = ["horizon", "family", "ic_live", "n_live", "ic_prior", "ic_shrunk", "cost_share", "mu"]
 
 
-def _ic_by_bar(past: pd.DataFrame, close: pd.DataFrame, keys: list[str], hb: int) -> np.ndarray:
-    """Per past bar s (oldest first): Spearman IC of its raw predictions vs the realised h-bar return."""
-    pos = {k: i for i, k in enumerate(close.index)}
-    out = []
-    by_bar = dict(tuple(past.groupby("bar", sort=True)))
-    for s in keys:  # a loop over past bars (≤ ic_window_bars), never over symbols
-        i = pos.get(s)
-        if i is None or i + hb >= len(close) or s not in by_bar:
-            continue
-        g = by_bar[s]
-        real = np.log(close.iloc[i + hb] / close.iloc[i]).reindex(g["symbol"]).to_numpy(dtype=float)
-        out.append(spearman_ic(g["raw"].to_numpy(dtype=float), real))
-    return np.asarray(out, dtype=float)
+class PastGrid:
+    """The past predictions as (bars × symbols) arrays per (horizon, family), built with one scatter.
+
+    Why: looping over DataFrame groups and comparing string columns cost far more than the arithmetic; on
+    integer codes and arrays every past bar's IC is one vectorised row operation. ``keys`` are the past bars
+    (oldest first); columns are the symbols seen in the past rows, sorted.
+    """
+
+    def __init__(self, past: pd.DataFrame, keys: list[str]):
+        self.keys = keys
+        self.sym, self.symbols = pd.factorize(past["symbol"], sort=True)
+        bar_codes, bars = pd.factorize(past["bar"])
+        self.bar = pd.Index(keys).get_indexer(bars)[bar_codes] if len(bars) else bar_codes
+        h_codes, hs = pd.factorize(past["horizon"])
+        f_codes, fs = pd.factorize(past["family"])
+        self.code = h_codes * len(fs) + f_codes
+        self.group = {(int(h), str(f)): i * len(fs) + j for i, h in enumerate(hs) for j, f in enumerate(fs)}
+        self.past = past
+        self._grids: dict[str, np.ndarray] = {}
+        # one extra, empty group at the end stands for a (horizon, family) with no recorded rows
+        self.has_rows = np.zeros((len(self.group) + 1, len(keys)), dtype=bool)  # (G+1, K) the bar has rows
+        self.has_rows[self.code[self.bar >= 0], self.bar[self.bar >= 0]] = True
+
+    def _all(self, column: str) -> np.ndarray:
+        """(G+1, K, S) ``column`` of every (horizon, family) group; NaN where nothing was recorded."""
+        if column not in self._grids:
+            out = np.full((len(self.group) + 1, len(self.keys), len(self.symbols)), np.nan)
+            ok = self.bar >= 0
+            out[self.code[ok], self.bar[ok], self.sym[ok]] = self.past[column].to_numpy(dtype=float)[ok]
+            self._grids[column] = out
+        return self._grids[column]
+
+    def grid(self, h: int, families: list[str], column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(F, K, S) values of ``column`` (NaN where not recorded) and (F, K) "bar has rows" flags."""
+        g = [self.group.get((h, f), len(self.group)) for f in families]
+        return self._all(column)[g], self.has_rows[g]
 
 
-def uncovered_share(preds: pd.DataFrame, spread: pd.Series) -> float:
-    """Share of valid symbols whose predicted move does not cover the quoted spread (NaN if none valid)."""
-    raw = preds["raw"].to_numpy(dtype=float)
-    sp = spread.reindex(preds["symbol"]).to_numpy(dtype=float)
+def _average_ranks(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Per row, 1-based ranks of the ``ok`` entries with ties averaged (``average_rank``); NaN elsewhere."""
+    v = np.where(ok, x, np.inf)
+    order = np.argsort(v, axis=1)
+    s = np.take_along_axis(v, order, axis=1)
+    k, n = s.shape
+    pos = np.broadcast_to(np.arange(n), (k, n))
+    first = np.ones((k, n), dtype=bool)
+    first[:, 1:] = s[:, 1:] != s[:, :-1]
+    last = np.ones((k, n), dtype=bool)
+    last[:, :-1] = first[:, 1:]
+    start = np.maximum.accumulate(np.where(first, pos, 0), axis=1)
+    stop = np.minimum.accumulate(np.where(last, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty((k, n))
+    np.put_along_axis(ranks, order, (start + stop) / 2.0 + 1.0, axis=1)
+    return np.where(ok, ranks, np.nan)
+
+
+def _centred_ranks(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Average ranks of the ``ok`` entries minus their mean (m+1)/2, 0 elsewhere: exact half-integers."""
+    m = ok.sum(axis=1)
+    return np.where(ok, _average_ranks(x, ok) - ((m + 1) / 2.0)[:, None], 0.0)
+
+
+def spearman_rows(pred: np.ndarray, real: np.ndarray, real_ranks: np.ndarray | None = None) -> np.ndarray:
+    """Row by row exactly ``spearman_ic``: ranks are half-integers, so every sum below is exact in float64
+    (whatever its order) and the result is bit-identical to the per-bar function. ``real_ranks``: the
+    ``_centred_ranks`` of ``real`` on the same pairs, when the caller already has them."""
+    ok = np.isfinite(pred) & np.isfinite(real)
+    m = ok.sum(axis=1)
+    rp = _centred_ranks(pred, ok)
+    rr = _centred_ranks(real, ok) if real_ranks is None else real_ranks
+    denom = np.sqrt((rp * rp).sum(axis=1) * (rr * rr).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ic = np.clip((rp * rr).sum(axis=1) / denom, -1.0, 1.0)
+    return np.where((m >= MIN_IC_PAIRS) & (denom != 0.0), ic, np.nan)
+
+
+class RankedReturns:
+    """One horizon's realised returns and their ranks per set of pairs: families that predicted the same
+    symbols on the same bars (the usual case) share one ranking of the returns."""
+
+    def __init__(self, real: np.ndarray, closed: np.ndarray):
+        self.real, self.closed = real, closed
+        self._ranks: dict[tuple[bytes, bytes], np.ndarray] = {}
+
+    def ic_by_bar(self, pred: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """Per past bar with predictions whose horizon has closed (oldest first), the Spearman IC."""
+        use = present & self.closed
+        p, r = pred[use], self.real[use]
+        ok = np.isfinite(p) & np.isfinite(r)
+        key = (use.tobytes(), ok.tobytes())
+        if key not in self._ranks:
+            self._ranks[key] = _centred_ranks(r, ok)
+        return spearman_rows(p, r, self._ranks[key])
+
+
+class Realised:
+    """Closes of the window on the past grid's symbols, and the bar position of every past key."""
+
+    def __init__(self, window: BarWindow, keys: list[str], symbols: pd.Index):
+        self.at = pd.Index(window.times.tz_convert("UTC").strftime(KEY_FORMAT)).get_indexer(keys)  # -1: absent
+        self.n_bars = len(window.times)
+        self.close = window_close(window, symbols)
+
+    def closed(self, hb: int) -> np.ndarray:
+        """(K,) the past bar s is in the window and s+h has closed: its predictions can be scored."""
+        return (self.at >= 0) & (self.at + hb < self.n_bars)
+
+    def returns(self, hb: int) -> np.ndarray:
+        """(K, S) log(close[s+h]/close[s]) (the same operations as the per-bar formula); NaN if not closed."""
+        ok = self.closed(hb)
+        out = np.full((len(self.at), self.close.shape[1]), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[ok] = np.log(self.close[self.at[ok] + hb] / self.close[self.at[ok]])
+        return out
+
+
+def window_close(window: BarWindow, symbols: pd.Index) -> np.ndarray:
+    """(T, S) closes of the window's bars for ``symbols`` (NaN where none): ``window.panel()["close"]`` on
+    the given columns, without pivoting every field of the window."""
+    hist = window.history
+    t_codes, t_uniq = pd.factorize(hist["ts"])
+    s_codes, s_uniq = pd.factorize(hist["symbol"])
+    universe = pd.Index(window.snapshot["symbol"])
+    t_idx = window.times.get_indexer(t_uniq)[t_codes]
+    s_map = np.where(s_uniq.isin(universe), pd.Index(symbols).get_indexer(s_uniq), -1)  # only the universe
+    s_idx = s_map[s_codes]
+    out = np.full((len(window.times), len(symbols)), np.nan)
+    ok = (t_idx >= 0) & (s_idx >= 0)
+    out[t_idx[ok], s_idx[ok]] = hist["close"].to_numpy(dtype=float)[ok]
+    return out
+
+
+def uncovered_share(raw: np.ndarray, sp: np.ndarray) -> float:
+    """Share of valid symbols whose predicted move |raw| does not cover their quoted spread ``sp`` (bps);
+    NaN if none is valid."""
     ok = np.isfinite(raw) & np.isfinite(sp)
     if not ok.any():
         return float("nan")
@@ -57,25 +176,30 @@ def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: 
     horizons = sorted(get_cfg("horizons.minutes"))
     max_hb = max(horizons) // bar_minutes
     keys = previous_bar_keys(window.bar, params.ic_window_bars + max_hb)
-    past = history.predictions(keys)
-    panel = window.panel()
-    close = pd.DataFrame(panel["close"], index=[bar_key(t) for t in window.times], columns=panel.symbols)
-    spread = features.set_index("symbol")["spread_bps"]
+    past = PastGrid(history.predictions(keys), keys)
+    realised = Realised(window, keys, past.symbols)
+    now_h = predictions["horizon"].to_numpy()
+    now_f = predictions["family"].to_numpy(dtype=object)
+    now_raw = predictions["raw"].to_numpy(dtype=float)
+    now_spread = features.set_index("symbol")["spread_bps"].reindex(predictions["symbol"]).to_numpy(dtype=float)
     rows, sigma_rows = [], []
     for h in horizons:
         hb = h // bar_minutes
         fams = [f for f in RETURN_FAMILIES if models.get(return_target(h), f) is not None]
-        for f in fams:
-            mine = past[(past["horizon"] == h) & (past["family"] == f)]
-            ics = _ic_by_bar(mine, close, keys, hb)
-            now = predictions[(predictions["horizon"] == h) & (predictions["family"] == f)]
+        if not fams:
+            continue
+        raw, present = past.grid(h, fams, "raw")
+        ranked = RankedReturns(realised.returns(hb), realised.closed(hb))
+        for i, f in enumerate(fams):
+            ics = ranked.ic_by_bar(raw[i], present[i])
+            mine = (now_h == h) & (now_f == f)
             prior = float(models.get(return_target(h), f).meta.get("validation_ic", np.nan))
-            uncovered = uncovered_share(now, spread)
+            uncovered = uncovered_share(now_raw[mine], now_spread[mine])
             first = family_mu(ics, prior, 0.0, params)  # the IC before costs
             share = abs(first["ic_shrunk"]) * uncovered if np.isfinite(uncovered * first["ic_shrunk"]) else 0.0
             got = family_mu(ics, prior, share, params)
             rows.append({"horizon": h, "family": f, **got, "ic_prior": prior, "cost_share": share})
-        sigma_rows += _sigma_rows(past, keys, h, hb, fams, params.ic_window_bars)
+        sigma_rows += _sigma_rows(past, h, hb, fams, params.ic_window_bars)
     skill = pd.DataFrame(rows, columns=SKILL_COLUMNS)
     skill["horizon"] = skill["horizon"].astype(np.int64)
     sigma = pd.DataFrame(sigma_rows, columns=["horizon", "family_a", "family_b", "corr"])
@@ -83,14 +207,18 @@ def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: 
     return {"model_skill": skill, "model_skill_sigma": sigma}
 
 
-def _sigma_rows(past: pd.DataFrame, keys: list[str], h: int, hb: int, fams: list[str], window: int) -> list[dict]:
-    """Σ: correlation of the families' standardized predictions over the IC window (bars ≥ h old)."""
-    if not fams:
-        return []
-    usable = keys[: len(keys) - hb][-window:] if len(keys) > hb else []
-    mine = past[(past["horizon"] == h) & past["bar"].isin(usable) & past["family"].isin(fams)]
-    wide = mine.pivot_table(index=["bar", "symbol"], columns="family", values="std", aggfunc="first",
-                            dropna=False).reindex(columns=fams)
-    corr = family_correlation(wide.to_numpy(dtype=float)) if len(wide) else np.eye(len(fams))
+def _sigma_rows(past: PastGrid, h: int, hb: int, fams: list[str], window: int) -> list[dict]:
+    """Σ: correlation of the families' standardized predictions over the IC window (bars ≥ h old).
+
+    Every (bar, symbol) of the window is one observation, pairwise complete; ``family_correlation`` sorts
+    the pairs itself, so the result does not depend on how they are laid out here.
+    """
+    n_keys = len(past.keys)
+    usable = np.zeros(n_keys, dtype=bool)
+    if n_keys > hb:
+        usable[max(0, n_keys - hb - window):n_keys - hb] = True
+    std, _ = past.grid(h, fams, "std")
+    obs = std[:, usable].reshape(len(fams), -1).T
+    corr = family_correlation(obs) if len(obs) else np.eye(len(fams))
     return [{"horizon": h, "family_a": a, "family_b": b, "corr": float(corr[i, j])}
             for i, a in enumerate(fams) for j, b in enumerate(fams)]

@@ -10,7 +10,7 @@ from assets.features.logic import FeatureParams, feature_history
 from assets.history import ChainHistory
 from assets.predictions.logic import PredictionInputs, predict_barrier, predict_returns
 from assets.predictions.models import ModelSet
-from assets.predictions.seq_buffer import SeqBufferManager
+from assets.predictions.seq_buffer import REASON_SHORT, SeqBufferManager
 from CONFIG.config_loader import get_cfg
 from resources.market.calendar import bar_key, get_calendar, parse_bar_key
 
@@ -26,8 +26,14 @@ def seq_buffer_for(window: BarWindow, T: int) -> SeqBufferManager:
     panel = window.panel()
     tods = get_calendar().session_fraction(window.times[-T:])
     hist = feature_history(panel, tods, window.snapshot["adv_shares"].to_numpy(dtype=float), p, T)
-    present = np.isfinite(panel["close"][-T:])
-    return SeqBufferManager.rebuild(panel.symbols, hist, present, get_cfg("prediction.seq_gap_tolerance_bars"))
+    has_bar = np.isfinite(panel["close"])
+    buf = SeqBufferManager.rebuild(panel.symbols, hist, has_bar[-T:], get_cfg("prediction.seq_gap_tolerance_bars"))
+    # A row counts as filled only when the symbol had bars for the row's whole feature lookback: a symbol
+    # that entered the window lately (new to the universe) is "buffer not full", not "NaN in buffer".
+    first = np.argmax(has_bar, axis=0)
+    rows_at = len(window.times) - T + np.arange(T)
+    buf.filled = (rows_at[None, :] >= first[:, None] + p.lookback()).sum(axis=1)
+    return buf
 
 
 def std_history(history: ChainHistory, bar: str) -> dict[tuple[int, str], np.ndarray]:
@@ -38,15 +44,20 @@ def std_history(history: ChainHistory, bar: str) -> dict[tuple[int, str], np.nda
 
 
 def prediction_inputs(features: pd.DataFrame, models: ModelSet, buffer: SeqBufferManager | None) -> PredictionInputs:
+    """Model inputs of the bar; a row is valid only if flagged so *and* finite (a stale flag cannot leak NaN)."""
     p = FeatureParams.from_cfg()
     symbols = features["symbol"].to_numpy()
+    X = features[p.names].to_numpy(dtype=float)
+    valid = features["valid"].to_numpy(bool) & np.isfinite(X).all(axis=1)
     seq_X = seq_ok = seq_reason = None
     if buffer is not None:
         x, ok, reason = buffer.windows()
-        idx = np.searchsorted(buffer.symbols, symbols)
-        seq_X, seq_ok, seq_reason = x[idx], ok[idx], reason[idx]
-    return PredictionInputs(symbols, features[p.names].to_numpy(dtype=float), features["valid"].to_numpy(bool),
-                            seq_X, seq_ok, seq_reason)
+        # by name, not position; -1 (a symbol the buffer never saw) picks the appended "not full" row
+        pos = pd.Index(buffer.symbols).get_indexer(symbols)
+        seq_X = np.concatenate([x, np.full((1,) + x.shape[1:], np.nan)])[pos]
+        seq_ok = np.append(ok, False)[pos]
+        seq_reason = np.append(reason.astype(object), REASON_SHORT)[pos]
+    return PredictionInputs(symbols, X, valid, seq_X, seq_ok, seq_reason)
 
 
 def needs_sequence(models: ModelSet) -> int | None:
