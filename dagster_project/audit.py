@@ -19,6 +19,7 @@ from CONFIG.config_loader import config_hash, use_config
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 AUDITED_ASSETS = ["features", "predictions", "model_skill", "blended_alpha", "arbitrated_scores",
                   "gated_signals", "sized_orders"]
 AUDIT_SELECTION = ["bars", "positions", *AUDITED_ASSETS]
@@ -111,7 +112,7 @@ def audit_bar(bar: str, store: LineageStore | None = None,
         instance = instance or dg.DagsterInstance.ephemeral()
         try:
             result = job.execute_in_process(partition_key=bar, instance=instance, tags={MODE_TAG: "audit"},
-                                            raise_on_error=True)
+                                            run_config=QUIET, raise_on_error=True)
         finally:
             if own:
                 instance.dispose()

@@ -89,8 +89,8 @@ def bench_in_process(work: Path, registry: Path, n: int = 8) -> dict:
     """A long-lived process calling the trading job in process, bar after bar (live mode, clock at each bar)."""
     import dagster as dg
 
+    from dagster_project.audit import QUIET
     from dagster_project.definitions import defs
-    from dagster_project.demo import QUIET
     from dagster_project.replay import ReplayEngine
     from resources.market.calendar import bar_key, get_calendar
     from resources.market.clock import start_accelerated_clock
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from dagster_project import bench_chain
 
-        bench_chain.main()
+        bench_chain.main([])
         chain_md = resolve_path("paths.bench") / "chain.md"
         results["chain"] = chain_md.read_text() if chain_md.exists() else ""
     except ImportError:
