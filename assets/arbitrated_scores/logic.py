@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from assets.flags import join_flags, positive
 from CONFIG.config_loader import get_cfg
 
 VOL_FORMULA_MINUTES = 5.0  # the literal 5 in the spec's σ·√(h/5) (part of the formula, not a tunable)
@@ -88,29 +89,17 @@ class Arbitration:
     reason: np.ndarray
 
 
-def join_flags(n: int, flags: list[tuple[str, np.ndarray]]) -> np.ndarray:
-    """Per row, the names of the flags set, joined by '|' in the order given ('' when none)."""
-    out = np.full(n, "", dtype=object)
-    for name, mask in flags:
-        out = np.where(mask, np.where(out == "", name, out + "|" + name), out)
-    return out.astype(str)
-
-
-def _positive(x: np.ndarray) -> np.ndarray:
-    return np.isfinite(x) & (x > 0.0)
-
-
 def _bad_input_flags(alpha: np.ndarray, spread: np.ndarray, sigma: np.ndarray, sigma_daily: np.ndarray,
                      adv: np.ndarray, price: np.ndarray, pv: float) -> list[tuple[str, np.ndarray]]:
     n = alpha.shape[0]
     return [
         ("bad_alpha", np.isinf(alpha).any(axis=1)),
         ("no_alpha", ~np.isfinite(alpha).any(axis=1) & ~np.isinf(alpha).any(axis=1)),
-        ("bad_spread", ~_positive(spread)),
-        ("bad_sigma", ~_positive(sigma)),
-        ("bad_sigma_daily", ~_positive(sigma_daily)),
-        ("bad_adv", ~_positive(adv)),
-        ("bad_price", ~_positive(price)),
+        ("bad_spread", ~positive(spread)),
+        ("bad_sigma", ~positive(sigma)),
+        ("bad_sigma_daily", ~positive(sigma_daily)),
+        ("bad_adv", ~positive(adv)),
+        ("bad_price", ~positive(price)),
         ("bad_portfolio_value", np.full(n, not (np.isfinite(pv) and pv > 0.0))),
     ]
 

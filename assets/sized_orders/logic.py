@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from assets.flags import join_flags, positive
 from CONFIG.config_loader import get_cfg
 
 MAD_TO_SIGMA = 1.4826  # normal consistency constant of median(|x|) (a definition, not a tunable)
@@ -104,18 +105,6 @@ class SizedOrders:
     gross_after: float
 
 
-def join_flags(n: int, flags: list[tuple[str, np.ndarray]]) -> np.ndarray:
-    """Per row, the names of the flags set, joined by '|' in the order given ('' when none)."""
-    out = np.full(n, "", dtype=object)
-    for name, mask in flags:
-        out = np.where(mask, np.where(out == "", name, out + "|" + name), out)
-    return out.astype(str)
-
-
-def _positive(x: np.ndarray) -> np.ndarray:
-    return np.isfinite(x) & (x > 0.0)
-
-
 def _fsum_abs(x: np.ndarray, mask: np.ndarray) -> float:
     return math.fsum(np.abs(x[mask]).tolist())
 
@@ -143,7 +132,7 @@ def robust_scale(raw: np.ndarray, raw_history: np.ndarray, z_window_bars: int) -
 def _z_scores(signal: np.ndarray, sigma: np.ndarray, raw_history: np.ndarray,
               params: Params) -> tuple[np.ndarray, np.ndarray, float]:
     with np.errstate(invalid="ignore", divide="ignore"):
-        raw = np.where(signal == 0.0, 0.0, signal / np.where(_positive(sigma), sigma, np.nan))
+        raw = np.where(signal == 0.0, 0.0, signal / np.where(positive(sigma), sigma, np.nan))
     scale = robust_scale(raw, raw_history, params.z_window_bars)
     if not (np.isfinite(scale) and scale > 0.0):
         return raw, np.where(np.isfinite(raw), 0.0, np.nan), scale
@@ -156,11 +145,11 @@ def _bad_flags(signal: np.ndarray, mult: np.ndarray, sigma: np.ndarray, sigma_d:
     return [
         ("bad_signal", ~np.isfinite(signal)),
         ("bad_multiplier", ~np.isfinite(mult)),
-        ("bad_sigma", active_sig & ~_positive(sigma)),
-        ("bad_sigma_daily", active_sig & ~_positive(sigma_d)),
-        ("bad_price", ~_positive(price)),
+        ("bad_sigma", active_sig & ~positive(sigma)),
+        ("bad_sigma_daily", active_sig & ~positive(sigma_d)),
+        ("bad_price", ~positive(price)),
         ("bad_position", ~np.isfinite(qty)),
-        ("bad_adv", ~_positive(adv_bar)),
+        ("bad_adv", ~positive(adv_bar)),
         ("bad_portfolio_value", np.full(signal.shape, not (np.isfinite(pv) and pv > 0.0))),
     ]
 
