@@ -15,9 +15,9 @@ Generating model (per session d, bar j = 1…B of a full session, symbol i; all 
   One-bar log return r_ij = μ_ij + ε_ij (+ a rare jump: prob jump_prob, size N(0, jump_vol)).
 * Sessions chain: open_d = close_{d−1} + N(0, overnight_gap_vol) (the overnight gap). Half days simply end
   early (42 five-minute bars on 2026-11-27).
-* Bars: open = previous log price, close = new log price, high/low extend max/min by |N(0, ½σ_bar u_j)|;
-  volume = ADV_i/B · v_j · logN(0, 0.3); spread_bps = b_i · u_j^elasticity · logN(0, 0.2), bid/ask = close·(1 ∓
-  spread/2e4).
+* Bars: open = previous log price, close = new log price, high/low extend max/min by
+  |N(0, range_scale·σ_bar u_j)|; volume = ADV_i/B · v_j · logN(0, volume_noise); spread_bps = b_i ·
+  u_j^elasticity · logN(0, spread_noise), bid/ask = close·(1 ∓ spread/2e4).
 * Halts: with prob halt_prob a symbol halts for 1…halt_bars_max bars; its rows are absent meanwhile (the
   price keeps moving underneath, so it reopens with a jump) — the engine must cope with missing symbols.
 
@@ -74,6 +74,9 @@ class SimParams:
     jump_vol: float
     halt_prob: float
     halt_bars_max: int
+    volume_noise: float
+    spread_noise: float
+    range_scale: float
 
     @classmethod
     def from_cfg(cls, **overrides: object) -> SimParams:
@@ -151,10 +154,10 @@ class MarketSimulator:
         out = {
             "ret": ret,
             "valid": valid,
-            "hl": np.abs(stack["hl"]) * 0.5 * scale,
-            "volume": s["adv"][None, None, :] / b * s["v"][None, :, None] * np.exp(0.3 * stack["vol"]),
+            "hl": np.abs(stack["hl"]) * p.range_scale * scale,
+            "volume": s["adv"][None, None, :] / b * s["v"][None, :, None] * np.exp(p.volume_noise * stack["vol"]),
             "spread": s["spread"][None, None, :] * s["u"][None, :, None] ** p.spread_vol_elasticity
-            * np.exp(0.2 * stack["spr"]),
+            * np.exp(p.spread_noise * stack["spr"]),
             "halted": stack["halted"],
             "gap": stack["gap"] * p.overnight_gap_vol,
         }
