@@ -21,23 +21,21 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.metadata
 import io
 import os
 import re
 import secrets
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from assets.features.logic import FeatureParams
-from CONFIG.config_loader import PROJECT_ROOT, effective_config_hash, get_cfg, resolve_path
+from CONFIG.config_loader import effective_config_hash, get_cfg, resolve_path
+from TRAINING.common.utils.code_version import code_version
 from TRAINING.common.utils.determinism_ordering import sorted_items
 from TRAINING.common.utils.file_utils import canonical_json, read_json, write_atomic_json
 
@@ -84,17 +82,6 @@ def _family_dir(target: str, family: str, root: str | os.PathLike | None) -> Pat
     if family not in TARGET_PREFIXES[m.group(1)]:
         raise RegistryError(f"family {family!r} does not serve target {target!r}")
     return _root(root) / target / family
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """The git commit of the project if it is a git checkout, else the installed package version."""
-    try:
-        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True)
-        return f"git:{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        return f"pkg:{importlib.metadata.version('tradegraph')}"
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-from functools import lru_cache
-from importlib import metadata
 
 import dagster as dg
 import numpy as np
@@ -14,6 +11,7 @@ import pandas as pd
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, install_config
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
+from TRAINING.common.utils.code_version import code_version
 
 MODES = ("live", "audit", "replay")
 
@@ -39,19 +37,6 @@ def mode_of(context: dg.AssetExecutionContext) -> str:
             context.log.info(f"audit: running under the recorded configuration {recorded_hash[:16]}")
         _AUDIT_CONFIGURED.add(context.run_id)
     return mode
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """The git sha of the checkout when there is one, else the package version."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True, cwd=__file__.rsplit("/", 2)[0]).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=__file__.rsplit("/", 2)[0]).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return metadata.version("tradegraph")
 
 
 def record_run(store: LineageStore, run_id: str, bar: str, mode: str, status: str, *,

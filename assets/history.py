@@ -41,7 +41,7 @@ class LineageHistory:
         if not bars or not self.store.path.exists():
             return _empty(columns)
         with self.store.connect(read_only=True) as con:
-            if not self.store._has_table(con, table):
+            if not self.store.has_table(con, table):
                 return _empty(columns)
             frame = con.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE bar IN (SELECT unnest(?)) "
                                 f"ORDER BY {order}", [bars]).df()

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from assets.arbitrated_scores.stage import compute_arbitrated
-from assets.asset_helpers import code_version
 from assets.blended_alpha.stage import compute_blended_alpha
 from assets.executions.stage import execute, quotes_provider
 from assets.features.logic import features_for_window
@@ -39,6 +38,7 @@ from resources.lineage.io_manager import record_batch
 from resources.lineage.store import LineageStore
 from resources.market.calendar import bar_key, get_calendar, parse_bar_key
 from resources.market.resource import MarketDataResource
+from TRAINING.common.utils.code_version import code_version
 
 ACCOUNT = "replay"
 ORDER = ["bars", "features", "predictions", "model_skill", "blended_alpha", "positions", "arbitrated_scores",
@@ -117,7 +117,7 @@ class ReplayEngine:
         if not self.store.path.exists():
             return pd.DataFrame()
         with self.store.connect(read_only=True) as con:
-            return query(con) if self.store._has_table(con, table) else pd.DataFrame()
+            return query(con) if self.store.has_table(con, table) else pd.DataFrame()
 
     def _previous_pnl(self, bar: str):
         if self._book is not None:

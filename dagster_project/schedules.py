@@ -268,7 +268,7 @@ def _query(store: LineageStore, sql: str, params: list, table: str) -> pd.DataFr
     if not store.path.exists():
         return pd.DataFrame()
     with store.connect(read_only=True) as con:
-        if not store._has_table(con, table):
+        if not store.has_table(con, table):
             return pd.DataFrame()
         return con.execute(sql, params).df()
 

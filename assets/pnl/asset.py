@@ -20,7 +20,7 @@ def recorded_previous(store: LineageStore, account: str, bar: str) -> tuple[pd.D
     if not store.path.exists():
         return pd.DataFrame(), pd.DataFrame()
     with store.connect(read_only=True) as con:
-        if not store._has_table(con, "pnl"):
+        if not store.has_table(con, "pnl"):
             return pd.DataFrame(), pd.DataFrame()
         row = con.execute("SELECT * FROM pnl WHERE account = ? AND bar < ? ORDER BY bar DESC LIMIT 1",
                           [account, bar]).df()

@@ -20,7 +20,7 @@ def recorded_fills(lineage: LineageResource, account: str, before_bar: str) -> p
     if not store.path.exists():
         return pd.DataFrame()
     with store.connect(read_only=True) as con:
-        if not store._has_table(con, "executions_fills"):
+        if not store.has_table(con, "executions_fills"):
             return pd.DataFrame()
         return con.execute("SELECT * EXCLUDE (bar, _row) FROM executions_fills WHERE account = ? AND bar < ? "
                            "ORDER BY seq, fill_id", [account, before_bar]).df()

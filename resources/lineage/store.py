@@ -99,7 +99,7 @@ class LineageStore:
         data = frame.assign(bar=bar, _row=np.arange(len(frame), dtype=np.int64))
         data = data[["bar", "_row"] + [c for c in frame.columns if c not in ("bar", "_row")]]
         known = self._columns.get(table)
-        exists = known is not None or self._has_table(con, table)
+        exists = known is not None or self.has_table(con, table)
         if not exists and frame.empty:
             return  # an empty first write would fix untyped (NULL) columns; the next non-empty one creates it
         con.register("_incoming", data)
@@ -135,7 +135,7 @@ class LineageStore:
         table = _check_ident(table)
         parts = [f.assign(bar=b, _row=np.arange(len(f), dtype=np.int64)) for b, f in frames.items() if len(f)]
         if not parts:
-            if self._columns.get(table) is not None or self._has_table(con, table):
+            if self._columns.get(table) is not None or self.has_table(con, table):
                 con.execute(f"DELETE FROM {table} WHERE bar IN (SELECT unnest(?))", [list(frames)])
             return
         data = pd.concat(parts, ignore_index=True)
@@ -145,7 +145,7 @@ class LineageStore:
         try:
             if known is None or not set(data.columns) <= known:
                 self._columns[table] = self._ensure_columns(con, table, data, known is not None or
-                                                            self._has_table(con, table))
+                                                            self.has_table(con, table))
             con.execute(f"DELETE FROM {table} WHERE bar IN (SELECT unnest(?))", [list(frames)])
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
         finally:
@@ -210,7 +210,7 @@ class LineageStore:
         """The rows of ``table`` for ``bar`` in the order written (an absent table: error, or empty)."""
         table = _check_ident(table)
         with self._maybe(con) as c:
-            if not self._has_table(c, table):
+            if not self.has_table(c, table):
                 if missing_ok:
                     return pd.DataFrame()
                 raise LookupError(f"no lineage table {table!r} in {self.path}: materialize it first")
@@ -235,7 +235,7 @@ class LineageStore:
             return sorted(r[0] for r in con.execute("SHOW TABLES").fetchall())
 
     @staticmethod
-    def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
         return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall()[0][0])
 
     @contextmanager
