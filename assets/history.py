@@ -8,8 +8,10 @@ current one are ever returned.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
 from resources.lineage.store import LineageStore
@@ -18,9 +20,77 @@ PRED_HISTORY_COLUMNS = ["bar", "symbol", "horizon", "family", "raw", "std"]
 SIZING_HISTORY_COLUMNS = ["bar", "symbol", "raw"]
 
 
+@dataclass
+class PredictionGrid:
+    """Past predictions as (groups × bars × symbols) arrays, one group per (horizon, family).
+
+    Why: the stages that read history (skill, Σ) do row arithmetic per past bar; on arrays every bar is
+    one vectorised row, where long DataFrames had to be factorized and pivoted bar after bar. ``keys`` are
+    the requested bars (oldest first), ``symbols`` the sorted symbols seen in them. The last group is an
+    empty one that stands for a (horizon, family) with no rows. NaN where nothing was recorded.
+    """
+
+    keys: list[str]
+    symbols: np.ndarray
+    groups: dict[tuple[int, str], int]
+    raw: np.ndarray        # (G+1, K, S)
+    std: np.ndarray        # (G+1, K, S)
+    has_rows: np.ndarray   # (G+1, K) the group has rows on that bar
+    _empty: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._empty = len(self.groups)
+
+    def select(self, h: int, families: list[str], column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(F, K, S) ``column`` ("raw" or "std") of the families at horizon ``h``, and (F, K) has-rows."""
+        g = [self.groups.get((int(h), str(f)), self._empty) for f in families]
+        return getattr(self, column)[g], self.has_rows[g]
+
+    @classmethod
+    def from_frame(cls, past: pd.DataFrame, keys: list[str]) -> PredictionGrid:
+        """The grid of long rows (``PRED_HISTORY_COLUMNS``), built with one scatter per column."""
+        sym, symbols = pd.factorize(np.asarray(past["symbol"], dtype=object), sort=True)
+        bar_codes, bars = pd.factorize(np.asarray(past["bar"], dtype=object))
+        bar = pd.Index(keys).get_indexer(bars)[bar_codes] if len(bars) else bar_codes
+        h_codes, hs = pd.factorize(past["horizon"].to_numpy())
+        f_codes, fs = pd.factorize(np.asarray(past["family"], dtype=object))
+        code = h_codes * len(fs) + f_codes
+        groups = {(int(h), str(f)): i * len(fs) + j for i, h in enumerate(hs) for j, f in enumerate(fs)}
+        shape = (len(groups) + 1, len(keys), len(symbols))
+        ok = bar >= 0
+        has_rows = np.zeros(shape[:2], dtype=bool)
+        has_rows[code[ok], bar[ok]] = True
+        grids = []
+        for column in ("raw", "std"):
+            out = np.full(shape, np.nan)
+            out[code[ok], bar[ok], sym[ok]] = past[column].to_numpy(dtype=float)[ok]
+            grids.append(out)
+        return cls(list(keys), np.asarray(symbols, dtype=object), groups, grids[0], grids[1], has_rows)
+
+
+@dataclass(frozen=True)
+class _BarPredictions:
+    """One bar's predictions laid out as (groups × symbols) arrays, kept by :class:`MemoryHistory`."""
+
+    symbols: np.ndarray
+    groups: tuple[tuple[int, str], ...]
+    raw: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> _BarPredictions:
+        grid = PredictionGrid.from_frame(frame.assign(bar=""), [""])
+        order = sorted(grid.groups)
+        idx = [grid.groups[g] for g in order]
+        return cls(grid.symbols, tuple(order), grid.raw[idx, 0], grid.std[idx, 0])
+
+
 class ChainHistory(Protocol):
     def predictions(self, bars: list[str]) -> pd.DataFrame:
         """Recorded predictions (``PRED_HISTORY_COLUMNS``) of the given earlier bars."""
+
+    def prediction_grid(self, bars: list[str]) -> PredictionGrid:
+        """The same predictions as a :class:`PredictionGrid` over ``bars``."""
 
     def sizing_raw(self, bars: list[str]) -> pd.DataFrame:
         """Recorded sizing raws (``SIZING_HISTORY_COLUMNS``) of the given earlier bars."""
@@ -50,6 +120,9 @@ class LineageHistory:
     def predictions(self, bars: list[str]) -> pd.DataFrame:
         return self._query("predictions", PRED_HISTORY_COLUMNS, bars, "bar, symbol, horizon, family")
 
+    def prediction_grid(self, bars: list[str]) -> PredictionGrid:
+        return PredictionGrid.from_frame(self.predictions(bars), bars)
+
     def sizing_raw(self, bars: list[str]) -> pd.DataFrame:
         return self._query("sized_orders", SIZING_HISTORY_COLUMNS, bars, "bar, symbol")
 
@@ -61,6 +134,7 @@ class MemoryHistory:
         self.keep = keep_bars
         self._pred: dict[str, pd.DataFrame] = {}
         self._size: dict[str, pd.DataFrame] = {}
+        self._grid: dict[str, _BarPredictions] = {}
 
     def add(self, bar: str, predictions: pd.DataFrame, sized: pd.DataFrame) -> None:
         """Keep one bar's rows, sorted as the lineage query returns them."""
@@ -68,7 +142,12 @@ class MemoryHistory:
         s = sized.sort_values("symbol", kind="mergesort")
         self._pred[bar] = p[PRED_HISTORY_COLUMNS[1:]].assign(bar=bar)[PRED_HISTORY_COLUMNS].reset_index(drop=True)
         self._size[bar] = s[SIZING_HISTORY_COLUMNS[1:]].assign(bar=bar)[SIZING_HISTORY_COLUMNS].reset_index(drop=True)
-        for store in (self._pred, self._size):
+        grid = _BarPredictions.of(self._pred[bar])
+        last = self._grid[max(self._grid)] if self._grid else None
+        if last is not None and np.array_equal(last.symbols, grid.symbols):  # share one array: the stacking
+            grid = _BarPredictions(last.symbols, grid.groups, grid.raw, grid.std)  # check is then `is`
+        self._grid[bar] = grid
+        for store in (self._pred, self._size, self._grid):
             for old in sorted(store)[:-self.keep]:
                 del store[old]
 
@@ -82,6 +161,22 @@ class MemoryHistory:
         # Each bar's rows are stored in (symbol, horizon, family) order and bars are concatenated in key
         # order, so the result is already in LineageHistory's ORDER BY: no re-sort on every bar.
         return self._get(self._pred, bars, PRED_HISTORY_COLUMNS)
+
+    def prediction_grid(self, bars: list[str]) -> PredictionGrid:
+        """Stacks the per-bar arrays kept by :meth:`add` when every kept bar has the same symbols and
+        groups (the usual case); otherwise builds the grid from the rows. Same grid either way."""
+        kept = [self._grid[b] for b in bars if b in self._grid]
+        if not kept or any(k.groups != kept[0].groups or k.symbols is not kept[0].symbols for k in kept[1:]):
+            return PredictionGrid.from_frame(self.predictions(bars), bars)
+        first = kept[0]
+        shape = (len(first.groups) + 1, len(bars), len(first.symbols))
+        raw, std = np.full(shape, np.nan), np.full(shape, np.nan)
+        has_rows = np.zeros(shape[:2], dtype=bool)
+        for j, b in enumerate(bars):
+            if b in self._grid:
+                raw[:-1, j], std[:-1, j], has_rows[:-1, j] = self._grid[b].raw, self._grid[b].std, True
+        return PredictionGrid(list(bars), first.symbols, {g: i for i, g in enumerate(first.groups)},
+                              raw, std, has_rows)
 
     def sizing_raw(self, bars: list[str]) -> pd.DataFrame:
         return self._get(self._size, bars, SIZING_HISTORY_COLUMNS)

@@ -36,7 +36,7 @@ from assets.bars.logic import BarWindow, build_window
 from assets.blended_alpha.stage import compute_blended_alpha
 from assets.features.logic import features_for_window
 from assets.gated_signals.stage import compute_gated
-from assets.history import MemoryHistory
+from assets.history import MemoryHistory, PredictionGrid
 from assets.model_skill.stage import compute_model_skill
 from assets.predictions.models import ModelSet, load_models
 from assets.predictions.stage import compute_predictions, previous_bar_keys
@@ -147,6 +147,9 @@ class TimedHistory:
 
     def predictions(self, bars: list[str]) -> pd.DataFrame:
         return self._time(self.inner.predictions, bars)
+
+    def prediction_grid(self, bars: list[str]) -> PredictionGrid:
+        return self._time(self.inner.prediction_grid, bars)
 
     def sizing_raw(self, bars: list[str]) -> pd.DataFrame:
         return self._time(self.inner.sizing_raw, bars)

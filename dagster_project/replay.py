@@ -23,7 +23,7 @@ from assets.blended_alpha.stage import compute_blended_alpha
 from assets.executions.stage import execute, quotes_provider
 from assets.features.logic import features_for_window
 from assets.gated_signals.stage import compute_gated
-from assets.history import LineageHistory, MemoryHistory
+from assets.history import LineageHistory, MemoryHistory, PredictionGrid
 from assets.model_skill.stage import compute_model_skill
 from assets.pnl.stage import compute_pnl, est_costs, previous_book
 from assets.positions.stage import marks_from, positions_from_broker
@@ -76,6 +76,10 @@ class ReplayHistory:
     def predictions(self, bars: list[str]) -> pd.DataFrame:
         self._ensure(bars)
         return self.memory.predictions(bars)
+
+    def prediction_grid(self, bars: list[str]) -> PredictionGrid:
+        self._ensure(bars)
+        return self.memory.prediction_grid(bars)
 
     def sizing_raw(self, bars: list[str]) -> pd.DataFrame:
         self._ensure(bars)

@@ -83,8 +83,15 @@ class BarWindow:
     history: pd.DataFrame
 
     def panel(self) -> Panel:
-        symbols = self.snapshot["symbol"].to_numpy()
-        return to_panel(self.history, self.times, symbols)
+        """The history as (T, N) arrays, pivoted once per window: features, predictions and skill all read
+        it. The arrays are read-only so that no stage can change what another one sees."""
+        cached = self.__dict__.get("_panel")
+        if cached is None:
+            cached = to_panel(self.history, self.times, self.snapshot["symbol"].to_numpy())
+            for arr in cached.fields.values():
+                arr.flags.writeable = False
+            object.__setattr__(self, "_panel", cached)
+        return cached
 
 
 def build_window(bar: str, bar_ts: pd.Timestamp, times: pd.DatetimeIndex, raw: pd.DataFrame,

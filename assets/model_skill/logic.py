@@ -111,8 +111,12 @@ def family_mu(ic_by_bar: np.ndarray, prior_ic: float, cost_share: float,
             "mu": float(mu(ic, cost_share, params.cost_penalty, params.mu_floor))}
 
 
-def family_correlation(std_preds: np.ndarray) -> np.ndarray:
-    """(F, F) correlation of the columns of ``std_preds`` (K, F), pairwise complete; NaN → 0, diag 1."""
+def family_correlation(std_preds: np.ndarray, canonical: bool = True) -> np.ndarray:
+    """(F, F) correlation of the columns of ``std_preds`` (K, F), pairwise complete; NaN → 0, diag 1.
+
+    ``canonical``: sort each pair's observations first so the result ignores the row order; a caller
+    whose rows are already in a canonical order (the stage's (bar, symbol) grid) skips the sort.
+    """
     x = np.asarray(std_preds, dtype=float)
     if x.ndim != 2:
         raise ValueError(f"std_preds must be 2-D (K, F), got shape {x.shape}")
@@ -122,7 +126,7 @@ def family_correlation(std_preds: np.ndarray) -> np.ndarray:
     for i in range(n_fam):  # loops over family pairs (a handful), never over symbols
         for j in range(i + 1, n_fam):
             ok = finite[:, i] & finite[:, j]
-            corr[i, j] = corr[j, i] = _pearson(x[ok, i], x[ok, j])
+            corr[i, j] = corr[j, i] = _pearson(x[ok, i], x[ok, j], canonical)
     return corr
 
 
@@ -132,10 +136,11 @@ def _canonical(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a[order], b[order]
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+def _pearson(a: np.ndarray, b: np.ndarray, canonical: bool = True) -> float:
     if a.size < 2:
         return 0.0
-    a, b = _canonical(a, b)
+    if canonical:
+        a, b = _canonical(a, b)
     a = a - a.mean()
     b = b - b.mean()
     denom = math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b)))

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from assets.bars.logic import BarWindow
-from assets.history import ChainHistory
+from assets.history import ChainHistory, PredictionGrid
 from assets.model_skill.logic import MIN_IC_PAIRS, Params, family_correlation, family_mu
 from assets.predictions.models import RETURN_FAMILIES, ModelSet
 from assets.predictions.stage import previous_bar_keys
@@ -28,44 +28,6 @@ from TRAINING.registry import return_target
 SKILL_COLUMNS = ["horizon", "family", "ic_live", "n_live", "ic_prior", "ic_shrunk", "cost_share", "mu"]
 
 
-class PastGrid:
-    """The past predictions as (bars × symbols) arrays per (horizon, family), built with one scatter.
-
-    Why: looping over DataFrame groups and comparing string columns cost far more than the arithmetic; on
-    integer codes and arrays every past bar's IC is one vectorised row operation. ``keys`` are the past bars
-    (oldest first); columns are the symbols seen in the past rows, sorted.
-    """
-
-    def __init__(self, past: pd.DataFrame, keys: list[str]):
-        self.keys = keys
-        self.sym, self.symbols = pd.factorize(past["symbol"], sort=True)
-        bar_codes, bars = pd.factorize(past["bar"])
-        self.bar = pd.Index(keys).get_indexer(bars)[bar_codes] if len(bars) else bar_codes
-        h_codes, hs = pd.factorize(past["horizon"])
-        f_codes, fs = pd.factorize(past["family"])
-        self.code = h_codes * len(fs) + f_codes
-        self.group = {(int(h), str(f)): i * len(fs) + j for i, h in enumerate(hs) for j, f in enumerate(fs)}
-        self.past = past
-        self._grids: dict[str, np.ndarray] = {}
-        # one extra, empty group at the end stands for a (horizon, family) with no recorded rows
-        self.has_rows = np.zeros((len(self.group) + 1, len(keys)), dtype=bool)  # (G+1, K) the bar has rows
-        self.has_rows[self.code[self.bar >= 0], self.bar[self.bar >= 0]] = True
-
-    def _all(self, column: str) -> np.ndarray:
-        """(G+1, K, S) ``column`` of every (horizon, family) group; NaN where nothing was recorded."""
-        if column not in self._grids:
-            out = np.full((len(self.group) + 1, len(self.keys), len(self.symbols)), np.nan)
-            ok = self.bar >= 0
-            out[self.code[ok], self.bar[ok], self.sym[ok]] = self.past[column].to_numpy(dtype=float)[ok]
-            self._grids[column] = out
-        return self._grids[column]
-
-    def grid(self, h: int, families: list[str], column: str) -> tuple[np.ndarray, np.ndarray]:
-        """(F, K, S) values of ``column`` (NaN where not recorded) and (F, K) "bar has rows" flags."""
-        g = [self.group.get((h, f), len(self.group)) for f in families]
-        return self._all(column)[g], self.has_rows[g]
-
-
 def _average_ranks(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """Per row, 1-based ranks of the ``ok`` entries with ties averaged (``average_rank``); NaN elsewhere."""
     v = np.where(ok, x, np.inf)
@@ -73,13 +35,18 @@ def _average_ranks(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
     s = np.take_along_axis(v, order, axis=1)
     k, n = s.shape
     pos = np.broadcast_to(np.arange(n), (k, n))
+    ranks = np.empty((k, n))
     first = np.ones((k, n), dtype=bool)
     first[:, 1:] = s[:, 1:] != s[:, :-1]
+    if first[:, 1:].all() or np.isinf(s[:, 1:][~first[:, 1:]]).all():
+        # no tie among the finite entries (the usual case for continuous predictions): rank = position + 1,
+        # exactly what the averaging below gives for untied entries
+        np.put_along_axis(ranks, order, pos + 1.0, axis=1)
+        return np.where(ok, ranks, np.nan)
     last = np.ones((k, n), dtype=bool)
     last[:, :-1] = first[:, 1:]
     start = np.maximum.accumulate(np.where(first, pos, 0), axis=1)
     stop = np.minimum.accumulate(np.where(last, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
-    ranks = np.empty((k, n))
     np.put_along_axis(ranks, order, (start + stop) / 2.0 + 1.0, axis=1)
     return np.where(ok, ranks, np.nan)
 
@@ -144,20 +111,13 @@ class Realised:
         return out
 
 
-def window_close(window: BarWindow, symbols: pd.Index) -> np.ndarray:
-    """(T, S) closes of the window's bars for ``symbols`` (NaN where none): ``window.panel()["close"]`` on
-    the given columns, without pivoting every field of the window."""
-    hist = window.history
-    t_codes, t_uniq = pd.factorize(hist["ts"])
-    s_codes, s_uniq = pd.factorize(hist["symbol"])
-    universe = pd.Index(window.snapshot["symbol"])
-    t_idx = window.times.get_indexer(t_uniq)[t_codes]
-    s_map = np.where(s_uniq.isin(universe), pd.Index(symbols).get_indexer(s_uniq), -1)  # only the universe
-    s_idx = s_map[s_codes]
-    out = np.full((len(window.times), len(symbols)), np.nan)
-    ok = (t_idx >= 0) & (s_idx >= 0)
-    out[t_idx[ok], s_idx[ok]] = hist["close"].to_numpy(dtype=float)[ok]
-    return out
+def window_close(window: BarWindow, symbols: np.ndarray) -> np.ndarray:
+    """(T, S) closes of the window's bars for ``symbols`` (NaN for a symbol outside the universe), taken
+    from the window's panel (built once per window and shared with the features)."""
+    panel = window.panel()
+    pos = pd.Index(panel.symbols).get_indexer(symbols)
+    close = np.concatenate([panel["close"], np.full((len(panel.times), 1), np.nan)], axis=1)
+    return close[:, pos]  # -1 picks the appended NaN column
 
 
 def uncovered_share(raw: np.ndarray, sp: np.ndarray) -> float:
@@ -176,7 +136,7 @@ def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: 
     horizons = sorted(get_cfg("horizons.minutes"))
     max_hb = max(horizons) // bar_minutes
     keys = previous_bar_keys(window.bar, params.ic_window_bars + max_hb)
-    past = PastGrid(history.predictions(keys), keys)
+    past = history.prediction_grid(keys)
     realised = Realised(window, keys, past.symbols)
     now_h = predictions["horizon"].to_numpy()
     now_f = predictions["family"].to_numpy(dtype=object)
@@ -188,7 +148,7 @@ def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: 
         fams = [f for f in RETURN_FAMILIES if models.get(return_target(h), f) is not None]
         if not fams:
             continue
-        raw, present = past.grid(h, fams, "raw")
+        raw, present = past.select(h, fams, "raw")
         ranked = RankedReturns(realised.returns(hb), realised.closed(hb))
         for i, f in enumerate(fams):
             ics = ranked.ic_by_bar(raw[i], present[i])
@@ -207,18 +167,18 @@ def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: 
     return {"model_skill": skill, "model_skill_sigma": sigma}
 
 
-def _sigma_rows(past: PastGrid, h: int, hb: int, fams: list[str], window: int) -> list[dict]:
+def _sigma_rows(past: PredictionGrid, h: int, hb: int, fams: list[str], window: int) -> list[dict]:
     """Σ: correlation of the families' standardized predictions over the IC window (bars ≥ h old).
 
-    Every (bar, symbol) of the window is one observation, pairwise complete; ``family_correlation`` sorts
-    the pairs itself, so the result does not depend on how they are laid out here.
+    Every (bar, symbol) of the window is one observation, pairwise complete. The grid lays them out in
+    (bar, symbol name) order whatever order the rows came in, so the sums need no sort to be reproducible.
     """
     n_keys = len(past.keys)
     usable = np.zeros(n_keys, dtype=bool)
     if n_keys > hb:
         usable[max(0, n_keys - hb - window):n_keys - hb] = True
-    std, _ = past.grid(h, fams, "std")
+    std, _ = past.select(h, fams, "std")
     obs = std[:, usable].reshape(len(fams), -1).T
-    corr = family_correlation(obs) if len(obs) else np.eye(len(fams))
+    corr = family_correlation(obs, canonical=False) if len(obs) else np.eye(len(fams))
     return [{"horizon": h, "family_a": a, "family_b": b, "corr": float(corr[i, j])}
             for i, a in enumerate(fams) for j, b in enumerate(fams)]

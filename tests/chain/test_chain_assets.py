@@ -144,7 +144,9 @@ def test_recorded_skill_is_the_rank_ic_and_correlation_of_elapsed_predictions(ch
         usable = chain.keys[: max(0, n - h // bar_min)]  # Σ: bars whose horizon closed before the last bar
         p = preds[preds.bar.isin(usable) & (preds.horizon == h)]
         wide = p.pivot_table(index=["bar", "symbol"], columns="family", values="std", aggfunc="first")
-        expect = family_correlation(wide[["lightgbm", "sequential"]].to_numpy()) if len(wide) else np.eye(2)
+        # the pivot's rows are in (bar, symbol) order, the stage's canonical layout: no sort on either side
+        expect = (family_correlation(wide[["lightgbm", "sequential"]].to_numpy(), canonical=False)
+                  if len(wide) else np.eye(2))
         got = sigma[(sigma.horizon == h) & (sigma.family_a == "lightgbm") & (sigma.family_b == "sequential")]
         assert got["corr"].item() == expect[0, 1]
 

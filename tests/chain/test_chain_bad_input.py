@@ -26,7 +26,7 @@ from assets.blended_alpha.logic import Params as BlendParams
 from assets.blended_alpha.stage import compute_blended_alpha
 from assets.features.logic import FeatureParams, features_for_window
 from assets.gated_signals.stage import compute_gated
-from assets.history import PRED_HISTORY_COLUMNS, MemoryHistory
+from assets.history import PRED_HISTORY_COLUMNS, MemoryHistory, PredictionGrid
 from assets.model_skill.stage import compute_model_skill
 from assets.predictions.models import ModelSet, load_models
 from assets.predictions.seq_buffer import REASON_SHORT, SeqBufferManager
@@ -302,6 +302,9 @@ class FrameHistory:
     def predictions(self, bars: list[str]) -> pd.DataFrame:
         return self._pred[self._pred.bar.isin(bars)].sort_values(["bar", "symbol", "horizon", "family"]).reset_index(
             drop=True)
+
+    def prediction_grid(self, bars: list[str]) -> PredictionGrid:
+        return PredictionGrid.from_frame(self.predictions(bars), bars)
 
     def sizing_raw(self, bars: list[str]) -> pd.DataFrame:
         return pd.DataFrame({"bar": pd.Series(dtype=object), "symbol": pd.Series(dtype=object),
