@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 
-from resources.lineage.store import LineageStore
+from resources.lineage.store import LineageStore, hold_connection
 
 
 class LineageResource(dg.ConfigurableResource):
-    """Handle on the lineage DuckDB file; opens short-lived connections only."""
+    """Handle on the lineage DuckDB file. For the length of a run it holds one read-write connection
+    (opened at the first use) that every store, the IO manager and the hooks of the run share."""
 
     db_path: str = ""
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[LineageResource]:
+        with hold_connection(self.db_path or None):
+            yield self
 
     def store(self) -> LineageStore:
         return LineageStore(self.db_path or None)
