@@ -3,7 +3,8 @@
 Why static keys from the calendar rather than a cron TimeWindowPartitionsDefinition: a cron over trading
 hours cannot express half days (2026-11-27 ends at 13:00) or holidays without a long exclusion list, its last
 window of the day runs to the next open, and listing its keys costs seconds per call
-(``../shared/DAGSTER_NOTES.md``). Keys from ``exchange_calendars`` are exact and cheap. The span is
+(``../shared/DAGSTER_NOTES.md``). Keys from ``exchange_calendars`` are exact and cheap (one vectorised
+format over the cached session table: every run process and code-server load builds them). The span is
 ``market.partitions_start``…``market.partitions_end``; more than 100k keys is refused (narrow the span for
 1-minute bars).
 """
@@ -11,6 +12,7 @@ window of the day runs to the next open, and listing its keys costs seconds per 
 from __future__ import annotations
 
 import dagster as dg
+import numpy as np
 
 from CONFIG.config_loader import get_cfg
 from resources.market.calendar import bar_key, get_calendar
@@ -20,7 +22,10 @@ MAX_PARTITIONS = 100_000
 
 def bar_partition_keys() -> list[str]:
     cal = get_calendar()
-    keys = [bar_key(t) for t in cal.bar_closes(get_cfg("market.partitions_start"), get_cfg("market.partitions_end"))]
+    closes = cal.bar_closes(get_cfg("market.partitions_start"), get_cfg("market.partitions_end"))
+    keys = [k + "Z" for k in np.datetime_as_string(closes.tz_localize(None).to_numpy(), unit="m")]  # KEY_FORMAT
+    if keys and keys[0] != bar_key(closes[0]):
+        raise AssertionError(f"partition key {keys[0]!r} is not the bar key {bar_key(closes[0])!r}")
     if len(keys) > MAX_PARTITIONS:
         raise ValueError(f"{len(keys)} bar partitions from market.partitions_start to market.partitions_end: "
                          f"keep it under {MAX_PARTITIONS} (narrow the span)")
