@@ -46,3 +46,28 @@ def test_bar_interval_is_configurable(minutes, bars):
         closes = cal.session_bars(dt.date(2026, 11, 24))
         # 60-minute bars: 10:30 … 15:30 and a last, shorter bar ending at the 16:00 close is not generated.
         assert len(closes) == bars
+
+
+def test_cached_session_table_answers_like_exchange_calendars(tg_home):
+    """Cold (built from exchange_calendars, cache written) and warm (read from the cache file) agree."""
+    from resources.market import calendar as calmod
+
+    cal = get_calendar()
+    cache_dir = calmod.resolve_path("paths.var_dir") / "cache"
+    calmod._session_table.cache_clear()
+    for f in cache_dir.glob("calendar-*.npz"):
+        f.unlink()
+    cold = cal.bar_closes("2025-06-02", "2026-12-31")
+    assert len(list(cache_dir.glob("calendar-*.npz"))) == 1
+    calmod._session_table.cache_clear()
+    calmod._session_bars.cache_clear()
+    warm = cal.bar_closes("2025-06-02", "2026-12-31")
+    assert cold.equals(warm) and len(warm) == 30942
+    import exchange_calendars as xc
+
+    x = xc.get_calendar("XNYS", start="2025-06-02", end="2026-12-31")
+    assert cal.sessions("2025-06-02", "2026-12-31") == [d.date() for d in x.sessions]
+    frac = cal.session_fraction(cal.session_bars(dt.date(2026, 11, 27)))
+    assert frac[-1] == 1.0 and frac[0] == 5 / 210  # the half day: 13:00 close, 210 minutes
+    with pytest.raises(ValueError, match="outside the calendar's range"):
+        cal.sessions("2020-01-01", "2020-01-10")

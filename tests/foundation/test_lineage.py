@@ -67,3 +67,22 @@ def test_reader_waits_then_says_the_file_is_locked(tg_home, tmp_path):
         holder.wait()
     with store.connect(read_only=True) as con:  # released: opens again
         assert con.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_run_opens_the_lineage_file_once_and_releases_it(tg_home, monkeypatch):
+    import duckdb
+
+    opened: list[bool] = []
+    real_connect = duckdb.connect
+
+    def counting_connect(path, read_only=False, **kw):
+        if str(path).endswith("lineage.duckdb"):
+            opened.append(read_only)
+        return real_connect(path, read_only=read_only, **kw)
+
+    monkeypatch.setattr(duckdb, "connect", counting_connect)
+    assert _run().success
+    assert opened == [False]  # bars + features: outputs, materializations, runs rows, hooks — one connection
+    with LineageStore().connect(read_only=True) as con:  # released at the end of the run
+        assert con.execute("SELECT count(*) FROM features WHERE bar = ?", [BAR]).fetchone() == (50,)
+    assert opened == [False, True]
