@@ -80,7 +80,7 @@ class _BarPredictions:
     @classmethod
     def of(cls, frame: pd.DataFrame) -> _BarPredictions:
         grid = PredictionGrid.from_frame(frame.assign(bar=""), [""])
-        order = sorted(grid.groups)
+        order = sorted(g for g, i in grid.groups.items() if grid.has_rows[i, 0])  # groups with rows only
         idx = [grid.groups[g] for g in order]
         return cls(grid.symbols, tuple(order), grid.raw[idx, 0], grid.std[idx, 0])
 
@@ -163,20 +163,28 @@ class MemoryHistory:
         return self._get(self._pred, bars, PRED_HISTORY_COLUMNS)
 
     def prediction_grid(self, bars: list[str]) -> PredictionGrid:
-        """Stacks the per-bar arrays kept by :meth:`add` when every kept bar has the same symbols and
-        groups (the usual case); otherwise builds the grid from the rows. Same grid either way."""
-        kept = [self._grid[b] for b in bars if b in self._grid]
-        if not kept or any(k.groups != kept[0].groups or k.symbols is not kept[0].symbols for k in kept[1:]):
+        """Scatters the per-bar arrays kept by :meth:`add` into one grid: the same grid as
+        ``PredictionGrid.from_frame(self.predictions(bars), bars)`` without rebuilding it from rows."""
+        kept = [(j, self._grid[b]) for j, b in enumerate(bars) if b in self._grid]
+        if not kept:
             return PredictionGrid.from_frame(self.predictions(bars), bars)
-        first = kept[0]
-        shape = (len(first.groups) + 1, len(bars), len(first.symbols))
+        groups = sorted(set().union(*(k.groups for _, k in kept)))
+        g_pos = {g: i for i, g in enumerate(groups)}
+        first = kept[0][1].symbols
+        same = all(k.symbols is first for _, k in kept)
+        symbols = first if same else np.unique(np.concatenate([k.symbols for _, k in kept]))
+        shape = (len(groups) + 1, len(bars), len(symbols))
         raw, std = np.full(shape, np.nan), np.full(shape, np.nan)
         has_rows = np.zeros(shape[:2], dtype=bool)
-        for j, b in enumerate(bars):
-            if b in self._grid:
-                raw[:-1, j], std[:-1, j], has_rows[:-1, j] = self._grid[b].raw, self._grid[b].std, True
-        return PredictionGrid(list(bars), first.symbols, {g: i for i, g in enumerate(first.groups)},
-                              raw, std, has_rows)
+        for j, k in kept:  # a loop over past bars, each one vectorised scatter
+            rows = np.array([g_pos[g] for g in k.groups])
+            if same:
+                raw[rows, j], std[rows, j] = k.raw, k.std
+            else:
+                cols = np.searchsorted(symbols, k.symbols)[None, :]
+                raw[rows[:, None], j, cols], std[rows[:, None], j, cols] = k.raw, k.std
+            has_rows[rows, j] = True
+        return PredictionGrid(list(bars), symbols, g_pos, raw, std, has_rows)
 
     def sizing_raw(self, bars: list[str]) -> pd.DataFrame:
         return self._get(self._size, bars, SIZING_HISTORY_COLUMNS)

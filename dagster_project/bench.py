@@ -114,6 +114,7 @@ def bench_in_process(work: Path, registry: Path, n: int = 8) -> dict:
         t = time.perf_counter()
         engine.step(key)
         pure.append(time.perf_counter() - t)
+    engine.close()
     pure = pure[2:]
     os.environ.pop("TRADEGRAPH__CLOCK__MODE", None)
     return {"bars": len(times), "p50_s": statistics.median(times), "pure_chain_p50_s": statistics.median(pure),

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS market_bars (
 """
 
 
+RUN_COLUMNS = ["run_id", "bar", "mode", "code_version", "config_hash", "model_versions", "started_at", "ended_at",
+               "status"]
+
+
 class LineageLocked(RuntimeError):
     """The DuckDB file stayed locked by another process for the whole bounded wait."""
 
@@ -197,20 +201,26 @@ class LineageStore:
     def write_partitions(self, con: duckdb.DuckDBPyConnection, table: str, frames: dict[str, pd.DataFrame]) -> None:
         """Replace ``table``'s rows for several bars at once (bar → frame): one delete, one insert."""
         table = _check_ident(table)
-        parts = [f.assign(bar=b, _row=np.arange(len(f), dtype=np.int64)) for b, f in frames.items() if len(f)]
-        if not parts:
+        filled = [(b, f) for b, f in frames.items() if len(f)]
+        if not filled:
             if self._columns.get(table) is not None or self.has_table(con, table):
                 con.execute(f"DELETE FROM {table} WHERE bar IN (SELECT unnest(?))", [list(frames)])
             return
-        data = pd.concat(parts, ignore_index=True)
-        data = data[["bar", "_row"] + [c for c in data.columns if c not in ("bar", "_row")]]
+        # one concat, then the two key columns for all bars at once (not two inserts per frame)
+        data = pd.concat([f for _, f in filled], ignore_index=True)
+        lengths = np.array([len(f) for _, f in filled])
+        keys = {"bar": np.repeat(np.array([b for b, _ in filled], dtype=object), lengths),
+                "_row": np.arange(lengths.sum(), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)}
+        data = pd.concat([pd.DataFrame(keys), data.drop(columns=[c for c in ("bar", "_row") if c in data])], axis=1)
         known = self._columns.get(table)
         con.register("_incoming", data)
         try:
             if known is None or not set(data.columns) <= known:
                 self._columns[table] = self._ensure_columns(con, table, data, known is not None or
                                                             self.has_table(con, table))
-            con.execute(f"DELETE FROM {table} WHERE bar IN (SELECT unnest(?))", [list(frames)])
+            # the range lets DuckDB skip row groups by their min/max (bars are written in time order)
+            con.execute(f"DELETE FROM {table} WHERE bar BETWEEN ? AND ? AND bar IN (SELECT unnest(?))",
+                        [min(frames), max(frames), list(frames)])
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
         finally:
             con.unregister("_incoming")
@@ -228,16 +238,23 @@ class LineageStore:
 
     def write_market_bars(self, con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, run_id: str) -> int:
         """Insert bar rows not yet recorded (first seen wins); returns rows whose values differ from the record."""
+        if frame.empty:
+            return 0
+        # the recorded side is cut to the frame's time span first: the table only grows, and bars are
+        # appended in time order, so the scan stays the size of the batch, not of the whole history
+        span = [frame["ts"].min(), frame["ts"].max()]
         con.register("_mb", frame)
         try:
             revised = con.execute("""
-                SELECT count(*) FROM _mb m JOIN market_bars b USING (ts, symbol)
+                SELECT count(*) FROM _mb m
+                JOIN (SELECT * FROM market_bars WHERE ts BETWEEN ? AND ?) b USING (ts, symbol)
                 WHERE m.close IS DISTINCT FROM b.close OR m.volume IS DISTINCT FROM b.volume
-                   OR m.high IS DISTINCT FROM b.high OR m.low IS DISTINCT FROM b.low""").fetchall()[0][0]
+                   OR m.high IS DISTINCT FROM b.high OR m.low IS DISTINCT FROM b.low""", span).fetchall()[0][0]
             con.execute("""
                 INSERT INTO market_bars
                 SELECT m.ts, m.symbol, m.open, m.high, m.low, m.close, m.volume, m.bid, m.ask, ?
-                FROM _mb m ANTI JOIN market_bars b USING (ts, symbol)""", [run_id])
+                FROM _mb m ANTI JOIN (SELECT ts, symbol FROM market_bars WHERE ts BETWEEN ? AND ?) b
+                USING (ts, symbol)""", [run_id, *span])
         finally:
             con.unregister("_mb")
         return int(revised)
@@ -253,10 +270,20 @@ class LineageStore:
         con.execute("INSERT OR IGNORE INTO configs VALUES (?, ?)",
                     [config_hash, json.dumps(config, sort_keys=True, default=str)])
 
+    def replace_runs(self, con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+        """Write complete ``runs`` rows (every column set) in one statement, replacing the same run and bar."""
+        if list(rows.columns) != RUN_COLUMNS:
+            raise ValueError(f"runs rows need exactly the columns {RUN_COLUMNS}, got {list(rows.columns)}")
+        con.register("_runs", rows)
+        try:
+            con.execute("DELETE FROM runs r USING _runs n WHERE r.run_id = n.run_id AND r.bar = n.bar")
+            con.execute("INSERT INTO runs SELECT * FROM _runs")
+        finally:
+            con.unregister("_runs")
+
     def upsert_run(self, con: duckdb.DuckDBPyConnection, **row: object) -> None:
         """Insert or update one ``runs`` row (keyed by run id and bar); unknown fields are an error."""
-        cols = ["run_id", "bar", "mode", "code_version", "config_hash", "model_versions",
-                "started_at", "ended_at", "status"]
+        cols = RUN_COLUMNS
         unknown = set(row) - set(cols)
         if unknown:
             raise ValueError(f"unknown runs columns {sorted(unknown)}")
