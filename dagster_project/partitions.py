@@ -12,10 +12,9 @@ format over the cached session table: every run process and code-server load bui
 from __future__ import annotations
 
 import dagster as dg
-import numpy as np
 
 from CONFIG.config_loader import get_cfg
-from resources.market.calendar import bar_key, get_calendar
+from resources.market.calendar import bar_keys, get_calendar
 
 MAX_PARTITIONS = 100_000
 
@@ -23,9 +22,7 @@ MAX_PARTITIONS = 100_000
 def bar_partition_keys() -> list[str]:
     cal = get_calendar()
     closes = cal.bar_closes(get_cfg("market.partitions_start"), get_cfg("market.partitions_end"))
-    keys = [k + "Z" for k in np.datetime_as_string(closes.tz_localize(None).to_numpy(), unit="m")]  # KEY_FORMAT
-    if keys and keys[0] != bar_key(closes[0]):
-        raise AssertionError(f"partition key {keys[0]!r} is not the bar key {bar_key(closes[0])!r}")
+    keys = bar_keys(closes)
     if len(keys) > MAX_PARTITIONS:
         raise ValueError(f"{len(keys)} bar partitions from market.partitions_start to market.partitions_end: "
                          f"keep it under {MAX_PARTITIONS} (narrow the span)")

@@ -37,7 +37,7 @@ from resources.kill_switch.logic import KillSwitch
 from resources.kill_switch.resource import state_path_for
 from resources.lineage.io_manager import record_batch
 from resources.lineage.store import RUN_COLUMNS, LineageStore
-from resources.market.calendar import bar_key, get_calendar, parse_bar_key
+from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
 from resources.market.resource import MarketDataResource
 from TRAINING.common.utils.code_version import code_version
 
@@ -238,7 +238,7 @@ class ReplayEngine:
 
 def bars_between(start: str, end: str) -> list[str]:
     """Bar keys of the sessions from ``start`` to ``end`` (dates, inclusive)."""
-    return [bar_key(t) for t in get_calendar().bar_closes(start, end)]
+    return bar_keys(get_calendar().bar_closes(start, end))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,7 +64,7 @@ def postclose_time(session: dt.date) -> pd.Timestamp:
 
 
 def is_session(day: dt.date) -> bool:
-    return get_calendar().sessions(day, day) == [day]
+    return get_calendar().is_session(day)
 
 
 def _dow(days: set[int]) -> str:

@@ -22,7 +22,7 @@ from assets.model_skill.logic import MIN_IC_PAIRS, Params, family_correlation, f
 from assets.predictions.models import RETURN_FAMILIES, ModelSet
 from assets.predictions.stage import previous_bar_keys
 from CONFIG.config_loader import get_cfg
-from resources.market.calendar import KEY_FORMAT
+from resources.market.calendar import bar_keys
 from TRAINING.registry import return_target
 
 SKILL_COLUMNS = ["horizon", "family", "ic_live", "n_live", "ic_prior", "ic_shrunk", "cost_share", "mu"]
@@ -94,7 +94,7 @@ class Realised:
     """Closes of the window on the past grid's symbols, and the bar position of every past key."""
 
     def __init__(self, window: BarWindow, keys: list[str], symbols: pd.Index):
-        self.at = pd.Index(window.times.tz_convert("UTC").strftime(KEY_FORMAT)).get_indexer(keys)  # -1: absent
+        self.at = pd.Index(bar_keys(window.times)).get_indexer(keys)  # -1: absent
         self.n_bars = len(window.times)
         self.close = window_close(window, symbols)
 

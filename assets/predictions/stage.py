@@ -12,12 +12,12 @@ from assets.predictions.logic import PredictionInputs, predict_barrier, predict_
 from assets.predictions.models import ModelSet
 from assets.predictions.seq_buffer import REASON_SHORT, SeqBufferManager
 from CONFIG.config_loader import get_cfg
-from resources.market.calendar import bar_key, get_calendar, parse_bar_key
+from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
 
 
 def previous_bar_keys(bar: str, n: int) -> list[str]:
     """The ``n`` bar keys strictly before ``bar`` (oldest first)."""
-    return [bar_key(t) for t in get_calendar().previous_bars(parse_bar_key(bar), n + 1)[:-1]]
+    return bar_keys(get_calendar().previous_bars(parse_bar_key(bar), n + 1)[:-1])
 
 
 def seq_buffer_for(window: BarWindow, T: int) -> SeqBufferManager:

@@ -71,3 +71,13 @@ def test_cached_session_table_answers_like_exchange_calendars(tg_home):
     assert frac[-1] == 1.0 and frac[0] == 5 / 210  # the half day: 13:00 close, 210 minutes
     with pytest.raises(ValueError, match="outside the calendar's range"):
         cal.sessions("2020-01-01", "2020-01-10")
+
+
+def test_bar_keys_is_bar_key_of_each_time():
+    from resources.market.calendar import bar_keys
+
+    closes = get_calendar().bar_closes("2026-11-24", "2026-11-30")  # a half day inside
+    assert bar_keys(closes) == [bar_key(t) for t in closes]
+    assert bar_keys(closes.tz_convert("America/New_York")) == [bar_key(t) for t in closes]
+    with pytest.raises(ValueError, match="naive"):
+        bar_keys(closes.tz_localize(None))
