@@ -19,7 +19,7 @@ dagster-home: $(STAMP)
 	$(BIN)/python -m dagster_project.instance >/dev/null
 
 demo: $(STAMP) dagster-home
-	$(BIN)/python -m dagster_project.demo
+	$(BIN)/python -m dagster_project.commands.demo
 
 train: $(STAMP)
 	$(BIN)/python -m TRAINING.train
@@ -28,13 +28,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 ui: $(STAMP) dagster-home
-	$(BIN)/python -m dagster_project.ui
+	$(BIN)/python -m dagster_project.commands.ui
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP) dagster-home
-	$(BIN)/python -m dagster_project.bench
+	$(BIN)/python -m dagster_project.commands.bench
 
 clean:
 	rm -rf var

@@ -1,6 +1,7 @@
 """Train every target and family on the configured market source and window, publish and activate.
 
-``python -m TRAINING.train [--sessions N] [--train-end YYYY-MM-DD] [--families a,b] [--registry DIR]``
+``tradegraph train`` (= ``python -m TRAINING.train``) ``[--sessions N] [--train-end YYYY-MM-DD] [--families a,b]
+[--registry DIR]``
 shows a progress bar, then a table of validation IC and calibration slope per horizon × family and the
 barrier classifiers' AUC. :func:`train_all` is the same thing for programs (the demo calls it when
 :func:`~TRAINING.registry.registry_is_empty`).
@@ -8,7 +9,6 @@ barrier classifiers' AUC. :func:`train_all` is the same thing for programs (the 
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import sys
@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 from tqdm import tqdm
 
-from CONFIG.config_loader import get_cfg, load_config, resolve_path
+from CONFIG.config_loader import ConfigError, get_cfg, load_config, resolve_path
 from resources.market.sources import MarketDataSource
+from TRAINING.common.utils.cli import run_command
 from TRAINING.dataset import TrainingData, build_dataset
 from TRAINING.labels import barrier_labels, demean, forward_returns, horizon_bars
 from TRAINING.registry import FAMILIES, barrier_target, publish, registry_is_empty, return_target
@@ -31,7 +33,7 @@ from TRAINING.trainers.common import Split, TrainedModel, time_split
 from TRAINING.trainers.sequential import train_sequential
 from TRAINING.trainers.tabular import train_lightgbm_regressor
 
-__all__ = ["TrainSummary", "default_families", "main", "registry_is_empty", "train_all"]
+__all__ = ["TrainSummary", "default_families", "main", "registry_is_empty", "train_all", "train_command"]
 
 RETURN_TRAINERS = {"lightgbm": train_lightgbm_regressor, "sequential": train_sequential}
 BARRIER_FAMILY = "barrier_lightgbm"
@@ -159,21 +161,40 @@ def train_all(sessions: int | None = None, train_end: str | dt.date | None = Non
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m TRAINING.train", description=__doc__.splitlines()[0])
-    ap.add_argument("--sessions", type=int, help="sessions in the window (default training.train_sessions)")
-    ap.add_argument("--train-end", help="first session NOT used, YYYY-MM-DD (default training.train_end)")
-    ap.add_argument("--families", help=f"comma list out of {','.join(sorted(FAMILIES))} (default: all configured)")
-    ap.add_argument("--registry", help="registry root (default paths.registry)")
-    ap.add_argument("--config", help="a user YAML configuration file (as TRADEGRAPH_CONFIG)")
-    ap.add_argument("--no-activate", action="store_true", help="publish without moving the ACTIVE pointers")
-    args = ap.parse_args(argv)
-    if args.config:
-        load_config(args.config)
-    fams = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
-    summary = train_all(args.sessions, args.train_end, fams, args.registry, activate=not args.no_activate)
-    print(summary.table())
+@click.command("train", short_help="Train, publish and activate every model family.", help="Train every model family on the configured market and window, publish each "
+                              "model to the registry and activate it; prints the validation IC table.")
+@click.option("--sessions", type=click.IntRange(min=2), default=None,
+              help="Sessions in the window (default training.train_sessions).")
+@click.option("--train-end", default=None, metavar="YYYY-MM-DD",
+              help="First session NOT used (default training.train_end).")
+@click.option("--families", default=None, metavar="A,B",
+              help=f"Comma list out of {','.join(sorted(FAMILIES))} (default: every configured family).")
+@click.option("--registry", type=click.Path(file_okay=False), default=None,
+              help="Registry root (default paths.registry).")
+@click.option("--no-activate", is_flag=True, help="Publish without moving the ACTIVE pointers.")
+def train_command(sessions: int | None, train_end: str | None, families: str | None, registry: str | None,
+                  no_activate: bool) -> int:
+    fams = [f.strip() for f in families.split(",") if f.strip()] if families else None
+    summary = train_all(sessions, train_end, fams, registry, activate=not no_activate)
+    click.echo(summary.table())
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m TRAINING.train [--config FILE] …``: the same command as ``tradegraph train``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in args:  # the one option tradegraph takes at the top level, accepted here too
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            print("python -m TRAINING.train: error: --config needs a file", file=sys.stderr)
+            return 2
+        try:
+            load_config(args[i + 1])
+        except ConfigError as exc:
+            print(f"python -m TRAINING.train: error: {exc}", file=sys.stderr)
+            return 2
+        del args[i:i + 2]
+    return run_command(train_command, args, "python -m TRAINING.train", (ValueError, OSError))
 
 
 if __name__ == "__main__":

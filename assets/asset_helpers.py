@@ -10,6 +10,7 @@ import pandas as pd
 
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, install_config
 from resources.lineage.io_manager import MODE_TAG
+from resources.lineage.records import recorded_run
 from resources.lineage.store import LineageStore
 from TRAINING.common.utils.code_version import code_version
 
@@ -28,14 +29,12 @@ def mode_of(context: dg.AssetExecutionContext) -> str:
     mode = context.run.tags.get(MODE_TAG, get_cfg("engine.mode"))
     if mode not in MODES:
         raise ValueError(f"run tag {MODE_TAG}={mode!r} is not one of {MODES}")
-    if mode == "audit" and context.run_id not in _AUDIT_CONFIGURED:
-        from dagster_project.audit import recorded_run
-
+    if mode == "audit" and context.run.run_id not in _AUDIT_CONFIGURED:
         cfg, recorded_hash, _ = recorded_run(LineageStore(), context.partition_key)
         if effective_config_hash() != recorded_hash:
             install_config(cfg)
             context.log.info(f"audit: running under the recorded configuration {recorded_hash[:16]}")
-        _AUDIT_CONFIGURED.add(context.run_id)
+        _AUDIT_CONFIGURED.add(context.run.run_id)
     return mode
 
 

@@ -15,9 +15,7 @@ Both schedules default to STOPPED (Dagster's default): turn them on in the UI fo
 """
 
 import datetime as dt
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -26,24 +24,15 @@ import pandas as pd
 from CONFIG.config_loader import get_cfg, resolve_path
 from resources.brokers.paper import PaperBroker
 from resources.brokers.resource import BrokerResource
-from resources.kill_switch.logic import CheckResult
 from resources.kill_switch.resource import KillSwitchResource
+from resources.lineage.records import record_switch_events
 from resources.lineage.resource import LineageResource
-from resources.lineage.store import LineageStore
 from resources.market.calendar import bar_key, get_calendar
 from resources.market.clock import market_now
 from resources.market.resource import MarketDataResource
 from resources.model_registry import ModelRegistryResource
 
 SESSION_TAG = "tradegraph/session"
-LOG_TABLE = "kill_switch_log"
-_LOG_SCHEMA = f"""CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
-    run_id VARCHAR, job VARCHAR, account VARCHAR, ts TIMESTAMPTZ, "check" VARCHAR, value DOUBLE,
-    "limit" DOUBLE, verdict VARCHAR, reason VARCHAR, transition VARCHAR, subject VARCHAR)"""
-REPORT_COLUMNS = ["bar", "start_of_day_equity", "portfolio_value", "cash", "pnl", "realised_pnl", "unrealised_pnl", "fees",
-                  "realised_cost", "est_cost", "traded_notional", "n_fills", "orders", "sent", "denied",
-                  "ks_trips", "ks_transitions", "daily_return"]
-MD_COLUMNS = [c for c in REPORT_COLUMNS if c != "start_of_day_equity"]
 
 
 # ---- the calendar side ---------------------------------------------------------------------------------
@@ -129,30 +118,6 @@ def _session(value: str, after_close: bool) -> dt.date:
     if not is_session(day):
         raise dg.Failure(description=f"{day} is not a {get_calendar().code} trading session")
     return day
-
-
-# ---- lineage of kill-switch operations -----------------------------------------------------------------
-
-def record_switch_events(store: LineageStore, run_id: str, job: str, account: str, result: CheckResult) -> int:
-    """Append a kill-switch operation's events to ``kill_switch_log``; returns how many."""
-    events = result.events_frame()
-    if events.empty:
-        return 0
-    rows = pd.DataFrame({"run_id": run_id, "job": job, "account": account,
-                         "ts": pd.to_datetime(events["ts"], utc=True), "check": events["check"].astype(str),
-                         "value": pd.to_numeric(events["value"], errors="coerce").astype(float),
-                         "limit": pd.to_numeric(events["limit"], errors="coerce").astype(float),
-                         "verdict": events["verdict"].astype(str), "reason": events["reason"].astype(str),
-                         "transition": events["transition"].fillna("").astype(str),
-                         "subject": events["subject"].fillna("").astype(str)})
-    with store.connect() as con:
-        con.execute(_LOG_SCHEMA)
-        con.register("_ks_events", rows)
-        try:
-            con.execute(f"INSERT INTO {LOG_TABLE} BY NAME SELECT * FROM _ks_events")
-        finally:
-            con.unregister("_ks_events")
-    return len(rows)
 
 
 # ---- kill switch reset ---------------------------------------------------------------------------------
@@ -264,130 +229,10 @@ def preopen_job() -> None:
 
 # ---- post-close daily report ---------------------------------------------------------------------------
 
-def _query(store: LineageStore, sql: str, params: list, table: str) -> pd.DataFrame:
-    if not store.path.exists():
-        return pd.DataFrame()
-    with store.connect(read_only=True) as con:
-        if not store.has_table(con, table):
-            return pd.DataFrame()
-        return con.execute(sql, params).df()
-
-
-def daily_rows(store: LineageStore, session: dt.date, account: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per bar of the session: the ``pnl`` row joined with its orders and kill-switch counts; and the
-    session's notable kill-switch events (trips, records, transitions; per-order denials are counted)."""
-    pnl = _query(store, "SELECT * FROM pnl WHERE account = ? AND session = ? ORDER BY bar",
-                 [account, session.isoformat()], "pnl")
-    if pnl.empty:
-        return pd.DataFrame(columns=REPORT_COLUMNS), pd.DataFrame()
-    bars = pnl["bar"].tolist()
-    orders = _query(store, """SELECT bar, count(*) AS orders, count(*) FILTER (WHERE status <> 'NOT_SENT') AS sent,
-                              count(*) FILTER (WHERE verdict = 'DENY') AS denied
-                              FROM executions WHERE bar IN (SELECT unnest(?)) GROUP BY bar""", [bars], "executions")
-    events = _query(store, """SELECT bar, ts, "check", verdict, reason, transition FROM executions_killswitch
-                              WHERE bar IN (SELECT unnest(?)) ORDER BY bar, ts""", [bars], "executions_killswitch")
-    notable = events[events["verdict"].isin(["TRIP", "RECORD"]) | (events["transition"] != "")] \
-        if len(events) else pd.DataFrame(columns=["bar", "ts", "check", "verdict", "reason", "transition"])
-    day = session.isoformat()
-    ops = _query(store, f"""SELECT NULL AS bar, ts, "check", verdict, reason, transition FROM {LOG_TABLE}
-                            WHERE account = ? AND (verdict IN ('TRIP', 'RECORD') OR transition <> ''
-                                                   OR "check" IN ('reset', 'session_open'))
-                              AND strftime(ts AT TIME ZONE ?, '%Y-%m-%d') = ? ORDER BY ts""",
-                 [account, get_cfg("market.timezone"), day], LOG_TABLE)
-    if len(ops):
-        notable = pd.concat([f for f in (notable, ops) if len(f)], ignore_index=True).sort_values("ts", kind="stable")
-    per_bar = pnl.set_index("bar")
-    counts = (orders.set_index("bar") if len(orders) else pd.DataFrame(columns=["orders", "sent", "denied"]))
-    out = pd.DataFrame({c: per_bar[c] for c in REPORT_COLUMNS if c in per_bar})
-    for c in ("orders", "sent", "denied"):
-        out[c] = counts[c].reindex(out.index).fillna(0).astype(int) if c in counts else 0
-    trips = notable[notable["verdict"].isin(["TRIP", "RECORD"])].groupby("bar").size() if len(notable) else None
-    moves = notable[notable["transition"] != ""].groupby("bar").size() if len(notable) else None
-    out["ks_trips"] = (trips.reindex(out.index).fillna(0).astype(int) if trips is not None else 0)
-    out["ks_transitions"] = (moves.reindex(out.index).fillna(0).astype(int) if moves is not None else 0)
-    return out.reset_index()[REPORT_COLUMNS], notable
-
-
-def _write(path: Path, text: str) -> None:
-    """Temp file + os.replace: a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _cell(column: str, value: object) -> str:
-    if column == "daily_return":
-        return f"{float(value) * 100:.4f} %"
-    return _money(float(value)) if isinstance(value, float) else str(value)
-
-
-def _money(x: float) -> str:
-    return f"{x:,.2f}" if np.isfinite(x) else "n/a"
-
-
-def report_summary(rows: pd.DataFrame) -> dict[str, float]:
-    """The session's numbers: start and end value, P&L, daily return, fees, costs, orders, events."""
-    if rows.empty:
-        return {"bars": 0}
-    sod = float(rows["start_of_day_equity"].iloc[0])
-    end = float(rows["portfolio_value"].iloc[-1])
-    return {"bars": len(rows), "start_of_day_equity": sod, "end_value": end, "pnl": end - sod,
-            "daily_return": float(rows["daily_return"].iloc[-1]), "realised_pnl": float(rows["realised_pnl"].sum()),
-            "unrealised_pnl": float(rows["unrealised_pnl"].iloc[-1]), "fees": float(rows["fees"].sum()),
-            "realised_cost": float(rows["realised_cost"].sum()), "est_cost": float(rows["est_cost"].sum()),
-            "traded_notional": float(rows["traded_notional"].sum()), "fills": int(rows["n_fills"].sum()),
-            "orders": int(rows["orders"].sum()), "sent": int(rows["sent"].sum()),
-            "denied": int(rows["denied"].sum()), "ks_trips": int(rows["ks_trips"].sum()),
-            "ks_transitions": int(rows["ks_transitions"].sum())}
-
-
-def render_markdown(session: dt.date, account: str, summary: dict, rows: pd.DataFrame,
-                    events: pd.DataFrame) -> str:
-    lines = [f"# Daily P&L report: {session.isoformat()} ({account} account)", ""]
-    if not summary.get("bars"):
-        return "\n".join(lines + [f"No bars recorded for session {session.isoformat()}.", ""])
-    s = summary
-    bps = s["realised_cost"] / s["traded_notional"] * 1e4 if s["traded_notional"] else np.nan
-    est_bps = s["est_cost"] / s["traded_notional"] * 1e4 if s["traded_notional"] else np.nan
-    lines += ["| measure | value |", "|---|---|",
-              f"| bars | {s['bars']} ({rows['bar'].iloc[0]} … {rows['bar'].iloc[-1]}) |",
-              f"| start-of-day equity | {_money(s['start_of_day_equity'])} |",
-              f"| end portfolio value | {_money(s['end_value'])} |",
-              f"| P&L | {_money(s['pnl'])} |",
-              f"| daily return | {s['daily_return'] * 100:.4f} % |",
-              f"| realised P&L | {_money(s['realised_pnl'])} |",
-              f"| unrealised P&L (end) | {_money(s['unrealised_pnl'])} |",
-              f"| fees | {_money(s['fees'])} |",
-              f"| realised costs (fill vs mid + fees) | {_money(s['realised_cost'])} ({bps:.2f} bps) |",
-              f"| estimated costs | {_money(s['est_cost'])} ({est_bps:.2f} bps) |",
-              f"| traded notional | {_money(s['traded_notional'])} |",
-              f"| orders / sent / denied / fills | {s['orders']} / {s['sent']} / {s['denied']} / {s['fills']} |",
-              f"| kill-switch trips / transitions | {s['ks_trips']} / {s['ks_transitions']} |", "",
-              "## Per bar", "", "| " + " | ".join(MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
-    for r in rows[MD_COLUMNS].to_dict("records"):
-        lines.append("| " + " | ".join(_cell(c, r[c]) for c in MD_COLUMNS) + " |")
-    lines += ["", "## Kill-switch events (trips, records, transitions, resets)", ""]
-    if events.empty:
-        lines.append("None.")
-    for e in events.itertuples(index=False):
-        lines.append(f"- {pd.Timestamp(e.ts).isoformat()} {e.check}: {e.transition or e.verdict} — {e.reason}")
-    return "\n".join(lines + [""])
-
-
-def write_daily_report(store: LineageStore, session: dt.date, account: str, out_dir: Path) -> tuple[
-        Path, Path, dict]:
-    """``<out_dir>/<session>.md`` and ``.csv`` (one row per bar) from the lineage; returns paths and summary."""
-    rows, events = daily_rows(store, session, account)
-    summary = report_summary(rows)
-    md, csv = out_dir / f"{session.isoformat()}.md", out_dir / f"{session.isoformat()}.csv"
-    _write(csv, rows.to_csv(index=False, float_format="%.10g"))
-    _write(md, render_markdown(session, account, summary, rows, events))
-    return md, csv, summary
-
-
 @dg.op(description="After the close: the session's daily P&L report (markdown + CSV) from the lineage pnl table.")
 def daily_report(context: dg.OpExecutionContext, config: ReportConfig, lineage: LineageResource) -> None:
+    from dagster_project.commands.daily_report import write_daily_report
+
     session = _session(config.session, after_close=True)
     md, csv, summary = write_daily_report(lineage.store(), session, config.account,
                                           resolve_path("paths.reports") / "daily")

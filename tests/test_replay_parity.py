@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from CONFIG.config_loader import reset_config
-from dagster_project.replay import ORDER, UPSTREAM, ReplayEngine
+from dagster_project.commands.replay import ORDER, UPSTREAM, ReplayEngine
 from resources.lineage.store import LineageStore
 from tests.graph_helpers import run_bar, session_keys
 

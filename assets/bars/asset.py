@@ -24,7 +24,7 @@ def bars(context: AssetExecutionContext, market: MarketDataResource, lineage: Li
     bar = context.partition_key
     mode = mode_of(context)
     store = lineage.store()
-    record_run(store, context.run_id, bar, mode, "running", start=True)
+    record_run(store, context.run.run_id, bar, mode, "running", start=True)
     if mode == "audit":
         window = load_recorded(store, "bars", bar)  # an audit recomputes from what was recorded, never the source
         skips_n = 0

@@ -36,7 +36,7 @@ def predictions(context: AssetExecutionContext, bars: BarWindow, features: pd.Da
     model_set = models.load(versions)
     out = compute_predictions(bars, features, model_set, LineageHistory(lineage.store()))
     status = out["predictions_models"]
-    record_run(lineage.store(), context.run_id, context.partition_key, mode, "running",
+    record_run(lineage.store(), context.run.run_id, context.partition_key, mode, "running",
                model_versions=str(model_set.versions()))
     preds = out["predictions"]
     skipped = status[status["status"] != "ok"]

@@ -64,6 +64,7 @@ from resources.brokers.protocol import (
     Order,
     OrderRequest,
     OrderStatus,
+    OrderType,
     Overfill,
     RejectReason,
     Side,
@@ -344,6 +345,8 @@ class PaperBroker:
                        position: float) -> RejectReason | None:
         if not isinstance(_side(req.side), Side):
             return RejectReason.INVALID_SIDE
+        if req.order_type != OrderType.MARKET:
+            return RejectReason.UNSUPPORTED_ORDER_TYPE
         q = req.quantity
         if not _finite(q) or q <= 0 or (not params.allow_fractional and q != math.floor(q)):
             return RejectReason.INVALID_QUANTITY
@@ -437,9 +440,9 @@ class PaperBroker:
         params = _Params.load()
         now = self._now()
         with self._conn() as con:
-            rows = con.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM paper_orders WHERE status IN (?, ?) "
+            rows = con.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM paper_orders WHERE status IN (SELECT unnest(?)) "
                                "AND (last_worked_at IS NULL OR last_worked_at < ?) ORDER BY broker_order_id",
-                               [*sorted(s.value for s in OPEN_STATUSES), _to_db(now)]).fetchall()
+                               [sorted(s.value for s in OPEN_STATUSES), _to_db(now)]).fetchall()
             if not rows:
                 return []
             orders = [dict(zip(_ORDER_COLS, r, strict=True)) for r in rows]
@@ -492,8 +495,8 @@ class PaperBroker:
     @_broker_errors
     def open_orders(self) -> list[Order]:
         with self._conn() as con:
-            rows = con.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM paper_orders WHERE status IN (?, ?) "
-                               "ORDER BY broker_order_id", sorted(s.value for s in OPEN_STATUSES)).fetchall()
+            rows = con.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM paper_orders WHERE status IN (SELECT unnest(?)) "
+                               "ORDER BY broker_order_id", [sorted(s.value for s in OPEN_STATUSES)]).fetchall()
         return [self._to_order(dict(zip(_ORDER_COLS, r, strict=True))) for r in rows]
 
     @_broker_errors

@@ -29,28 +29,44 @@ class Side(StrEnum):
         return 1 if self is Side.BUY else -1
 
 
+class OrderType(StrEnum):
+    """MARKET: fills at the first price after the decision. LIMIT: at ``limit_price`` or better.
+    MOC (market-on-close): fills at the session's closing price; sent before the close."""
+
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    MOC = "MOC"
+
+
 class OrderStatus(StrEnum):
-    NEW = "NEW"
-    ACCEPTED = "ACCEPTED"
+    NEW = "NEW"                        # built by the engine, not yet sent
+    SUBMITTED = "SUBMITTED"            # sent, the venue has not acknowledged it yet (a real broker's pending_new)
+    ACCEPTED = "ACCEPTED"              # working at the venue
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
     FILLED = "FILLED"
     CANCELLED = "CANCELLED"
     REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"                # a day order still working when its session closed
 
 
-#: status → the statuses it may move to. FILLED, CANCELLED and REJECTED are terminal.
+_WORKING = frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED,
+                      OrderStatus.EXPIRED})
+
+#: status → the statuses it may move to. FILLED, CANCELLED, REJECTED and EXPIRED are terminal. A venue may
+#: acknowledge an order and fill it in one report, so SUBMITTED may move straight to a fill.
 ALLOWED_TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.NEW: frozenset({OrderStatus.ACCEPTED, OrderStatus.REJECTED}),
-    OrderStatus.ACCEPTED: frozenset(
-        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED}),
-    OrderStatus.PARTIALLY_FILLED: frozenset(
-        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED}),
+    OrderStatus.NEW: frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.REJECTED}),
+    OrderStatus.SUBMITTED: frozenset({OrderStatus.ACCEPTED, OrderStatus.REJECTED} | _WORKING),
+    OrderStatus.ACCEPTED: _WORKING,
+    OrderStatus.PARTIALLY_FILLED: _WORKING,
     OrderStatus.FILLED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
     OrderStatus.REJECTED: frozenset(),
+    OrderStatus.EXPIRED: frozenset(),
 }
 
-OPEN_STATUSES: frozenset[OrderStatus] = frozenset({OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED})
+OPEN_STATUSES: frozenset[OrderStatus] = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED,
+                                                   OrderStatus.PARTIALLY_FILLED})
 TERMINAL_STATUSES: frozenset[OrderStatus] = frozenset(s for s, nxt in ALLOWED_TRANSITIONS.items() if not nxt)
 
 
@@ -69,6 +85,11 @@ class RejectReason(StrEnum):
     ORDER_NOT_OPEN = "ORDER_NOT_OPEN"              # cancel of an order already terminal
     CANCELLED_BY_REQUEST = "CANCELLED_BY_REQUEST"
     NOT_RECEIVED = "NOT_RECEIVED"                  # submit failed and the broker has no such order
+    UNSUPPORTED_ORDER_TYPE = "UNSUPPORTED_ORDER_TYPE"  # the venue does not offer this order type
+    INSUFFICIENT_BUYING_POWER = "INSUFFICIENT_BUYING_POWER"
+    SESSION_CLOSED = "SESSION_CLOSED"              # sent when the venue no longer accepts it (after the close)
+    EXPIRED_AT_CLOSE = "EXPIRED_AT_CLOSE"          # a day order's remainder when the session closed
+    BROKER_REJECTED = "BROKER_REJECTED"            # any other rejection by a real venue (its text in ``error``)
 
 
 class BrokerError(RuntimeError):
@@ -97,8 +118,8 @@ def check_transition(current: OrderStatus | str, new: OrderStatus | str) -> Orde
 
 @dataclass(frozen=True)
 class OrderRequest:
-    """A market order as the engine sends it. Not validated here: the broker rejects bad requests with a
-    reason code, so a bad order is recorded as a reject instead of crashing the run."""
+    """An order as the engine sends it (a day order). Not validated here: the broker rejects bad requests
+    with a reason code, so a bad order is recorded as a reject instead of crashing the run."""
 
     client_order_id: str
     symbol: str
@@ -106,6 +127,8 @@ class OrderRequest:
     quantity: float
     bar_key: str
     reduce_only: bool = False
+    order_type: OrderType = OrderType.MARKET
+    limit_price: float | None = None
 
     @property
     def signed_quantity(self) -> float:
@@ -143,6 +166,8 @@ class Order:
     bar_key: str
     reduce_only: bool
     submitted_at: dt.datetime | None
+    order_type: OrderType = OrderType.MARKET
+    limit_price: float | None = None
 
     @property
     def remaining(self) -> float:
@@ -173,11 +198,13 @@ class Fill:
 
 @dataclass(frozen=True)
 class Account:
-    """Cash, equity (cash + Σ quantity × mark) and signed positions."""
+    """Cash, equity (cash + Σ quantity × mark), signed positions and, where the venue reports it, each
+    position's average entry price (``cost_basis``: the P&L book is rebuilt from it when lineage is lost)."""
 
     cash: float
     equity: float
     positions: Mapping[str, float] = field(default_factory=dict)
+    cost_basis: Mapping[str, float] = field(default_factory=dict)
 
 
 @runtime_checkable

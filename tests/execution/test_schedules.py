@@ -8,6 +8,7 @@ closed, 27 Nov a half day closing 13:00 New York).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -17,10 +18,11 @@ import pytest
 from assets.predictions.models import wanted
 from CONFIG.config_loader import get_cfg, resolve_path
 from dagster_project.definitions import defs
-from dagster_project.schedules import LOG_TABLE, postclose_schedule, preopen_schedule
+from dagster_project.schedules import postclose_schedule, preopen_schedule
 from resources.brokers.paper import PaperBroker
 from resources.brokers.protocol import Fill, Side
 from resources.kill_switch.logic import KillSwitch, TripReason
+from resources.lineage.records import LOG_TABLE
 from resources.lineage.store import LineageStore
 from resources.market.calendar import parse_bar_key
 from resources.market.resource import MarketDataResource
@@ -145,8 +147,9 @@ def test_daily_report_has_the_sessions_numbers(trained, live_clock):
                                                                  for k in keys}
     fees, ret = pnl["fees"].sum(), pnl["daily_return"].iloc[-1]
     assert fees > 0
-    assert f"| fees | {fees:,.2f} |" in md and f"| daily return | {ret * 100:.4f} % |" in md
-    assert f"| end portfolio value | {pnl['portfolio_value'].iloc[-1]:,.2f} |" in md
+    cells = {m.group(1): m.group(2) for m in re.finditer(r"^\| (.+?) +\| (.+?) +\|$", md, re.M)}
+    assert cells["fees"] == f"{fees:,.2f}" and cells["daily return"] == f"{ret * 100:.4f} %"
+    assert cells["end portfolio value"] == f"{pnl['portfolio_value'].iloc[-1]:,.2f}"
     halted = csv.iloc[3]
     assert halted["ks_trips"] == 1 and halted["ks_transitions"] == 1
     assert halted["sent"] == 0 and halted["denied"] == halted["orders"]

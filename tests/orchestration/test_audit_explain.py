@@ -5,8 +5,9 @@ import json
 import dagster as dg
 import pytest
 
-from dagster_project import cli
-from dagster_project.audit import audit_bar
+from dagster_project.commands import cli
+from dagster_project.commands.explain import SECTIONS
+from dagster_project.commands.audit import audit_bar
 from resources.lineage.store import LineageStore
 from resources.market.calendar import parse_bar_key
 from tests.graph_helpers import run_bar, session_keys
@@ -87,4 +88,24 @@ def test_explain_prints_the_whole_chain(traded_bars, capsys):
     assert cli.main(["explain", "--bar", traded_bars[-1], "--symbol", "S001", "--json"]) == 0
     chain = json.loads(capsys.readouterr().out)
     assert chain["bar"][0]["symbol"] == "S001" and len(chain["predictions"]) == 10
+    assert list(chain) == [title for title, _, _ in SECTIONS]          # the chain's order, not alphabetical
     assert cli.main(["explain", "--bar", traded_bars[-1], "--symbol", "NOPE"]) == 2
+    err = capsys.readouterr().err
+    assert f"symbol NOPE is not in the universe recorded at bar {traded_bars[-1]}" in err
+    assert len(err.strip().splitlines()) == 1                             # one line, no traceback
+    assert cli.main(["explain", "--bar", "2025-06-04T15:00Z", "--symbol", "S001"]) == 2
+    assert "nothing recorded for bar 2025-06-04T15:00Z" in capsys.readouterr().err
+
+
+def test_cli_options_in_either_position_and_errors_in_one_line(tmp_path, capsys):
+    assert cli.main(["explain", "--bar", "2025-06-04T15:00Z", "--symbol", "S001", "--config", "/nope.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tradegraph: error:") and "/nope.yaml" in err and len(err.strip().splitlines()) == 1
+    lineage = tmp_path / "other.duckdb"
+    for argv in (["--lineage", str(lineage), "explain", "--bar", "2025-06-04T15:00Z", "--symbol", "S001"],
+                 ["explain", "--bar", "2025-06-04T15:00Z", "--symbol", "S001", "--lineage", str(lineage)]):
+        assert cli.main(argv) == 2
+        assert str(lineage) in capsys.readouterr().err                   # the option took effect in both places
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage: tradegraph" in out and "``" not in out

@@ -45,7 +45,7 @@ def test_sensor_trades_bars_under_dagster_dev_and_an_audit_is_identical(trained,
                TRADEGRAPH__PATHS__REGISTRY=str(trained), TRADEGRAPH__CLOCK__SPEED="60",
                TRADEGRAPH__ORCHESTRATION__SENSOR_INTERVAL_SECONDS="2")
     log = open(tmp_path / "dagster_dev.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dagster_project.ui", "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "dagster_project.commands.ui", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     os.environ["TRADEGRAPH_HOME"] = str(tg_home)
     reset_config()
@@ -71,7 +71,7 @@ def test_sensor_trades_bars_under_dagster_dev_and_an_audit_is_identical(trained,
     assert set(bars) <= set(recorded)  # every traded bar recorded its executions (orders, or none)
     skipped = store.read_sql("SELECT count(*) FROM runs WHERE mode = 'live' AND status LIKE 'failed%'").iloc[0, 0]
     assert skipped == 0
-    from dagster_project.audit import audit_bar
+    from dagster_project.commands.audit import audit_bar
 
     report = audit_bar(bars[-1])
     assert report.identical, report.render()

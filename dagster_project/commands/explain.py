@@ -49,6 +49,12 @@ def explain(bar: str, symbol: str, store: LineageStore | None = None) -> dict[st
     out: dict[str, list[dict]] = {}
     with store.connect(read_only=True) as con:
         have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        universe = store.read_partition("bars", bar, con) if "bars" in have else pd.DataFrame()
+        if universe.empty:
+            raise LookupError(f"nothing recorded for bar {bar} in {store.path}")
+        if symbol not in set(universe["symbol"]):
+            raise LookupError(f"symbol {symbol} is not in the universe recorded at bar {bar} "
+                              f"({len(universe)} symbols, e.g. {', '.join(sorted(universe['symbol'])[:3])})")
         for title, table, by_symbol in SECTIONS:
             if table not in have:
                 out[title] = []
@@ -57,10 +63,6 @@ def explain(bar: str, symbol: str, store: LineageStore | None = None) -> dict[st
             if by_symbol and "symbol" in frame:
                 frame = frame[frame["symbol"] == symbol]
             out[title] = [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
-    if not out.get("bar"):
-        raise LookupError(f"nothing recorded for bar {bar} in {store.path}")
-    if not any(r.get("symbol") == symbol for r in out["bar"]):
-        raise LookupError(f"symbol {symbol} is not in the universe recorded at {bar}")
     return out
 
 
@@ -85,4 +87,5 @@ def _fmt(v: Any) -> str:
 
 
 def to_json(chain: dict[str, list[dict]]) -> str:
-    return json.dumps(chain, indent=2, sort_keys=True, default=str)
+    """The chain as JSON, sections in chain order (bar → … → fills), columns in their recorded order."""
+    return json.dumps(chain, indent=2, default=str)

@@ -10,7 +10,6 @@ bars too. For the same bars, models and configuration it produces the same ``siz
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import time
@@ -239,20 +238,3 @@ class ReplayEngine:
 def bars_between(start: str, end: str) -> list[str]:
     """Bar keys of the sessions from ``start`` to ``end`` (dates, inclusive)."""
     return bar_keys(get_calendar().bar_closes(start, end))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Replay sessions through the pure stage functions.")
-    parser.add_argument("--start", required=True, help="first session (YYYY-MM-DD)")
-    parser.add_argument("--end", required=True, help="last session (YYYY-MM-DD)")
-    parser.add_argument("--no-record", action="store_true", help="do not write lineage (timing only)")
-    args = parser.parse_args(argv)
-    bars = bars_between(args.start, args.end)
-    result = ReplayEngine(record=not args.no_record).run(bars, progress=True)
-    print(f"replayed {len(bars)} bars in {result.seconds:.1f}s ({result.seconds / max(1, len(bars)) * 1e3:.1f} "
-          f"ms/bar): {result.orders} orders, {result.fills} fills; run id {result.run_id}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,7 +8,6 @@ step of it can reach a broker. The report says, per table, ``identical`` or whic
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -17,6 +16,7 @@ import pandas as pd
 
 from CONFIG.config_loader import config_hash, use_config
 from resources.lineage.io_manager import MODE_TAG
+from resources.lineage.records import recorded_run
 from resources.lineage.store import LineageStore
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -55,19 +55,6 @@ class AuditReport:
                 lines += ["      " + ln for ln in t.differing.head(20).to_string(index=False).splitlines()]
         lines.append("RESULT: " + ("identical" if self.identical else "differences found"))
         return "\n".join(lines)
-
-
-def recorded_run(store: LineageStore, bar: str) -> tuple[dict, str, str]:
-    """The configuration, its hash and the model versions of the last non-audit run of ``bar``."""
-    runs = store.read_sql("SELECT config_hash, model_versions FROM runs WHERE bar = ? AND mode <> 'audit' "
-                          "ORDER BY started_at DESC LIMIT 1", [bar])
-    if runs.empty:
-        raise LookupError(f"bar {bar} has no recorded run in {store.path}: nothing to audit")
-    h = runs["config_hash"].iloc[0]
-    cfg = store.read_sql("SELECT config_json FROM configs WHERE config_hash = ?", [h])
-    if cfg.empty:
-        raise LookupError(f"configuration {h} recorded for bar {bar} is missing from the configs table")
-    return json.loads(cfg["config_json"].iloc[0]), h, str(runs["model_versions"].iloc[0])
 
 
 def _key_columns(frame: pd.DataFrame) -> list[str]:

@@ -64,7 +64,7 @@ def bench_sensor_path(work: Path, registry: Path, bars_wanted: int = SENSOR_BENC
                TRADEGRAPH__PATHS__REGISTRY=str(registry), TRADEGRAPH__CLOCK__SPEED=str(SENSOR_BENCH_SPEED),
                TRADEGRAPH__ORCHESTRATION__SENSOR_INTERVAL_SECONDS="1")
     log = open(home / "dagster_dev.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dagster_project.ui", "--port", str(port)], cwd=PROJECT_ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "dagster_project.commands.ui", "--port", str(port)], cwd=PROJECT_ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _env(home, registry)
     store = LineageStore(retry_seconds=2)
@@ -96,9 +96,9 @@ def bench_in_process(work: Path, registry: Path, n: int = 8) -> dict:
     """A long-lived process calling the trading job in process, bar after bar (live mode, clock at each bar)."""
     import dagster as dg
 
-    from dagster_project.audit import QUIET
+    from dagster_project.commands.audit import QUIET
+    from dagster_project.commands.replay import ReplayEngine
     from dagster_project.definitions import defs
-    from dagster_project.replay import ReplayEngine
     from resources.market.calendar import bar_key, get_calendar
     from resources.market.clock import start_accelerated_clock
 
@@ -129,7 +129,7 @@ def bench_in_process(work: Path, registry: Path, n: int = 8) -> dict:
 
 
 def bench_replay(work: Path, registry: Path, symbols: int, sessions: int) -> dict:
-    from dagster_project.replay import ReplayEngine, bars_between
+    from dagster_project.commands.replay import ReplayEngine, bars_between
     from resources.market.calendar import get_calendar
 
     home = work / "replay"

@@ -13,7 +13,7 @@ IC window plus the longest horizon), whose predictions carry real skill against 
 returns, so standardization, model skill, Σ and the sizing scale all do real work; and a book holding a
 few names so gating and sizing see current weights.
 
-Run: ``python -m dagster_project.bench_chain`` (``make bench``). Writes ``<paths.bench>/chain.json`` and
+Run: ``python -m dagster_project.commands.bench_chain`` (``make bench``). Writes ``<paths.bench>/chain.json`` and
 ``chain.md`` and prints the table.
 """
 

@@ -18,9 +18,9 @@ import time
 import dagster as dg
 
 from CONFIG.config_loader import get_cfg, load_config, resolve_path
-from dagster_project.audit import QUIET
-from dagster_project.replay import ReplayEngine, bars_between
-from dagster_project.report import summary, write_report
+from dagster_project.commands.audit import QUIET
+from dagster_project.commands.replay import ReplayEngine, bars_between
+from dagster_project.commands.report import summary, write_report
 from resources.kill_switch.resource import state_path_for
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
