@@ -5,9 +5,11 @@ replay and tests read the same values, and the hash of the effective configurati
 
 Merge order (later wins): ``defaults.yaml`` → the user file (``TRADEGRAPH_CONFIG`` or :func:`load_config`'s
 ``user_file``) → environment variables ``TRADEGRAPH__SECTION__KEY=value`` (value parsed as YAML).
-Validation: an override must keep the default's type (an int is accepted where a float is expected; a
-``null`` default accepts a number) and satisfy ``CONFIG/schema.yaml``; an unknown key is an error too, so
-a typo never silently falls back to a default.
+Validation: the merged configuration must satisfy the pydantic models of :mod:`CONFIG.schema` (types,
+ranges, choices, rules between keys; an int is accepted where a float is expected and becomes a float); an
+unknown key is an error too, so a typo never silently falls back to a default. Date keys accept a date or an
+ISO string (from a file or the environment) and hold the ISO string. ``get_cfg`` returns plain Python values,
+so the hash of a configuration does not depend on how it was validated.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+
+from CONFIG.schema import RULE_ERROR, TradegraphConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = CONFIG_DIR.parent
 DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
-SCHEMA_FILE = CONFIG_DIR / "schema.yaml"
 ENV_FILE = "TRADEGRAPH_CONFIG"
 ENV_PREFIX = "TRADEGRAPH__"
 
@@ -40,9 +44,27 @@ class ConfigError(ValueError):
     """An invalid configuration value; the message names the key."""
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML whose impossible timestamps (``2025-02-30``) stay strings, so the schema refuses them
+    naming the key instead of PyYAML raising a bare ValueError that names nothing."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -50,48 +72,30 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _check_type(key: str, default: Any, value: Any) -> Any:
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool) or isinstance(value, bool):
-        if isinstance(default, bool) and isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key '{key}': expected {type(default).__name__}, got {value!r}")
-    if isinstance(default, float) and isinstance(value, int):
-        return float(value)
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
-        return value
-    if not isinstance(value, type(default)):
-        raise ConfigError(f"config key '{key}': expected {type(default).__name__}, got {value!r}")
-    return value
-
-
 def _merge(base: dict, override: Mapping, prefix: str = "") -> dict:
-    """Deep-merge ``override`` into a copy of ``base``, type-checking against ``base``."""
+    """Deep-merge ``override`` into a copy of ``base``; types, ranges and unknown keys are the schema's job.
+
+    A digit-string key that names an int key of ``base`` is that key (a JSON round trip turns the horizon
+    keys of ``blending.temperature`` into strings; both spellings at once is an error). An empty mapping
+    section in a user file (YAML ``null``) overrides nothing.
+    """
     out = copy.deepcopy(base)
+    seen: set = set()
     for key in sorted(override, key=str):
         value = override[key]
-        if key not in base and isinstance(key, str) and key.isdigit() and int(key) in base:
-            key = int(key)  # JSON round trips turn int keys (horizon minutes) into strings
-        dotted = f"{prefix}{key}"
-        if key not in base:
-            if prefix and _is_open_mapping(prefix.rstrip(".")):
-                out[int(key) if isinstance(key, str) and key.isdigit() else key] = value
-                continue
-            raise ConfigError(f"config key '{dotted}': unknown key (not in CONFIG/defaults.yaml)")
-        default = base[key]
+        if key not in base and isinstance(key, str) and key.isascii() and key.isdigit() and int(key) in base:
+            key = int(key)
+        if key in seen:
+            raise ConfigError(f"config key '{prefix}{key}': given twice (as {key!r} and {str(key)!r})")
+        seen.add(key)
+        default = base.get(key)
         if isinstance(default, dict) and isinstance(value, Mapping):
-            out[key] = _merge(default, value, f"{dotted}.")
+            out[key] = _merge(default, value, f"{prefix}{key}.")
+        elif isinstance(default, dict) and value is None:
+            continue
         else:
-            out[key] = _check_type(dotted, default, value)
+            out[key] = copy.deepcopy(value)
     return out
-
-
-def _is_open_mapping(dotted: str) -> bool:
-    """Mappings whose keys are data (horizon → temperature) accept new keys."""
-    return dotted in {"blending.temperature"}
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict:
@@ -106,64 +110,53 @@ def _env_overrides(environ: Mapping[str, str]) -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         try:
-            node[parts[-1]] = yaml.safe_load(environ[name])
+            node[parts[-1]] = _load_yaml(environ[name])
         except yaml.YAMLError as exc:
             raise ConfigError(f"environment {name}: not a YAML value: {exc}") from exc
     return out
 
 
-def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key in sorted(node, key=str):
-            yield from _walk(node[key], f"{prefix}{key}.")
-    elif isinstance(node, list):
-        for item in node:
-            yield from _walk(item, f"{prefix}*.")
-    else:
-        yield prefix.rstrip("."), node
+def _validate(cfg: dict) -> dict:
+    """Validate a merged configuration against :mod:`CONFIG.schema`; the plain values ``get_cfg`` returns."""
+    try:
+        model = TradegraphConfig.model_validate(cfg)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(err, cfg) for err in exc.errors())) from None
+    return model.model_dump()
 
 
-def _matches(pattern: str, key: str) -> bool:
-    p, k = pattern.split("."), key.split(".")
-    return len(p) == len(k) and all(a == "*" or a == b for a, b in zip(p, k, strict=True))
+def _dotted(loc: tuple, data: Any) -> str:
+    """``('horizons', 'minutes', 1)`` → ``horizons.minutes[1]``; ``('blending', 'temperature', 5)`` →
+    ``blending.temperature.5`` (a location element is a list index only where the data holds a list)."""
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        if isinstance(data, list) and isinstance(part, int):
+            out += f"[{part}]"
+            data = data[part] if 0 <= part < len(data) else None
+        else:
+            out += f".{part}" if out else str(part)
+            data = data.get(part) if isinstance(data, dict) else None
+    return out
 
 
-def _validate(cfg: dict, schema: dict) -> None:
-    for key, value in _walk(cfg):
-        for pattern, rule in schema.items():
-            if _matches(pattern, key):
-                _check_rule(key, value, rule)
-
-
-def _check_rule(key: str, value: Any, rule: dict) -> None:
-    if value is None:
-        return
-    if "choices" in rule and value not in rule["choices"]:
-        raise ConfigError(f"config key '{key}': {value!r} is not one of {rule['choices']}")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        if any(b in rule for b in ("min", "max", "gt", "lt")):
-            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
-        return
-    if value != value:
-        raise ConfigError(f"config key '{key}': NaN is not allowed")
-    checks = (("min", lambda b: value >= b, ">="), ("max", lambda b: value <= b, "<="),
-              ("gt", lambda b: value > b, ">"), ("lt", lambda b: value < b, "<"))
-    for name, ok, sym in checks:
-        if name in rule and not ok(rule[name]):
-            raise ConfigError(f"config key '{key}': {value!r} out of range (must be {sym} {rule[name]})")
-
-
-def _cross_checks(cfg: dict) -> None:
-    bar = cfg["market"]["bar_minutes"]
-    for h in cfg["horizons"]["minutes"]:
-        if h % bar:
-            raise ConfigError(f"config key 'horizons.minutes': {h} is not a multiple of market.bar_minutes={bar}")
-    if cfg["barrier"]["horizon_minutes"] % bar:
-        raise ConfigError(f"config key 'barrier.horizon_minutes': not a multiple of market.bar_minutes={bar}")
-    for lo, hi in (("price_min", "price_max"), ("daily_vol_min", "daily_vol_max"), ("adv_min", "adv_max"),
-                   ("spread_bps_min", "spread_bps_max")):
-        if cfg["simulator"][lo] > cfg["simulator"][hi]:
-            raise ConfigError(f"config key 'simulator.{lo}': greater than simulator.{hi}")
+def _describe(err: Mapping, cfg: dict) -> str:
+    """One pydantic error as ``config key 'a.b': what was wrong`` (one line, the input shortened)."""
+    key = _dotted(tuple(err["loc"]), cfg)
+    if err["type"] == RULE_ERROR:
+        prefix = f"{key}." if key else ""
+        return "; ".join(f"config key '{prefix}{k}': {why}" for k, why in err["ctx"]["failures"])
+    if err["type"] == "extra_forbidden":
+        return f"config key '{key}': unknown key (not in CONFIG/defaults.yaml)"
+    if err["type"] == "missing":
+        return f"config key '{key}': missing from CONFIG/defaults.yaml (CONFIG/schema.py declares it)"
+    what = err["msg"]
+    if "[key]" in err["loc"]:
+        what = f"mapping key: {what}"
+    got = repr(err["input"])
+    got = got if len(got) <= 80 else got[:77] + "..."
+    return f"config key '{key}': {what}, got {got}"
 
 
 def build_config(user: Mapping | None = None, environ: Mapping[str, str] | None = None) -> dict:
@@ -174,9 +167,7 @@ def build_config(user: Mapping | None = None, environ: Mapping[str, str] | None 
     env = _env_overrides(os.environ if environ is None else environ)
     if env:
         cfg = _merge(cfg, env)
-    _validate(cfg, _read_yaml(SCHEMA_FILE))
-    _cross_checks(cfg)
-    return cfg
+    return _validate(cfg)
 
 
 def config_hash(cfg: Mapping) -> str:

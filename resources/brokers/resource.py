@@ -3,7 +3,7 @@
 Why a factory method instead of one long-lived broker object: the paper adapter needs the fill bar's
 quotes and clock, which only the asset knows, and must not keep the DuckDB file open between calls. A
 real broker adapter is added by one more branch in :meth:`BrokerResource.get_broker` (and its name in
-CONFIG/schema.yaml ``broker.adapter``); everything downstream speaks :class:`Broker`.
+CONFIG/schema.py ``broker.adapter``); everything downstream speaks :class:`Broker`.
 """
 
 from __future__ import annotations
