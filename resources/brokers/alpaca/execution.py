@@ -23,8 +23,6 @@ Credentials are held only inside the client; ``repr`` shows the endpoint, and ev
 from __future__ import annotations
 
 import datetime as dt
-import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -54,35 +52,11 @@ from resources.brokers.protocol import (
     Side,
     SubmitResult,
 )
+from resources.brokers.validation import local_reject_reason, reduces
 from resources.credentials import AlpacaKeys
 
 ORDERS_PAGE = 500       # Alpaca's maximum ``limit`` for GET /v2/orders
 ACTIVITIES_PAGE = 100   # Alpaca's maximum ``page_size`` for account activities
-
-
-def local_reject_reason(req: OrderRequest, allow_fractional: bool) -> RejectReason | None:
-    """Why an order must not be sent at all (the paper broker's reasons), or None."""
-    try:
-        Side(req.side)
-    except ValueError:
-        return RejectReason.INVALID_SIDE
-    q = req.quantity
-    if not isinstance(q, numbers.Real) or isinstance(q, bool) or not math.isfinite(q) or q <= 0 \
-            or (not allow_fractional and q != math.floor(q)):
-        return RejectReason.INVALID_QUANTITY
-    if not req.symbol or not isinstance(req.symbol, str):
-        return RejectReason.UNKNOWN_SYMBOL
-    if req.order_type not in tuple(OrderType):
-        return RejectReason.UNSUPPORTED_ORDER_TYPE
-    if req.order_type == OrderType.LIMIT and not (isinstance(req.limit_price, numbers.Real)
-                                                  and math.isfinite(req.limit_price) and req.limit_price > 0):
-        return RejectReason.INVALID_PRICE
-    return None
-
-
-def reduces(position: float, side: Side, quantity: float) -> bool:
-    """A reduce-only order is allowed when it shrinks |position| and does not cross zero."""
-    return position * Side(side).sign < 0 and quantity <= abs(position)
 
 
 class AlpacaBroker:
