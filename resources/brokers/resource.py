@@ -55,7 +55,7 @@ class BrokerResource(ConfigurableResource):
     trades its own paper account. Credentials come from environment variables (shown here by name only)."""
 
     kind: str = Field(default="", description="paper | alpaca | ibkr (empty: broker.kind from CONFIG)")
-    venue: str = Field(default="", description="where orders go (informational, set from CONFIG)")
+    venue: str = Field(default="", description="broker.kind and where its orders go (shown in the UI)")
     db_path: str | None = Field(default=None, description="paper broker file (default paths.paper_broker_db)")
     alpaca_api_key: str | None = Field(default=None, repr=False, description=f"env {ALPACA_KEY_ENV}")
     alpaca_secret_key: str | None = Field(default=None, repr=False, description=f"env {ALPACA_SECRET_ENV}")
@@ -65,8 +65,8 @@ class BrokerResource(ConfigurableResource):
     def from_config(cls) -> BrokerResource:
         """The resource for the configured ``broker.kind``, with ``EnvVar`` fields for exactly the variables
         that venue needs (so the UI shows the kind, the venue and the variable names)."""
-        kind = get_cfg("broker.kind")
-        fields: dict[str, Any] = {"kind": kind, "venue": venue_label(kind)}
+        kind = get_cfg("broker.kind")  # shown, not pinned: a run reads broker.kind from its own config
+        fields: dict[str, Any] = {"venue": f"{kind}: {venue_label(kind)}"}
         if kind == "alpaca":
             fields.update(alpaca_api_key=EnvVar(ALPACA_KEY_ENV), alpaca_secret_key=EnvVar(ALPACA_SECRET_ENV))
         if kind != "paper" and get_cfg("broker.live_money"):
