@@ -58,6 +58,7 @@ class AlpacaVenue:
         self.bars = pd.DataFrame(columns=["symbol", "t", "o", "h", "l", "c", "v"])
         self.daily = pd.DataFrame(columns=["symbol", "t", "o", "h", "l", "c", "v"])
         self.bars_page = bars_page
+        self.auto_fill = False
         self._n = 0
 
     # ---- wiring ------------------------------------------------------------------------------------
@@ -161,7 +162,10 @@ class AlpacaVenue:
                  "position_intent": body.get("position_intent")}
         self.orders[oid] = order
         self.by_cid[cid] = oid
-        return 200, order
+        answer = dict(order)  # the POST answers "accepted"; a fast venue has filled it by the next read
+        if self.auto_fill:
+            self.advance(only={oid})
+        return 200, answer
 
     def _list_orders(self, q: dict) -> tuple[int, object]:
         open_ = ("new", "accepted", "partially_filled", "pending_new", "pending_cancel", "held")
@@ -179,12 +183,13 @@ class AlpacaVenue:
         """Put an order into any Alpaca status (tests of the lifecycle mapping)."""
         self._set(self.orders[self.by_cid[client_order_id]], status)
 
-    def advance(self, ratio: float = 1.0, price: Callable[[str], float] | None = None) -> list[dict]:
+    def advance(self, ratio: float = 1.0, price: Callable[[str], float] | None = None,
+                only: set[str] | None = None) -> list[dict]:
         """The venue trades: every working order fills ``ratio`` of its remainder (whole shares) at the
         symbol's price (a limit order only at its limit or better). Returns the new FILL activities."""
         new = []
         for order in list(self.orders.values()):
-            if order["status"] not in ("accepted", "new", "partially_filled"):
+            if order["status"] not in ("accepted", "new", "partially_filled") or (only and order["id"] not in only):
                 continue
             sym, side = order["symbol"], order["side"]
             px = price(sym) if price else self.prices[sym]
