@@ -139,10 +139,22 @@ class Paths(Section):
     bench: Text
 
 
+class MarketAlpaca(Section):
+    """``market.source: alpaca``: the universe and the data requests (keys come from the environment)."""
+
+    symbols: list[Text]
+    symbols_file: Text | None
+    feed: Literal["iex", "sip"]
+    adjustment: Literal["raw", "split", "dividend", "all"]
+    symbols_per_request: Annotated[int, Field(ge=1, le=1000)]
+    timeout_seconds: PosFloat
+    cache_dir: Text
+
+
 class Market(Section):
     """Rule: ``partitions_start`` ≤ ``partitions_end`` (an empty span has no partition to run)."""
 
-    source: Literal["simulator", "files", "vendor"]
+    source: Literal["simulator", "files", "vendor", "alpaca"]
     files_dir: Text | None
     calendar: Text
     timezone: TimeZone
@@ -152,6 +164,7 @@ class Market(Section):
     history_bars: Annotated[int, Field(ge=2)]
     stale_after_intervals: PosInt
     lock_retry_seconds: NonNegFloat
+    alpaca: MarketAlpaca
 
     @model_validator(mode="after")
     def _rules(self) -> Market:
@@ -391,8 +404,33 @@ class Sizing(Section):
         return self
 
 
+class BrokerAlpaca(Section):
+    """The Alpaca HTTP transport (trading API; ``market.source: alpaca`` uses it too)."""
+
+    rate_limit_retries: Annotated[int, Field(ge=0, le=20)]
+    rate_limit_max_wait_seconds: PosFloat
+    server_error_retries: Annotated[int, Field(ge=0, le=10)]
+    retry_backoff_seconds: NonNegFloat
+
+
+class BrokerIbkr(Section):
+    """TWS / IB Gateway connection (the login lives there; no secret here)."""
+
+    host: Text
+    port: Annotated[int, Field(ge=1, le=65535)]
+    client_id: NonNegInt
+    account: str
+    exchange: Text
+    currency: Text
+    connect_timeout_seconds: PosFloat
+    reconnect_attempts: Annotated[int, Field(ge=0, le=50)]
+    reconnect_backoff_seconds: NonNegFloat
+    reconnect_backoff_max_seconds: NonNegFloat
+
+
 class Broker(Section):
-    adapter: Literal["paper"]
+    kind: Literal["paper", "alpaca", "ibkr"]
+    live_money: bool
     initial_cash: PosFloat
     fee_bps: NonNegFloat
     impact_y: NonNegFloat
@@ -400,6 +438,8 @@ class Broker(Section):
     partial_remainder: Literal["cancel", "carry"]
     submit_timeout_seconds: PosFloat
     allow_fractional: bool
+    alpaca: BrokerAlpaca
+    ibkr: BrokerIbkr
 
 
 class KillSwitch(Section):

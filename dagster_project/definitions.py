@@ -29,20 +29,31 @@ from resources.model_registry import ModelRegistryResource
 ALL_ASSETS = [bars, features, predictions, model_skill, blended_alpha, positions, arbitrated_scores,
               gated_signals, sized_orders, executions, pnl]
 
-RESOURCES = {
-    "market": MarketDataResource(),
-    "lineage": LineageResource(),
-    "lineage_io": LineageIOManager(),
-    "models": ModelRegistryResource(),
-    "broker": BrokerResource(),
-    "kill_switch": KillSwitchResource(),
-}
 
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    jobs=[trading_job, audit_job, *SCHEDULED_JOBS],
-    schedules=SCHEDULES,
-    sensors=[bar_sensor],
-    resources=RESOURCES,
-    executor=dg.in_process_executor,
-)
+
+def build_resources() -> dict:
+    """The resources for the loaded configuration: the broker and the market source it names, each with
+    ``EnvVar`` credentials only when that venue needs them (the default setup names none)."""
+    return {
+        "market": MarketDataResource.from_config(),
+        "lineage": LineageResource(),
+        "lineage_io": LineageIOManager(),
+        "models": ModelRegistryResource(),
+        "broker": BrokerResource.from_config(),
+        "kill_switch": KillSwitchResource(),
+    }
+
+
+def build_definitions() -> dg.Definitions:
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        jobs=[trading_job, audit_job, *SCHEDULED_JOBS],
+        schedules=SCHEDULES,
+        sensors=[bar_sensor],
+        resources=build_resources(),
+        executor=dg.in_process_executor,
+    )
+
+
+RESOURCES = build_resources()
+defs = build_definitions()

@@ -160,7 +160,7 @@ class ReplayEngine:
         self.clock.set(ts.to_pydatetime())
         with broker.batch():
             positions = self._timed("positions", positions_from_broker, broker, window.snapshot, self.fills,
-                                    f"{get_cfg('broker.adapter')}:{ACCOUNT}")
+                                    f"{get_cfg('broker.kind')}:{ACCOUNT}")
             pv = float(positions["positions_account"]["portfolio_value"].iloc[0])
             arb = self._timed("arbitrated_scores", compute_arbitrated, blended["blended_alpha"], features, pv)
             gated = self._timed("gated_signals", compute_gated, arb["arbitrated_scores"],

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from assets.bars.logic import BarWindow, build_window
 from CONFIG.config_loader import effective_config_hash, get_cfg
+from resources.credentials import ALPACA_KEY_ENV, ALPACA_SECRET_ENV
 from resources.market.calendar import parse_bar_key
 from resources.market.sources import MarketDataSource, make_source
 
@@ -14,20 +16,36 @@ _SOURCES: dict[tuple, MarketDataSource] = {}
 
 
 class MarketDataResource(dg.ConfigurableResource):
-    """Market data for the graph: ``simulator`` (embedded default), ``files`` or a vendor adapter.
+    """Market data for the graph: ``simulator`` (embedded default), ``files``, ``alpaca`` (Alpaca's market
+    data API; keys from environment variables, shown here by name only) or a vendor adapter.
 
     Empty fields fall back to CONFIG (``market.source``, ``market.files_dir``).
     """
 
     source: str = ""
     files_dir: str = ""
+    shown_as: str = Field(default="", description="market.source as configured (shown in the UI)")
+    alpaca_api_key: str | None = Field(default=None, repr=False, description=f"env {ALPACA_KEY_ENV}")
+    alpaca_secret_key: str | None = Field(default=None, repr=False, description=f"env {ALPACA_SECRET_ENV}")
+
+    @classmethod
+    def from_config(cls) -> MarketDataResource:
+        """The resource for the configured ``market.source``; ``alpaca`` gets its keys as ``EnvVar`` fields
+        (so the UI shows the source and the variables' names, never their values)."""
+        source = get_cfg("market.source")  # shown, not pinned: a run reads market.source from its own config
+        if source == "alpaca":
+            shown = f"alpaca ({get_cfg('market.alpaca.feed')} feed, cache {get_cfg('market.alpaca.cache_dir')})"
+            return cls(shown_as=shown, alpaca_api_key=dg.EnvVar(ALPACA_KEY_ENV),
+                       alpaca_secret_key=dg.EnvVar(ALPACA_SECRET_ENV))
+        return cls(shown_as=source if source != "files" else f"files ({get_cfg('market.files_dir')})")
 
     def get_source(self) -> MarketDataSource:
         """One source object per process and configuration (the simulator caches its sessions)."""
-        key = (self.source, self.files_dir, effective_config_hash())
+        key = (self.source, self.files_dir, effective_config_hash(), self.alpaca_api_key is not None)
         if key not in _SOURCES:
             _SOURCES.clear()
-            _SOURCES[key] = make_source(self.source or None, self.files_dir or None)
+            _SOURCES[key] = make_source(self.source or None, self.files_dir or None,
+                                        (self.alpaca_api_key, self.alpaca_secret_key))
         return _SOURCES[key]
 
     def window(self, bar: str) -> tuple[BarWindow, pd.DataFrame]:
@@ -40,4 +58,8 @@ class MarketDataResource(dg.ConfigurableResource):
         times = src.calendar.previous_bars(ts, get_cfg("market.history_bars"))
         raw = src.history(ts, len(times))
         adv = src.adv_shares(src.calendar.session_of(ts))
-        return build_window(bar, ts, times, raw, src.symbols(), adv)
+        window, skips = build_window(bar, ts, times, raw, src.symbols(), adv)
+        drain = getattr(src, "drain_skips", None)  # a vendor source's own skips (rows it would not deliver)
+        if drain is not None:
+            skips = pd.concat([skips, drain()], ignore_index=True)
+        return window, skips

@@ -177,9 +177,16 @@ class VendorSource:
         return vols.groupby("symbol")["volume"].mean().rename("adv_shares")
 
 
-def make_source(kind: str | None = None, files_dir: str | None = None) -> MarketDataSource:
-    """The source named by ``market.source`` (or ``kind``)."""
+def make_source(kind: str | None = None, files_dir: str | None = None,
+                alpaca_keys: tuple[str | None, str | None] = (None, None)) -> MarketDataSource:
+    """The source named by ``market.source`` (or ``kind``). ``alpaca_keys``: a resource's ``EnvVar`` values
+    (else the environment's ``APCA_API_KEY_ID``/``APCA_API_SECRET_KEY``)."""
     kind = kind or get_cfg("market.source")
+    if kind == "alpaca":
+        from resources.credentials import AlpacaKeys
+        from resources.market.alpaca import AlpacaSource
+
+        return AlpacaSource(AlpacaKeys.resolve(*alpaca_keys))
     if kind == "simulator":
         return SimulatorSource()
     if kind == "files":

@@ -19,7 +19,7 @@ def test_broker_resource_builds_the_configured_adapter(configure, tmp_path):
     assert b.db_path == tmp_path / "paper.duckdb"
     assert BrokerResource(db_path=str(tmp_path / "other.duckdb")).get_broker().db_path.name == "other.duckdb"
     with pytest.raises(ValueError, match="no such adapter"):
-        BrokerResource(adapter="ibkr").get_broker()
+        BrokerResource(kind="nasdaq-direct").get_broker()
 
 
 def test_resources_inside_an_asset(configure, tmp_path):

@@ -26,14 +26,24 @@ from CONFIG.config_loader import (
     use_config,
 )
 
-# Computed on main (0bd3006, the hand-written loader) with
-# `python -c "from CONFIG.config_loader import effective_config_hash as h; print(h())"` and the same
-# call for OVERRIDES / OVERRIDE_ENV: the move to pydantic must not change what any run records.
-DEFAULT_HASH = "5e8ac17924d8c1713c164d9ae945ee32692be449608def9b132979c0da3fd92c"
+# What a run records must be what the YAML says: the effective configuration of the defaults is the YAML
+# as read (same values, same types), and an override changes exactly its keys (an int given for a float
+# becomes a float; digit-string horizon keys become ints). The hash is sha256 of its canonical JSON, as the
+# hand-written loader computed it (checked at the move to pydantic against hashes pinned on main 0bd3006).
 OVERRIDES = {"sizing": {"z_max": 2, "max_weight": 0.04}, "blending": {"temperature": {"30": 0.95, "5": 0.7}},
              "training": {"train_end": "2025-05-01"}, "market": {"files_dir": "data/bars"}}
 OVERRIDE_ENV = {"TRADEGRAPH__SIZING__GROSS_TARGET": "0.4", "TRADEGRAPH__TRAINING__SEQUENTIAL__WINDOW": "8"}
-OVERRIDE_HASH = "89f137e5966f8a5fa9b07f81802223cbd749fc8528b967126bb2729bff3a51d5"
+
+
+def legacy_hash(cfg: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def yaml_defaults() -> dict:
+    return yaml.safe_load(loader.DEFAULTS_FILE.read_text())
+
 
 # A valid new value for each date key (the other dates stay at their defaults and keep every rule).
 DATE_VALUES = {
@@ -75,14 +85,21 @@ def names(msg: str, *keys: str) -> None:
 
 # --- the hash of what runs record --------------------------------------------------------------------------
 
-def test_default_hash_is_pinned():
-    assert effective_config_hash() == DEFAULT_HASH
-    assert config_hash(build_config(environ={})) == DEFAULT_HASH
+def test_default_hash_is_the_hash_of_the_yaml():
+    assert build_config(environ={}) == yaml_defaults()
+    assert effective_config_hash() == legacy_hash(yaml_defaults())
+    assert config_hash(build_config(environ={})) == legacy_hash(yaml_defaults())
 
 
-def test_override_hash_is_pinned():
+def test_override_hash_changes_exactly_the_overridden_keys():
     cfg = build_config(OVERRIDES, environ=OVERRIDE_ENV)
-    assert config_hash(cfg) == OVERRIDE_HASH
+    want = yaml_defaults()
+    want["sizing"].update(z_max=2.0, max_weight=0.04, gross_target=0.4)
+    want["blending"]["temperature"].update({5: 0.7, 30: 0.95})
+    want["training"]["train_end"] = "2025-05-01"
+    want["training"]["sequential"]["window"] = 8
+    want["market"]["files_dir"] = "data/bars"
+    assert cfg == want and config_hash(cfg) == legacy_hash(want)
     assert cfg["sizing"]["z_max"] == 2.0 and type(cfg["sizing"]["z_max"]) is float
     assert cfg["blending"]["temperature"] == {5: 0.7, 10: 0.85, 15: 0.9, 30: 0.95}
     assert cfg["training"]["sequential"]["window"] == 8 and cfg["sizing"]["gross_target"] == 0.4
@@ -273,7 +290,7 @@ def test_an_empty_section_in_a_user_file_overrides_nothing(tmp_path):
     user.write_text("sizing:\n  # z_max: 2.0\nkill_switch:\n")
     load_config(user)
     assert get_cfg("sizing.z_max") == 3.0 and get_cfg("kill_switch.drawdown_pct") == 0.10
-    assert effective_config_hash() == DEFAULT_HASH
+    assert effective_config_hash() == legacy_hash(yaml_defaults())
 
 
 def test_missing_default_is_an_error_naming_the_key(tmp_path, monkeypatch):

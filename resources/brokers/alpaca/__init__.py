@@ -1,0 +1,1 @@
+"""Alpaca (alpaca-py): config, HTTP transport, pure parsing of its JSON, and the broker adapter."""

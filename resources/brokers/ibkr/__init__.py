@@ -1,0 +1,1 @@
+"""Interactive Brokers (ib_async): config, pure parsing of its objects, and the broker adapter."""

@@ -1,0 +1,105 @@
+"""Venue harnesses for the broker tests: the paper broker, Alpaca (mocked HTTP) and IBKR (faked wire client).
+
+Each harness gives a :class:`Broker` and ``advance(ratio)``: make the venue trade what is due. For a real
+venue that is the next poll answering filled; for the paper venue it is working its open orders at the
+next bar (today it fills at submit; the execution helper's next-bar fill model makes ``advance`` do the
+work, and the expectations below hold either way).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pytest
+import responses
+
+from CONFIG.config_loader import use_config
+from resources.brokers.paper import BarClock, FrameQuotes, PaperBroker
+from resources.brokers.protocol import Broker, OrderType
+from resources.credentials import AlpacaKeys
+
+KEY_ID, SECRET = "PKTEST1234567890ABCD", "sEcReT-0123456789abcdefghijklmnopqrstuv"
+PRICES = {"AAA": 100.0, "BBB": 50.0}
+T0 = dt.datetime(2025, 6, 3, 14, 0, tzinfo=dt.UTC)
+
+
+@dataclass
+class Venue:
+    name: str
+    broker: Broker
+    advance: Callable[[float], None]
+    order_types: frozenset[OrderType]
+    partial: bool                          # the harness can fill part of an order
+    extra: dict = field(default_factory=dict)
+
+
+def _paper(tmp_path) -> Venue:
+    frame = pd.DataFrame({s: (p, p - 0.01, p + 0.01, 1e9, 150.0, 1e9) for s, p in PRICES.items()},
+                         index=["mid", "bid", "ask", "volume", "sigma_daily_bps", "adv"]).T
+    clock = BarClock(T0)
+    broker = PaperBroker(tmp_path / "paper.duckdb", quotes=FrameQuotes(frame), clock=clock)
+
+    def advance(ratio: float = 1.0) -> None:
+        clock.set(clock() + dt.timedelta(minutes=5))
+        broker.work_open_orders()
+
+    return Venue("paper", broker, advance, frozenset({OrderType.MARKET}), partial=False)
+
+
+def _alpaca(rsps: responses.RequestsMock) -> Venue:
+    from resources.brokers.alpaca.execution import AlpacaBroker
+    from tests.brokers.alpaca_mock import AlpacaVenue
+
+    venue = AlpacaVenue(prices=PRICES).install(rsps)
+    sleeps: list[float] = []
+    broker = AlpacaBroker(AlpacaKeys(KEY_ID, SECRET), sleep=sleeps.append, clock=lambda: 1_750_000_000.0)
+    return Venue("alpaca", broker, lambda ratio=1.0: venue.advance(ratio), frozenset(OrderType), partial=True,
+                 extra={"venue": venue, "sleeps": sleeps})
+
+
+def _ibkr() -> Venue:
+    from resources.brokers.ibkr.execution import IbkrBroker, IbkrSettings
+    from tests.brokers.fake_ib import FakeGateway, fake_ib
+
+    gateway = FakeGateway(PRICES)
+    sleeps: list[float] = []
+    settings = IbkrSettings("127.0.0.1", 4002, 17, "", "SMART", "USD", 1.0, 3, 0.5, 4.0, 0.05, False)
+    broker = IbkrBroker(settings, ib_factory=lambda: fake_ib(gateway), sleep=sleeps.append)
+    return Venue("ibkr", broker, lambda ratio=1.0: gateway.advance(ratio), frozenset(OrderType), partial=True,
+                 extra={"gateway": gateway, "sleeps": sleeps})
+
+
+@pytest.fixture
+def venue_config(tmp_path) -> Iterator[None]:
+    with use_config({"paths": {"paper_broker_db": str(tmp_path / "paper.duckdb")},
+                     "broker": {"partial_remainder": "carry", "submit_timeout_seconds": 2.0}}):
+        yield
+
+
+@pytest.fixture
+def alpaca(venue_config) -> Iterator[Venue]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield _alpaca(rsps)
+
+
+@pytest.fixture
+def ibkr(venue_config) -> Iterator[Venue]:
+    v = _ibkr()
+    yield v
+    v.broker.close()
+
+
+@pytest.fixture(params=["paper", "alpaca", "ibkr"])
+def venue(request, tmp_path, venue_config) -> Iterator[Venue]:
+    if request.param == "paper":
+        yield _paper(tmp_path)
+    elif request.param == "alpaca":
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            yield _alpaca(rsps)
+    else:
+        v = _ibkr()
+        yield v
+        v.broker.close()

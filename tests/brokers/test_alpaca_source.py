@@ -1,0 +1,114 @@
+"""The alpaca market source through alpaca-py's data client against mocked HTTP: start → close stamps,
+regular-session bars only, batching and pagination, recorded skips, ADV from daily bars, the files cache."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+import responses
+
+from CONFIG.config_loader import use_config
+from resources.credentials import AlpacaKeys
+from resources.market.alpaca import AlpacaDataError, AlpacaSource, bars_frame, to_contract, universe
+from resources.market.calendar import get_calendar
+from resources.market.sources import FilesSource
+from tests.brokers.alpaca_mock import AlpacaVenue
+from tests.brokers.conftest import KEY_ID, SECRET
+
+BAR = pd.Timestamp("2025-06-03T13:45Z")  # 09:45 New York: the session's third 5-minute bar close
+
+
+def test_a_bar_stamped_at_its_start_becomes_the_bar_closing_five_minutes_later():
+    raw = {"AAA": [{"t": "2025-06-03T13:30:00Z", "o": 10.0, "h": 11.0, "l": 9.0, "c": 10.5, "v": 1000},
+                   {"t": "2025-06-03T13:25:00Z", "o": 10.0, "h": 10.0, "l": 10.0, "c": 10.0, "v": 5}]}
+    closes = get_calendar().session_bars("2025-06-03")
+    rows, skips = to_contract(bars_frame(raw), closes, 5)
+    assert rows["ts"].tolist() == [pd.Timestamp("2025-06-03T13:35Z")]
+    # bid/ask: 10.5 ∓ max((11 − 9)/4, 10.5 · 0.5e-4) = 10.5 ∓ 0.5
+    assert rows[["bid", "ask"]].iloc[0].tolist() == [10.0, 11.0]
+    assert skips["ts"].tolist() == [pd.Timestamp("2025-06-03T13:30Z")]  # the 09:25 pre-market bar
+    assert "start 2025-06-03T13:25Z" in skips["rule"].iloc[0] and "regular-session" in skips["rule"].iloc[0]
+
+
+def test_the_universe_is_checked():
+    assert universe(["msft", "AAPL", "aapl"], None).tolist() == ["AAPL", "MSFT"]
+    with pytest.raises(AlpacaDataError, match="quote it"):
+        universe(["AAPL", True], None)  # YAML's reading of ON
+    with pytest.raises(AlpacaDataError, match="market.alpaca.symbols"):
+        universe([], None)
+
+
+def _venue_with_bars(rsps, symbols, bars_page=10_000) -> AlpacaVenue:
+    """Every 5-minute bar (start stamps) of 2025-06-02 and -03 incl. extended hours, and daily bars."""
+    venue = AlpacaVenue(bars_page=bars_page).install(rsps)
+    starts = pd.date_range("2025-06-02T08:00Z", "2025-06-03T23:55Z", freq="5min")
+    rows = [(s, t, 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i, 1000.0 + i)
+            for i, s in enumerate(symbols) for t in starts]
+    venue.bars = pd.DataFrame(rows, columns=["symbol", "t", "o", "h", "l", "c", "v"])
+    days = [pd.Timestamp(d).tz_localize("America/New_York").tz_convert("UTC")
+            for d in get_calendar().sessions("2025-04-01", "2025-06-02")]
+    venue.daily = pd.DataFrame([(s, t, 1.0, 1.0, 1.0, 1.0, 1e6 * (k + 1)) for k, s in enumerate(symbols) for t in days],
+                               columns=["symbol", "t", "o", "h", "l", "c", "v"])
+    return venue
+
+
+@pytest.fixture
+def source_config(tmp_path):
+    with use_config({"market": {"alpaca": {"symbols_per_request": 2, "cache_dir": str(tmp_path / "cache")}}}):
+        yield tmp_path / "cache"
+
+
+def test_history_is_the_regular_session_grid_fetched_in_batches_and_pages(source_config):
+    symbols = ["AAA", "BBB", "CCC"]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        venue = _venue_with_bars(rsps, symbols, bars_page=50)
+        src = AlpacaSource(AlpacaKeys(KEY_ID, SECRET), symbols=symbols)
+        hist = src.history(BAR, 80)
+    closes = get_calendar().previous_bars(BAR, 80)
+    assert sorted(set(hist["ts"])) == list(closes) and len(hist) == 80 * 3
+    assert hist["ts"].min() == closes[0] and not (hist["ts"].dt.hour < 13).any()  # no pre-market bar
+    first = hist[(hist["symbol"] == "BBB") & (hist["ts"] == BAR)].iloc[0]
+    assert first["close"] == 101.5  # BBB's bar that *started* at 13:40
+    calls = venue.calls("GET", "/v2/stocks/bars")
+    # 2 sessions × 2 batches (2 + 1 symbols), pages of 50 bars: session 1 has 77 bars × 2 symbols → 4 pages …
+    assert {c["symbols"] for c in calls} == {"AAA,BBB", "CCC"} and all(c["timeframe"] == "5Min" for c in calls)
+    assert any("page_token" in c for c in calls) and all(c["feed"] == "iex" and c["adjustment"] == "raw" for c in calls)
+    assert src.drain_skips().empty
+
+
+def test_off_grid_vendor_bars_are_recorded_skips(source_config):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        venue = _venue_with_bars(rsps, ["AAA"])
+        odd = pd.DataFrame([("AAA", pd.Timestamp("2025-06-03T13:37Z"), 1.0, 1.0, 1.0, 1.0, 1.0)],
+                           columns=venue.bars.columns)
+        venue.bars = pd.concat([venue.bars, odd], ignore_index=True)
+        src = AlpacaSource(AlpacaKeys(KEY_ID, SECRET), symbols=["AAA"])
+        src.history(BAR, 3)
+    skips = src.drain_skips()
+    assert skips["ts"].tolist() == [pd.Timestamp("2025-06-03T13:42Z")] and "start 2025-06-03T13:37Z" in skips["rule"][0]
+    assert src.drain_skips().empty  # drained once
+
+
+def test_adv_is_the_mean_daily_volume_of_the_prior_sessions(source_config):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        _venue_with_bars(rsps, ["AAA", "BBB"])
+        src = AlpacaSource(AlpacaKeys(KEY_ID, SECRET), symbols=["AAA", "BBB", "ZZZ"])
+        adv = src.adv_shares(dt.date(2025, 6, 3))
+    assert adv.to_dict()["AAA"] == 1e6 and adv.to_dict()["BBB"] == 2e6 and np.isnan(adv["ZZZ"])
+
+
+def test_what_was_fetched_is_cached_and_the_files_source_reads_it(source_config):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        _venue_with_bars(rsps, ["AAA", "BBB"])
+        src = AlpacaSource(AlpacaKeys(KEY_ID, SECRET), symbols=["AAA", "BBB"])
+        hist = src.history(BAR, 10)
+        src.history(BAR, 12)  # overlapping window: only the new bars are added, nothing duplicated
+    files = FilesSource(source_config)
+    assert files.symbols().tolist() == ["AAA", "BBB"] and not files.skips
+    again = files.history(BAR, 10)
+    pd.testing.assert_frame_equal(again[["ts", "symbol", "open", "high", "low", "close", "volume"]],
+                                  hist[["ts", "symbol", "open", "high", "low", "close", "volume"]], check_dtype=False)
+    assert len(files.history(BAR, 12)) == 24
