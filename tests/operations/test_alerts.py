@@ -118,3 +118,55 @@ def test_only_live_bars_alert():
 def test_an_alert_of_an_unknown_kind_is_a_bug_said_at_once():
     with pytest.raises(ValueError, match="alert kind 'nope'"):
         alerts.Alert("nope", "t", "b")
+
+
+# ---- the sensors ---------------------------------------------------------------------------------------
+
+def test_a_failed_run_is_alerted_and_counted(sink, monkeypatch):
+    import dagster as dg
+
+    from dagster_project.definitions import defs
+    from dagster_project.monitoring import run_failure_alerts
+
+    _configure(monkeypatch, **{"alerts.urls": f'["{sink.url()}"]'})
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("kill_switch_reset_job").execute_in_process(
+        run_config={"ops": {"reset_kill_switch": {"config": {"reason": " "}}}}, instance=instance,
+        raise_on_error=False)
+    assert not result.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts", dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance, dagster_run=result.dagster_run).for_run_failure()
+    run_failure_alerts(context)
+    assert alerts.SENDER.flush(10)
+    (got,) = sink.wait_for(1)
+    assert got["title"] == f"[tradegraph live] run_failure: kill_switch_reset_job run {result.run_id[:8]} failed"
+    assert f"run id: {result.run_id}" in got["message"] and got["type"] == "failure"
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.exporter_registry()).decode()
+    assert samples(text)['tradegraph_run_failures_total{job="kill_switch_reset_job"}'] == 1
+
+
+def test_a_trip_and_a_reset_from_the_cli_are_alerted_once_each_by_the_watcher(sink, monkeypatch):
+    import dagster as dg
+
+    from dagster_project.commands import cli
+    from dagster_project.monitoring import kill_switch_watch
+
+    _configure(monkeypatch, **{"alerts.urls": f'["{sink.url()}"]'})
+
+    def tick() -> None:
+        kill_switch_watch(dg.build_sensor_context())
+        assert alerts.SENDER.flush(10)
+
+    tick()                                                         # first look, ACTIVE: nothing to say
+    assert cli.main(["kill-switch", "trip", "--reason", "operator: bad fills"]) == 0
+    tick()
+    tick()                                                         # unchanged: not again
+    assert cli.main(["kill-switch", "reset", "--reason", "checked"]) == 0
+    tick()
+    got = sink.wait_for(2)
+    assert [m["title"] for m in got] == ["[tradegraph live] kill_switch: ACTIVE->HALTED",
+                                         "[tradegraph live] kill_switch: HALTED->ACTIVE"]
+    assert "MANUAL: operator: bad fills" in got[0]["message"] and got[0]["type"] == "failure"
