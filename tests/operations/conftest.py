@@ -79,3 +79,21 @@ def samples(text: str) -> dict[str, float]:
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for this test session (skipped with the reason when the binaries are absent,
+    except in CI, where `make postgres` installs them and their absence is a failure)."""
+    import os
+
+    from tests.operations.postgres_server import server_bin, start_server
+
+    if server_bin() is None:
+        message = "PostgreSQL server binaries not installed (`make postgres` installs Debian's postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = start_server()
+    yield server
+    server.stop()
