@@ -66,3 +66,84 @@ def test_a_trading_run_is_stored_on_the_postgres_server_and_read_back(postgres, 
         cur.execute("SELECT status FROM runs WHERE run_id = %s", [run_id])
         assert cur.fetchall() == [("SUCCESS",)]
     assert not list(home.rglob("*.db"))
+
+
+CHECKS_QUERY = """
+query RunChecks($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection {
+      events { __typename ... on AssetCheckEvaluationEvent {
+        evaluation { checkName success partition assetKey { path } } } }
+    }
+  }
+}"""
+
+
+def _wait_for_status(client, run_id: str, timeout: float = 180.0):
+    from dagster_graphql import DagsterGraphQLClientError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = client.get_run_status(run_id)
+        except DagsterGraphQLClientError:  # not visible yet
+            status = None
+        if status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            return status
+        time.sleep(1)
+    raise AssertionError(f"run {run_id} did not finish in {timeout}s (last status {status})")
+
+
+def _submit_when_loaded(client, job: str, tags: dict, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> str:
+    """Submit once the webserver answers and the code location has loaded (it takes a few seconds)."""
+    from dagster_graphql import DagsterGraphQLClientError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            return client.submit_job_execution(job, tags=tags)
+        except (DagsterGraphQLClientError, OSError, Exception) as exc:  # connection refused, location loading
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not submit {job}: {exc}\n{log.read_text()[-3000:]}") from exc
+            time.sleep(1)
+
+
+@pytest.mark.slow
+def test_jobs_launched_through_graphql_on_a_postgres_instance(postgres, trained, tg_home, monkeypatch, tmp_path):
+    """`make ui`'s launcher on the Postgres profile (webserver + daemon, queued runs): launch trading_job and
+    audit_job with ``DagsterGraphQLClient``, read their status and the asset checks back over GraphQL."""
+    import requests
+    from dagster_graphql import DagsterGraphQLClient
+
+    port = free_port()
+    home = tmp_path / "dagster_home"
+    env = dict(os.environ, DAGSTER_HOME=str(home), TRADEGRAPH_HOME=str(tg_home), TRADEGRAPH__PATHS__REGISTRY=str(trained),
+               TRADEGRAPH__INSTANCE__STORAGE="postgres", DAGSTER_PG_URL=postgres.dagster_url)
+    log_path = tmp_path / "dagster_dev.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dagster_project.commands.ui", "--wall-clock", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    bar = session_keys("2025-06-03", 3)[-1]
+    try:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        trade = _submit_when_loaded(client, "trading_job", {"dagster/partition": bar, "tradegraph/mode": "replay"},
+                                    proc, log_path)
+        assert _wait_for_status(client, trade) == dg.DagsterRunStatus.SUCCESS, log_path.read_text()[-3000:]
+        audit = client.submit_job_execution("audit_job", tags={"dagster/partition": bar})
+        assert _wait_for_status(client, audit) == dg.DagsterRunStatus.SUCCESS, log_path.read_text()[-3000:]
+        answer = requests.post(f"http://127.0.0.1:{port}/graphql", timeout=30,
+                               json={"query": CHECKS_QUERY, "variables": {"runId": trade}}).json()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        log.close()
+    events = answer["data"]["logsForRun"]["events"]
+    checks = {(e["evaluation"]["assetKey"]["path"][-1], e["evaluation"]["checkName"]): e["evaluation"]
+              for e in events if e["__typename"] == "AssetCheckEvaluationEvent"}
+    assert ("blended_alpha", "weights_on_simplex") in checks and len(checks) >= 4
+    assert all(c["success"] for c in checks.values()), checks
+    with psycopg2.connect(postgres.url) as con, con.cursor() as cur:
+        cur.execute("SELECT run_id, status FROM runs WHERE run_id IN (%s, %s) ORDER BY run_id", [trade, audit])
+        assert sorted(cur.fetchall()) == sorted([(trade, "SUCCESS"), (audit, "SUCCESS")])
