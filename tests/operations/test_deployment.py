@@ -147,3 +147,25 @@ def test_jobs_launched_through_graphql_on_a_postgres_instance(postgres, trained,
     with psycopg2.connect(postgres.url) as con, con.cursor() as cur:
         cur.execute("SELECT run_id, status FROM runs WHERE run_id IN (%s, %s) ORDER BY run_id", [trade, audit])
         assert sorted(cur.fetchall()) == sorted([(trade, "SUCCESS"), (audit, "SUCCESS")])
+
+
+def test_the_compose_file_publishes_on_loopback_only_and_names_files_that_exist():
+    """Static checks of docker-compose.yaml (no container engine here); with docker-compose on the PATH, its
+    own offline parser resolves the file too."""
+    import shutil
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "code", "webserver", "daemon", "metrics"}
+    ports = [p for s in services.values() for p in s.get("ports", [])]
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports)
+    workspace = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
+    grpc = workspace["load_from"][0]["grpc_server"]
+    assert grpc["host"] in services and f"-p {grpc['port']}" in " ".join(services["code"]["command"])
+    for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            assert all((ROOT / src).exists() for src in line.split()[1:-1]), line
+    if shutil.which("docker-compose"):
+        done = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yaml"), "config", "-q"],
+                              env=dict(os.environ, POSTGRES_PASSWORD="x"), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
