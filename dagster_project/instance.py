@@ -13,6 +13,7 @@ the instance loads: the file written here names the variable, never the password
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import yaml
@@ -52,4 +53,8 @@ def write_instance_yaml(home: Path | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    print(write_instance_yaml())
+    try:
+        print(write_instance_yaml())
+    except ConfigError as exc:  # e.g. the Postgres profile without its URL: one line, exit 2
+        print(f"dagster_project.instance: error: {exc}", file=sys.stderr)
+        sys.exit(2)
