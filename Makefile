@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 
-.PHONY: install dagster-home demo test ui lint train bench clean
+.PHONY: install dagster-home demo test ui lint train bench clean postgres
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -24,8 +24,18 @@ demo: $(STAMP) dagster-home
 train: $(STAMP)
 	$(BIN)/python -m TRAINING.train
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(BIN)/python -m pytest
+
+# Debian's PostgreSQL server binaries, for the deployment tests (they start their own server on a free port).
+# Installed only when missing and only as root (CI); otherwise those tests skip and say why.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's postgresql (server binaries for the deployment tests)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	else echo "PostgreSQL server binaries missing; as root, 'make postgres' installs them (those tests skip)"; fi
 
 ui: $(STAMP) dagster-home
 	$(BIN)/python -m dagster_project.commands.ui

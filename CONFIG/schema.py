@@ -484,6 +484,33 @@ class Replay(Section):
     flush_bars: PosInt
 
 
+class Alerts(Section):
+    """Alert destinations (apprise URLs; secret ones in ``config_file``, which is never recorded)."""
+
+    urls: list[Text]
+    config_file: Text | None
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)]
+    poll_seconds: PosInt
+    state_file: Text
+
+
+class Metrics(Section):
+    """The Prometheus exporter (multiprocess files under ``dir``)."""
+
+    enabled: bool
+    dir: Text
+    host: Text
+    port: Annotated[int, Field(ge=1, le=65535)]
+    latency_buckets: nonempty_unique(PosFloat)
+
+
+class Instance(Section):
+    """The Dagster instance ``make ui`` writes: run storage on SQLite files or PostgreSQL."""
+
+    storage: Literal["sqlite", "postgres"]
+    postgres_url_env: Text
+
+
 # --- the whole configuration -------------------------------------------------------------------------------
 
 class TradegraphConfig(Section):
@@ -529,6 +556,9 @@ class TradegraphConfig(Section):
     kill_switch: KillSwitch
     orchestration: Orchestration
     replay: Replay
+    alerts: Alerts
+    metrics: Metrics
+    instance: Instance
 
     def history_need(self) -> int:
         """Bars of history the features (and the sequential window, when configured) need."""

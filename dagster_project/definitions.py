@@ -16,6 +16,7 @@ from assets.positions.asset import positions
 from assets.predictions.asset import predictions
 from assets.sized_orders.asset import sized_orders
 from dagster_project.jobs import audit_job, trading_job
+from dagster_project.monitoring import kill_switch_watch, run_failure_alerts
 from dagster_project.schedules import JOBS as SCHEDULED_JOBS
 from dagster_project.schedules import SCHEDULES
 from dagster_project.sensors import bar_sensor
@@ -49,7 +50,7 @@ def build_definitions() -> dg.Definitions:
         assets=ALL_ASSETS,
         jobs=[trading_job, audit_job, *SCHEDULED_JOBS],
         schedules=SCHEDULES,
-        sensors=[bar_sensor],
+        sensors=[bar_sensor, run_failure_alerts, kill_switch_watch],
         resources=build_resources(),
         executor=dg.in_process_executor,
     )

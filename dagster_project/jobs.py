@@ -6,6 +6,7 @@ import datetime as dt
 
 import dagster as dg
 
+from dagster_project.monitoring import monitor_bar
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
 
@@ -44,7 +45,7 @@ trading_job = dg.define_asset_job(
     description="The whole graph for one bar partition: snapshot → features → predictions → … → orders → P&L. "
                 "Tag tradegraph/mode = live (default) | audit | replay.",
     tags={MODE_TAG: "live"},
-    hooks={record_step_success, record_step_failure},
+    hooks={record_step_success, record_step_failure, monitor_bar},
 )
 
 audit_job = dg.define_asset_job(

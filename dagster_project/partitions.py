@@ -3,7 +3,7 @@
 Why static keys from the calendar rather than a cron TimeWindowPartitionsDefinition: a cron over trading
 hours cannot express half days (2026-11-27 ends at 13:00) or holidays without a long exclusion list, its last
 window of the day runs to the next open, and listing its keys costs seconds per call
-(``../shared/DAGSTER_NOTES.md``). Keys from ``exchange_calendars`` are exact and cheap (one vectorised
+(``docs/dagster_notes.md``). Keys from ``exchange_calendars`` are exact and cheap (one vectorised
 format over the cached session table: every run process and code-server load builds them). The span is
 ``market.partitions_start``…``market.partitions_end``; more than 100k keys is refused (narrow the span for
 1-minute bars).

@@ -16,6 +16,7 @@ import click
 
 from CONFIG.config_loader import ConfigError, load_config
 from dagster_project.commands.kill_switch import kill_switch
+from dagster_project.commands.metrics import metrics
 from resources.credentials import CredentialsError
 from resources.lineage.store import LineageLocked
 from TRAINING.common.utils.cli import run_command
@@ -110,6 +111,9 @@ def replay(start: str, end: str, no_record: bool) -> None:
 for _sub in kill_switch.commands.values():
     global_options(_sub)
 cli.add_command(global_options(kill_switch))
+for _sub in metrics.commands.values():
+    global_options(_sub)
+cli.add_command(global_options(metrics))
 cli.add_command(global_options(train_command))
 
 

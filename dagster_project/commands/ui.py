@@ -3,7 +3,7 @@
 Writes the instance config, starts the market clock at the open of the latest session (so the sensor has
 a bar to trade every ``5 min / clock.speed``), trains the models once if the registry is empty, then
 execs ``dagster dev``. The default SIGINT handler is restored first: a background ``dagster dev`` otherwise
-ignores SIGINT and SIGTERM (``../shared/DAGSTER_NOTES.md``).
+ignores SIGINT and SIGTERM (``docs/dagster_notes.md``).
 """
 
 from __future__ import annotations

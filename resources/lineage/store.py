@@ -1,7 +1,7 @@
 """The lineage store: one DuckDB file holding every value on the decision path, keyed by bar.
 
 Why short-lived connections: DuckDB lets one process hold the file read-write and then blocks every other
-open, read-only included (``../shared/DAGSTER_NOTES.md``). So each write is one short transaction, readers
+open, read-only included (``docs/dagster_notes.md``). So each write is one short transaction, readers
 open read-only, and an open that finds the file locked retries with back-off for at most
 ``market.lock_retry_seconds`` and then fails with a clear message — never a deadlock, never a lost write.
 
