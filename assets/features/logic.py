@@ -54,7 +54,7 @@ class FeatureParams:
             ewma_halflife_bars=float(get_cfg("features.ewma_halflife_bars")),
             ewma_window_bars=get_cfg("features.ewma_window_bars"),
             min_valid_share=get_cfg("features.min_valid_share"),
-            bars_per_session=390 // get_cfg("market.bar_minutes"),
+            bars_per_session=get_calendar().bars_per_full_session(),
         )
 
     @property

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from CONFIG.config_loader import get_cfg  # noqa: E402
 from resources.lineage.store import LineageStore  # noqa: E402
+from resources.market.calendar import get_calendar  # noqa: E402
 
 TRADING_DAYS = 252
 
@@ -34,7 +34,7 @@ def summary(store: LineageStore, account: str) -> dict[str, float]:
         raise LookupError(f"no pnl recorded for account {account!r}")
     value = pnl["portfolio_value"].to_numpy(dtype=float)
     ret = np.diff(value) / value[:-1]
-    per_year = np.sqrt(TRADING_DAYS * 390 / get_cfg("market.bar_minutes"))
+    per_year = np.sqrt(TRADING_DAYS * get_calendar().bars_per_full_session())
     sharpe = float(ret.mean() / ret.std() * per_year) if len(ret) > 1 and ret.std() > 0 else float("nan")
     dd = value / np.maximum.accumulate(value) - 1
     daily = pnl.groupby("session")["daily_return"].last()
