@@ -39,7 +39,8 @@ def test_later_bars_change_no_feature(src):
     # The test can fail: the same shock applied to the bar itself does change the features.
     earlier = raw["ts"] == ts
     moved = raw.copy()
-    moved.loc[earlier, "close"] *= 1.01
+    for col in ["open", "high", "low", "close", "bid", "ask"]:  # a consistent bar (inside high-low and its quote)
+        moved.loc[earlier, col] *= 1.01
     assert not np.allclose(base["ret_1"], _features(src, moved)["ret_1"])
 
 

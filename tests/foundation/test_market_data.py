@@ -67,38 +67,50 @@ def test_files_source_round_trips(tmp_path, day_frame):
     bar = parse_bar_key("2026-11-24T15:00Z")
     h = src.history(bar, 6)
     assert sorted(h["symbol"].unique()) == ["S001", "S002", "S003"]
-    assert h["ts"].nunique() == 6 and h["ts"].max() == bar and not src.skips
+    assert h["ts"].nunique() == 6 and h["ts"].max() == bar and src.skips.empty
+    pd.testing.assert_frame_equal(h[["ts", "symbol", "close", "bid", "ask"]].reset_index(drop=True),
+                                  day_frame[day_frame["ts"].isin(h["ts"])][["ts", "symbol", "close", "bid", "ask"]]
+                                  .reset_index(drop=True), check_dtype=False)
 
 
 @pytest.mark.parametrize("rule, mutate", [
     ("high < low", lambda f: f.assign(high=np.where(f.index == 4, f["low"] - 1, f["high"]))),
     ("non-positive or missing price", lambda f: f.assign(close=np.where(f.index == 4, -1.0, f["close"]))),
-    ("NaN volume", lambda f: f.assign(volume=np.where(f.index == 4, np.nan, f["volume"]))),
-    ("bar outside the session", lambda f: f.assign(
-        ts=np.where(f.index == 4, pd.Timestamp("2026-11-24 22:00", tz="UTC"), f["ts"]))),
+    ("non-positive or missing price", lambda f: f.assign(close=np.where(f.index == 4, np.nan, f["close"]))),
+    ("non-positive or missing price", lambda f: f.assign(close=np.where(f.index == 4, 0.0, f["close"]))),
+    ("non-positive or missing price", lambda f: f.assign(low=np.where(f.index == 4, -0.5, f["low"]))),
+    ("open or close outside high-low", lambda f: f.assign(close=np.where(f.index == 4, f["high"] * 1.001, f["close"]))),
+    ("NaN or negative volume", lambda f: f.assign(volume=np.where(f.index == 4, np.nan, f["volume"]))),
+    ("NaN or negative volume", lambda f: f.assign(volume=np.where(f.index == 4, -5.0, f["volume"]))),
+    ("missing or non-positive bid/ask", lambda f: f.assign(bid=np.where(f.index == 4, np.nan, f["bid"]))),
+    ("crossed quote (bid > ask)", lambda f: f.assign(bid=np.where(f.index == 4, f["ask"] * 1.0001, f["bid"]))),
+    ("close outside its quote", lambda f: f.assign(bid=np.where(f.index == 4, f["close"] * 1.01, f["bid"]),
+                                                  ask=np.where(f.index == 4, f["close"] * 1.011, f["ask"]))),
+    ("not on the bar grid", lambda f: f.assign(ts=np.where(f.index == 4, f["ts"] + pd.Timedelta(minutes=2), f["ts"]))),
+    ("outside the regular session", lambda f: pd.concat([f, f.iloc[[-1]].assign(
+        ts=pd.Timestamp("2026-11-24 22:00", tz="UTC"))], ignore_index=True)),
+    ("duplicated bar (repeated row)", lambda f: pd.concat([f.iloc[:5], f.iloc[[4]], f.iloc[5:]], ignore_index=True)),
+    ("duplicated bar (conflicting rows)", lambda f: pd.concat([f.iloc[:5], f.iloc[[4]].assign(volume=1.0),
+                                                               f.iloc[5:]], ignore_index=True)),
 ])
 def test_files_source_bad_rows_are_recorded_skips(tmp_path, day_frame, rule, mutate):
+    """Every kind of bad row is a recorded skip (file, symbol, ts, rule), the rest of the file trades."""
     one = day_frame[day_frame["symbol"] == "S001"].reset_index(drop=True)
-    one = mutate(one)
-    if rule == "bar outside the session":  # keep time order: move the bad row to the end
-        one = pd.concat([one.drop(index=4), one.loc[[4]]], ignore_index=True)
-    src = FilesSource(_write_files(tmp_path, one))
-    assert [s["rule"] for s in src.skips] == [rule]
-    assert src.skips[0]["file"].endswith("S001.csv")
-    assert len(src._frames["S001"]) == len(one) - 1
+    bad = mutate(one)
+    src = FilesSource(_write_files(tmp_path, bad))
+    assert src.skips["rule"].tolist() == [rule] * len(src.skips) and src.skips["rows"].sum() >= 1
+    assert src.skips["file"].str.endswith("S001.csv").all() and (src.skips["symbol"] == "S001").all()
+    kept = len(src.history(parse_bar_key("2026-11-24T21:00Z"), 78))
+    added = rule in ("outside the regular session", "duplicated bar (repeated row)")  # an extra row, the bar kept
+    assert kept == len(one) - (0 if added else 1)
+    if rule == "duplicated bar (conflicting rows)":  # which copy is right is unknown: both are skipped
+        assert src.skips["rows"].sum() == 2
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("duplicate", "duplicated timestamp"),
-    ("out_of_order", "not after the previous row"),
-])
-def test_files_source_file_faults_are_errors_naming_file_and_row(tmp_path, day_frame, fault, message):
+def test_files_out_of_order_is_an_error_naming_file_and_row(tmp_path, day_frame):
     one = day_frame[day_frame["symbol"] == "S002"].reset_index(drop=True)
-    if fault == "duplicate":
-        one = pd.concat([one.iloc[:6], one.iloc[[5]], one.iloc[6:]], ignore_index=True)
-    else:
-        one = pd.concat([one.iloc[:5], one.iloc[[6, 5]], one.iloc[7:]], ignore_index=True)
-    with pytest.raises(DataError, match=rf"S002\.csv: row 6: .*{message}"):
+    one = pd.concat([one.iloc[:5], one.iloc[[6, 5]], one.iloc[7:]], ignore_index=True)
+    with pytest.raises(DataError, match=r"S002\.csv: row 6: .*before the previous row"):
         FilesSource(_write_files(tmp_path, one))
 
 
