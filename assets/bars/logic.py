@@ -23,6 +23,7 @@ PANEL_FIELDS = ("open", "high", "low", "close", "volume", "bid", "ask")
 
 
 SKIP_COLUMNS = ["file", "symbol", "ts", "rule", "rows"]
+RULE_EMPTY_BAR = "empty bar: no symbol of the universe has a row"
 ADJ_COLUMNS = ["symbol", "effective_date", "split_ratio", "cash_dividend", "effective_open", "prev_close",
                "price_factor", "volume_factor"]
 
@@ -172,9 +173,13 @@ def build_window(bar: str, bar_ts: pd.Timestamp, times: pd.DatetimeIndex, raw: p
     skipped = snap["symbol"].map(at_bar.set_index("symbol")["rule"]).astype(object)
     status = np.where(skipped.notna() & (status != "ok"), "skipped: " + skipped.fillna("").astype(str), status)
     snap.insert(1, "status", status)
+    if len(snap) and not (status == "ok").any() and not len(at_bar):  # SPEC §9 "a bar with no rows": recorded
+        empty = pd.DataFrame({"file": [""], "symbol": [""], "ts": pd.DatetimeIndex([bar_ts]),
+                              "rule": [RULE_EMPTY_BAR], "rows": np.array([0], dtype=np.int64)})
+        cur = pd.concat([cur, empty], ignore_index=True) if len(cur) else empty
     snap["adv_shares"] = snap["symbol"].map(adv_shares).astype(float)
     hist = history[history["symbol"].isin(snap["symbol"])].reset_index(drop=True)
-    snap["hold_reason"] = _holds(snap["symbol"], flags, times, bar_ts)
+    snap["hold_reason"], snap["hold_since"] = _holds(snap["symbol"], flags, times, bar_ts)
     panel = to_panel(hist, times, snap["symbol"].to_numpy())
     estimated = _at_bar(now, "spread_estimated", snap["symbol"], False).astype(bool)
     age = quote_age_bars(panel["bid"], panel["ask"])
@@ -197,24 +202,31 @@ def _bar_minutes() -> int:
 
 
 def _at_bar(now: pd.DataFrame, column: str, symbols: pd.Series, default) -> pd.Series:
-    """``column`` of the bar's rows per symbol (``default`` where absent)."""
+    """``column`` of the bar's rows per symbol (``default`` where absent), indexed like ``symbols``."""
+    if default is pd.NaT:
+        if column not in now.columns:
+            return pd.Series(pd.DatetimeIndex([pd.NaT] * len(symbols), tz="UTC"), index=symbols.index)
+        got = pd.to_datetime(now[column], utc=True).reindex(symbols.to_numpy())
+        return pd.Series(pd.DatetimeIndex(got), index=symbols.index)
     if column not in now.columns:
-        return pd.Series(default, index=symbols.index, dtype=object if default is not pd.NaT else
-                         "datetime64[ns, UTC]")
-    out = symbols.map(now[column])
-    return out.fillna(default) if default is not pd.NaT else pd.Series(pd.DatetimeIndex(out), index=symbols.index)
+        return pd.Series(default, index=symbols.index, dtype=object)
+    got = now[column].astype(object).reindex(symbols.to_numpy())
+    return pd.Series(got.where(got.notna(), default).to_numpy(), index=symbols.index, dtype=object)
 
 
 def _holds(symbols: pd.Series, flags: pd.DataFrame | None, times: pd.DatetimeIndex,
-           bar_ts: pd.Timestamp) -> np.ndarray:
-    """Per symbol the reason it is held (a split-like jump inside the window, the latest), "" otherwise."""
+           bar_ts: pd.Timestamp) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    """Per symbol the reason it is held (a split-like jump inside the window, the latest) and the jump's bar;
+    "" and NaT otherwise."""
     out = np.full(len(symbols), "", dtype=object)
+    since = pd.DatetimeIndex([pd.NaT] * len(symbols), tz="UTC")
     if flags is None or not len(flags) or not len(times):
-        return out
+        return out, since
     f = flags[(flags["ts"] >= times[0]) & (flags["ts"] <= bar_ts)].sort_values("ts", kind="mergesort")
     if not len(f):
-        return out
+        return out, since
     last = f.drop_duplicates("symbol", keep="last").set_index("symbol")
     text = last["reason"].astype(str) + " (at " + pd.DatetimeIndex(last["ts"]).strftime("%Y-%m-%dT%H:%MZ") + ")"
     got = symbols.map(text)
-    return np.where(got.notna(), got.astype(object), "").astype(object)
+    out = np.where(got.notna(), got.astype(object), "").astype(object)
+    return out, pd.DatetimeIndex(pd.to_datetime(symbols.map(last["ts"]), utc=True))

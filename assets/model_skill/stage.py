@@ -23,7 +23,7 @@ from assets.predictions.models import RETURN_FAMILIES, ModelSet
 from assets.predictions.stage import previous_bar_keys
 from CONFIG.config_loader import get_cfg
 from resources.market.calendar import bar_keys
-from TRAINING.registry import return_target
+from TRAINING.registry import meta_number, return_target
 
 SKILL_COLUMNS = ["horizon", "family", "ic_live", "n_live", "ic_prior", "ic_shrunk", "cost_share", "mu"]
 
@@ -153,7 +153,7 @@ def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: 
         for i, f in enumerate(fams):
             ics = ranked.ic_by_bar(raw[i], present[i])
             mine = (now_h == h) & (now_f == f)
-            prior = float(models.get(return_target(h), f).meta.get("validation_ic", np.nan))
+            prior = meta_number(models.get(return_target(h), f).meta, "validation_ic")  # null → NaN
             uncovered = uncovered_share(now_raw[mine], now_spread[mine])
             first = family_mu(ics, prior, 0.0, params)  # the IC before costs
             share = abs(first["ic_shrunk"]) * uncovered if np.isfinite(uncovered * first["ic_shrunk"]) else 0.0

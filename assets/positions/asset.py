@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext
 from assets.asset_helpers import mode_of
 from assets.bars.logic import BarWindow
 from assets.pnl.stage import account_of
-from assets.positions.stage import positions_from_broker, typed_book
+from assets.positions.stage import positions_from_broker, typed_book, window_marks
 from dagster_project.partitions import bar_partitions
 from resources.brokers.resource import BrokerResource
 from resources.lineage.io_manager import load_recorded
@@ -48,6 +48,17 @@ def recorded_book(lineage: LineageResource, bar: str, account: str | None = None
     return typed_book(out)
 
 
+def last_recorded_marks(lineage: LineageResource, account: str, bar: str) -> pd.Series:
+    """The marks the account's P&L book last recorded before ``bar`` (the fallback of a held name that has no
+    good row left in the window)."""
+    from assets.pnl.asset import recorded_previous
+
+    _, book = recorded_previous(lineage.store(), account, bar)
+    if book is None or book.empty:
+        return pd.Series(dtype=float)
+    return pd.Series(book["mark"].to_numpy(dtype=float), index=book["symbol"].to_numpy(), dtype=float)
+
+
 @dg.asset(
     partitions_def=bar_partitions,
     group_name="execution",
@@ -72,9 +83,11 @@ def positions(context: AssetExecutionContext, bars: BarWindow, broker: BrokerRes
         else:
             out = positions_from_broker(broker.get_broker_for(account), bars.snapshot,
                                         recorded_fills(lineage, account, bar),
-                                        source=f"{broker.adapter_name()}:{account}")
+                                        source=f"{broker.adapter_name()}:{account}",
+                                        marks=window_marks(bars, last_recorded_marks(lineage, account, bar)))
     acct = out["positions_account"].iloc[0]
     context.add_output_metadata({"portfolio_value": float(acct["portfolio_value"]), "cash": float(acct["cash"]),
+                                 "stale_marks": int(acct.get("stale_marks", 0)),
                                  "gross_exposure": float(acct["gross_exposure"]),
                                  "held_symbols": int((out["positions"]["qty"] != 0).sum()),
                                  "reconciliation_mismatches": int(acct["n_mismatched"]), "mode": mode,

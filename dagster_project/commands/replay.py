@@ -20,13 +20,13 @@ import pandas as pd
 
 from assets.arbitrated_scores.stage import compute_arbitrated
 from assets.blended_alpha.stage import compute_blended_alpha
-from assets.executions.stage import execute, quotes_provider
+from assets.executions.stage import execute, fresh_share, quotes_provider
 from assets.features.logic import features_for_window
 from assets.gated_signals.stage import compute_gated
 from assets.history import LineageHistory, MemoryHistory, PredictionGrid
 from assets.model_skill.stage import compute_model_skill
 from assets.pnl.stage import compute_pnl, est_costs, previous_book
-from assets.positions.stage import marks_from, positions_from_broker
+from assets.positions.stage import marks_from, positions_from_broker, window_marks
 from assets.predictions.models import ModelSet, load_models
 from assets.predictions.stage import compute_predictions
 from assets.sized_orders.stage import compute_sized
@@ -135,6 +135,11 @@ class ReplayEngine:
         row, book = recorded_previous(self.store, ACCOUNT, bar)
         return previous_book(row, book, get_cfg("broker.initial_cash"))
 
+    def _last_marks(self, bar: str) -> pd.Series:
+        """The P&L book's last marks (what the positions asset reads from lineage as its fallback)."""
+        book = self._previous_pnl(bar)[0].positions
+        return pd.Series(book["mark"].to_numpy(dtype=float), index=book.index.to_numpy(), dtype=float)
+
     def _timed(self, name: str, fn, *args):
         t = time.perf_counter()
         out = fn(*args)
@@ -159,15 +164,16 @@ class ReplayEngine:
             self._broker_session.enter_context(broker.batch())
         self.clock.set(ts.to_pydatetime())
         with broker.batch():
+            marks = window_marks(window, self._last_marks(bar))
             positions = self._timed("positions", positions_from_broker, broker, window.snapshot, self.fills,
-                                    f"{get_cfg('broker.adapter')}:{ACCOUNT}")
+                                    f"{get_cfg('broker.adapter')}:{ACCOUNT}", marks)
             pv = float(positions["positions_account"]["portfolio_value"].iloc[0])
             arb = self._timed("arbitrated_scores", compute_arbitrated, blended["blended_alpha"], features, pv)
             gated = self._timed("gated_signals", compute_gated, arb["arbitrated_scores"],
                                 preds["predictions_barrier"], positions["positions"])
             sized = self._timed("sized_orders", compute_sized, bar, gated, features, pv, self.history)
             execs = self._timed("executions", execute, bar, ts.to_pydatetime(), ts.to_pydatetime(), sized,
-                                positions, broker, self.switch, session)
+                                positions, broker, self.switch, session, fresh_share(window.snapshot))
         execs["executions_fills"] = execs["executions_fills"].assign(account=ACCOUNT)
         book, sod, prev_session = self._previous_pnl(bar)
         new_book, pnl = self._timed("pnl", compute_pnl, execs["executions_fills"], marks_from(window.snapshot),
