@@ -72,12 +72,12 @@ def adjust_history(history: pd.DataFrame, adjustments: pd.DataFrame | None) -> p
     if adjustments is None or not len(adjustments) or not len(history):
         return history
     out = history.copy()
-    price = out[["open", "high", "low", "close", "bid", "ask"]].to_numpy(dtype=float)
-    vol = out["volume"].to_numpy(dtype=float)
+    price = np.array(out[["open", "high", "low", "close", "bid", "ask"]], dtype=float)  # copies: scaled in place
+    vol = np.array(out["volume"], dtype=float)
     sym, ts = out["symbol"].to_numpy(), pd.DatetimeIndex(out["ts"])
     for s, at, pf, vf in zip(adjustments["symbol"], adjustments["effective_open"], adjustments["price_factor"],
                              adjustments["volume_factor"], strict=True):
-        before = (sym == s) & (ts < pd.Timestamp(at)).to_numpy() if len(ts) else np.zeros(0, bool)
+        before = (sym == s) & np.asarray(ts < pd.Timestamp(at))
         if np.isfinite(pf):
             price[before] *= pf
         if np.isfinite(vf):

@@ -116,14 +116,53 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
     return {"positions": positions, "positions_account": account}
 
 
+ACTION_COLUMNS = ["symbol", "effective_date", "effective_open", "split_ratio", "cash_dividend", "qty_before",
+                  "qty_after", "cash_change"]
+
+
+def empty_actions() -> pd.DataFrame:
+    return pd.DataFrame({"symbol": pd.Series(dtype=object), "effective_date": pd.Series(dtype=object),
+                         "effective_open": pd.Series(dtype="datetime64[ns, UTC]"),
+                         "split_ratio": pd.Series(dtype=float), "cash_dividend": pd.Series(dtype=float),
+                         "qty_before": pd.Series(dtype=float), "qty_after": pd.Series(dtype=float),
+                         "cash_change": pd.Series(dtype=float)})[ACTION_COLUMNS]
+
+
+def apply_corporate_actions(broker: Broker, actions: pd.DataFrame | None) -> pd.DataFrame:
+    """Have the broker apply the window's corporate actions in effect (``BarWindow.adjustments``) that it has
+    not applied yet; the ones applied now, for lineage (``positions_adjustments``). A broker without
+    ``apply_corporate_action`` (a real venue adjusts its own book) is left alone."""
+    if actions is None or not len(actions) or not hasattr(broker, "apply_corporate_action"):
+        return empty_actions()
+    rows = []
+    for a in actions.sort_values(["effective_open", "symbol"], kind="mergesort").to_dict("records"):  # a handful
+        day = pd.Timestamp(a["effective_date"]).date()
+        got = broker.apply_corporate_action(str(a["symbol"]), day, float(a["split_ratio"]), float(a["cash_dividend"]))
+        if got["applied"]:
+            rows.append({"symbol": a["symbol"], "effective_date": day.isoformat(),
+                         "effective_open": pd.Timestamp(a["effective_open"]).tz_convert("UTC"),
+                         "split_ratio": float(a["split_ratio"]), "cash_dividend": float(a["cash_dividend"]),
+                         "qty_before": float(got["qty_before"]), "qty_after": float(got["qty_after"]),
+                         "cash_change": float(got["cash_change"])})
+    return pd.DataFrame(rows, columns=ACTION_COLUMNS) if rows else empty_actions()
+
+
 def positions_from_broker(broker: Broker, snapshot: pd.DataFrame, recorded_fills: pd.DataFrame,
-                          source: str, marks: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+                          source: str, marks: pd.DataFrame | None = None, actions: pd.DataFrame | None = None,
+                          applied_before: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Ask the broker for its book, mark it, reconcile against the recorded fills. ``marks`` (from
-    :func:`window_marks`): last good marks, stale ones flagged; without them, this bar's closes only."""
+    :func:`window_marks`): last good marks, stale ones flagged; without them, this bar's closes only.
+    ``actions``: the window's corporate actions, applied to the broker first (once each); ``applied_before``:
+    the actions applied at earlier bars (the expected book counts a fill before a split × its ratio)."""
+    applied = apply_corporate_actions(broker, actions)
     qty = pd.Series(broker.positions(), dtype=float).sort_index()
     cash = float(broker.account().cash)
-    expected = expected_positions(recorded_fills) if len(recorded_fills) else pd.Series(dtype=float)
+    every = pd.concat([a for a in (applied_before, applied) if a is not None and len(a)], ignore_index=True) \
+        if (applied_before is not None and len(applied_before)) or len(applied) else None
+    expected = expected_positions(recorded_fills, every) if len(recorded_fills) else pd.Series(dtype=float)
     if marks is None:
-        return book_tables(qty[qty != 0], marks_from(snapshot), cash, expected, source)
-    m = marks.set_index("symbol")
-    return book_tables(qty[qty != 0], m["mark"], cash, expected, source, stale=m["stale"])
+        out = book_tables(qty[qty != 0], marks_from(snapshot), cash, expected, source)
+    else:
+        m = marks.set_index("symbol")
+        out = book_tables(qty[qty != 0], m["mark"], cash, expected, source, stale=m["stale"])
+    return {**out, "positions_adjustments": applied}

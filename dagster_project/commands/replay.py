@@ -113,6 +113,9 @@ class ReplayEngine:
         self.fills = self._recorded(lambda con: con.execute(
             "SELECT * EXCLUDE (bar, _row) FROM executions_fills WHERE account = ? ORDER BY seq, fill_id",
             [ACCOUNT]).df(), "executions_fills")
+        self.actions = self._recorded(lambda con: con.execute(
+            "SELECT * EXCLUDE (bar, _row) FROM positions_adjustments WHERE account = ? ORDER BY bar, _row",
+            [ACCOUNT]).df(), "positions_adjustments")
         self._book = None
         # one paper account and one connection to it for the whole replay (the account file is the replay's
         # own): opening it bar after bar cost ~15 ms a bar
@@ -166,7 +169,12 @@ class ReplayEngine:
         with broker.batch():
             marks = window_marks(window, self._last_marks(bar))
             positions = self._timed("positions", positions_from_broker, broker, window.snapshot, self.fills,
-                                    f"{get_cfg('broker.adapter')}:{ACCOUNT}", marks)
+                                    f"{get_cfg('broker.adapter')}:{ACCOUNT}", marks, window.adjustments,
+                                    self.actions)
+            positions["positions_adjustments"] = positions["positions_adjustments"].assign(account=ACCOUNT)
+            if len(positions["positions_adjustments"]):
+                self.actions = pd.concat([a for a in (self.actions, positions["positions_adjustments"]) if len(a)],
+                                         ignore_index=True)
             pv = float(positions["positions_account"]["portfolio_value"].iloc[0])
             arb = self._timed("arbitrated_scores", compute_arbitrated, blended["blended_alpha"], features, pv)
             gated = self._timed("gated_signals", compute_gated, arb["arbitrated_scores"],
@@ -177,7 +185,8 @@ class ReplayEngine:
         execs["executions_fills"] = execs["executions_fills"].assign(account=ACCOUNT)
         book, sod, prev_session = self._previous_pnl(bar)
         new_book, pnl = self._timed("pnl", compute_pnl, execs["executions_fills"], marks_from(window.snapshot),
-                                    est_costs(arb["arbitrated_scores"]), book, sod, prev_session, session, ACCOUNT)
+                                    est_costs(arb["arbitrated_scores"]), book, sod, prev_session, session, ACCOUNT,
+                                    window.adjustments)
         self._book = (new_book, float(pnl["pnl"]["start_of_day_equity"].iloc[0]), session.isoformat())
         if len(execs["executions_fills"]):
             self.fills = pd.concat([f for f in (self.fills, execs["executions_fills"]) if len(f)], ignore_index=True)

@@ -86,11 +86,11 @@ def with_factors(actions: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     out = actions.copy()
     if out.empty:
         return empty_adjustments()
-    r = rows.sort_values(["symbol", "ts"], kind="mergesort")
-    prev = pd.merge_asof(out.sort_values("effective_open").rename(columns={"effective_open": "ts"})
-                         .assign(ts=lambda f: f["ts"] - pd.Timedelta(1, "ns")),
-                         r[["ts", "symbol", "close"]].sort_values("ts"), on="ts", by="symbol",
-                         direction="backward")
+    r = rows[["ts", "symbol", "close"]].assign(ts=lambda f: pd.to_datetime(f["ts"], utc=True).astype(
+        "datetime64[ns, UTC]")).sort_values("ts", kind="mergesort")
+    left = out.rename(columns={"effective_open": "ts"}).assign(
+        ts=lambda f: pd.to_datetime(f["ts"], utc=True).astype("datetime64[ns, UTC]") - pd.Timedelta(1, "ns"))
+    prev = pd.merge_asof(left.sort_values("ts", kind="mergesort"), r, on="ts", by="symbol", direction="backward")
     prev = prev.set_index(["symbol", "effective_date"])["close"]
     out["prev_close"] = prev.reindex(pd.MultiIndex.from_frame(out[["symbol", "effective_date"]])).to_numpy(float)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -102,13 +102,14 @@ def with_factors(actions: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def forward_log_factor(symbols: np.ndarray, ts: np.ndarray, actions: pd.DataFrame) -> np.ndarray:
-    """(R,) for rows (symbol, ts as datetime64[ns] UTC): Σ −log(price_factor) of the symbol's actions effective
-    at or before the row, i.e. the log multiplier that puts the row on the basis of the file's first rows
-    (used to compare rows across an action when checking prices; causal)."""
+    """(R,) for rows (symbol, ts as datetime64[ns] UTC): Σ log(split_ratio) of the symbol's splits effective at or
+    before the row, i.e. the log multiplier that puts the row on the basis of the file's first rows (used to
+    compare rows across a split when checking prices; causal). Dividends are left out: they move a price by
+    far less than a jump, and their factor needs the very closes being checked."""
     out = np.zeros(len(ts))
-    for sym, at, factor in zip(actions["symbol"], actions["effective_open"], actions["price_factor"],
-                               strict=True):  # a loop over actions (a handful), never over rows
-        if np.isfinite(factor) and factor > 0:
+    for sym, at, ratio in zip(actions["symbol"], actions["effective_open"], actions["split_ratio"],
+                              strict=True):  # a loop over actions (a handful), never over rows
+        if np.isfinite(ratio) and ratio > 0 and ratio != 1:
             at_ns = pd.Timestamp(at).tz_convert("UTC").tz_localize(None).to_datetime64()
-            out[(symbols == sym) & (ts >= at_ns)] -= np.log(factor)
+            out[(symbols == sym) & (ts >= at_ns)] += np.log(ratio)
     return out

@@ -49,5 +49,7 @@ class MarketDataResource(dg.ConfigurableResource):
             skips = pd.concat([q for q in parts if len(q)], ignore_index=True) if any(len(q) for q in parts) else None
         flags = src.flags_between(times[0], ts) if hasattr(src, "flags_between") else None
         adjustments = src.adjustments_until(ts) if hasattr(src, "adjustments_until") else None
+        if adjustments is not None:  # only the actions that touch the window (later ones are not known yet)
+            adjustments = adjustments[(adjustments["effective_open"] > times[0]).to_numpy()].reset_index(drop=True)
         return build_window(bar, ts, times, raw, src.symbols(), adv, skips=skips, flags=flags,
                             adjustments=adjustments)

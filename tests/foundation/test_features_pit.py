@@ -47,7 +47,7 @@ def test_later_bars_change_no_feature(src):
 def test_feature_list_is_versioned_and_complete(src):
     p = FeatureParams.from_cfg()
     f = _features(src, src.history(parse_bar_key(BAR), 120))
-    assert p.version == "fs-1.0"
+    assert p.version == "fs-2.0"
     assert list(f.columns[3:3 + len(p.names)]) == p.names
     assert f["valid"].all() and len(f) == 50
     assert f["tod"].to_numpy() == pytest.approx([1.5 / 6.5] * 50)  # 11:00 New York is 1.5 h into a 6.5 h session

@@ -140,3 +140,29 @@ def test_snapshot_validation_skips_bad_rows_and_refuses_duplicates():
     assert skips.set_index("symbol")["rule"].to_dict() == {"B": "high < low", "C": "non-positive or missing price"}
     with pytest.raises(ValueError, match="duplicated bar for A"):
         validate_snapshot(pd.concat([rows, rows.iloc[[0]]]))
+
+
+def test_quote_age_reaches_the_gate_from_a_repeated_quote(tmp_path, day_frame):
+    """Issue 10: the gate was always given a quote age of 0; a feed repeating its last quote must go stale."""
+    from assets.bars.logic import build_window
+    from assets.features.logic import features_for_window
+
+    frozen = day_frame.copy()
+    s1 = frozen["symbol"] == "S001"
+    first = frozen.loc[s1, "ts"].iloc[10]
+    hold = s1 & (frozen["ts"] >= first)
+    frozen.loc[hold, "bid"] = frozen.loc[s1 & (frozen["ts"] == first), "bid"].item()
+    frozen.loc[hold, "ask"] = frozen.loc[s1 & (frozen["ts"] == first), "ask"].item()
+    frozen.loc[hold, "close"] = frozen.loc[hold, ["bid", "ask"]].mean(axis=1)  # inside its (stale) quote
+    frozen.loc[hold, "high"] = frozen.loc[hold, ["high", "close"]].max(axis=1)
+    frozen.loc[hold, "low"] = frozen.loc[hold, ["low", "close"]].min(axis=1)
+    src = FilesSource(_write_files(tmp_path, frozen))
+    bar = frozen.loc[s1, "ts"].iloc[16]
+    times = src.calendar.previous_bars(bar, 120)
+    window, _ = build_window("2026-11-24T15:55Z", bar, times, src.history(bar, 120), src.symbols(),
+                             pd.Series(1e6, index=src.symbols()))
+    age = window.snapshot.set_index("symbol")["quote_age_bars"]
+    assert age["S001"] == 6.0 and age["S002"] == 0.0  # unchanged since bar 10: six bars old
+    assert not window.snapshot["spread_estimated"].any()
+    f = features_for_window(window).set_index("symbol")
+    assert f.loc["S001", "quote_age_bars"] == 6.0
