@@ -13,6 +13,7 @@ a typo never silently falls back to a default.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 import os
@@ -106,10 +107,22 @@ def _env_overrides(environ: Mapping[str, str]) -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         try:
-            node[parts[-1]] = yaml.safe_load(environ[name])
+            node[parts[-1]] = _dates_as_text(yaml.safe_load(environ[name]))
         except yaml.YAMLError as exc:
             raise ConfigError(f"environment {name}: not a YAML value: {exc}") from exc
     return out
+
+
+def _dates_as_text(value: Any) -> Any:
+    """YAML reads ``2013-10-10`` as a date; the configuration keeps dates as ISO text (as the defaults do), so
+    ``TRADEGRAPH__TRAINING__TRAIN_END=2013-10-10`` means the same as the YAML string "2013-10-10"."""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_dates_as_text(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _dates_as_text(v) for k, v in value.items()}
+    return value
 
 
 def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -38,11 +38,14 @@ def summary(store: LineageStore, account: str) -> dict[str, float]:
     sharpe = float(ret.mean() / ret.std() * per_year) if len(ret) > 1 and ret.std() > 0 else float("nan")
     dd = value / np.maximum.accumulate(value) - 1
     daily = pnl.groupby("session")["daily_return"].last()
-    sym = store.read_sql("SELECT realised_pnl FROM pnl_symbols WHERE account = ? AND realised_pnl <> 0", [account])
+    tables = store.tables()
+    # nothing filled yet: no symbol ever had a row, so the table was never created (an empty write creates none)
+    sym = store.read_sql("SELECT realised_pnl FROM pnl_symbols WHERE account = ? AND realised_pnl <> 0",
+                         [account]) if "pnl_symbols" in tables else pd.DataFrame({"realised_pnl": []})
     traded = float(pnl["traded_notional"].sum())
     costs = float(pnl["fees"].sum() + pnl["realised_cost"].sum())
     ks = store.read_sql("SELECT count(*) AS n FROM executions_killswitch WHERE transition <> ''") \
-        if "executions_killswitch" in store.tables() else pd.DataFrame({"n": [0]})
+        if "executions_killswitch" in tables else pd.DataFrame({"n": [0]})
     return {
         "bars": len(pnl), "sessions": int(pnl["session"].nunique()),
         "start_value": float(value[0]), "end_value": float(value[-1]),
