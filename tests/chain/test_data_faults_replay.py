@@ -42,7 +42,7 @@ def write_files(directory: Path, frame: pd.DataFrame) -> Path:
     return directory
 
 
-def replay(home: Path, files: Path, bars: list[str], monkeypatch) -> list[dict]:
+def replay(home: Path, files: Path, bars: list[str], monkeypatch, record: bool = False) -> list[dict]:
     """Each bar's outputs of a fresh replay (own paper account, kill switch, lineage) on the files."""
     from dagster_project.commands.replay import ReplayEngine
 
@@ -51,7 +51,7 @@ def replay(home: Path, files: Path, bars: list[str], monkeypatch) -> list[dict]:
     monkeypatch.setenv("TRADEGRAPH__MARKET__SOURCE", "files")
     monkeypatch.setenv("TRADEGRAPH__MARKET__FILES_DIR", str(files))
     reset_config()
-    engine = ReplayEngine(record=False)
+    engine = ReplayEngine(record=record)
     try:
         return [engine.step(b) for b in bars]
     finally:
@@ -99,7 +99,8 @@ def test_a_x100_print_on_a_held_name_is_skipped_and_moves_nothing(baseline, sim_
     hit = (bad["symbol"] == sym) & (bad["ts"] == t)
     for col in ("open", "high", "low", "close", "bid", "ask"):  # a consistent bar, only ×100
         bad.loc[hit, col] *= 100
-    outs = replay(tmp_path / "x100", write_files(tmp_path / "files_x100", bad), bars[:i + 3], monkeypatch)
+    outs = replay(tmp_path / "x100", write_files(tmp_path / "files_x100", bad), bars[:i + 3], monkeypatch,
+                  record=True)
     for k in range(i):  # identical until the bad print
         pd.testing.assert_frame_equal(outs[k]["sized_orders"], base[k]["sized_orders"])
     out = outs[i]
@@ -116,6 +117,11 @@ def test_a_x100_print_on_a_held_name_is_skipped_and_moves_nothing(baseline, sim_
     assert abs(account(out)["portfolio_value"] / account(base[i])["portfolio_value"] - 1) < 0.01
     assert sym not in set(out["sized_orders"]["symbol"])  # nothing is sized on a skipped row
     assert not (trips(out) | trips(outs[i + 1]) | trips(outs[i + 2])) & {"drawdown", "daily_loss"}
+    from dagster_project.commands.explain import explain
+
+    chain = explain(bars[i], sym)  # lineage says why the symbol had no bar
+    assert [r["rule"] for r in chain["skipped rows"]] == ["price jump beyond recent volatility, unconfirmed"]
+    assert chain["bar"][0]["status"].startswith("skipped: price jump") and not chain["size"]
 
 
 def test_a_held_name_without_rows_keeps_its_last_good_mark(baseline, sim_bars, tmp_path, monkeypatch):

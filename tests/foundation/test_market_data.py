@@ -166,3 +166,39 @@ def test_quote_age_reaches_the_gate_from_a_repeated_quote(tmp_path, day_frame):
     assert not window.snapshot["spread_estimated"].any()
     f = features_for_window(window).set_index("symbol")
     assert f.loc["S001", "quote_age_bars"] == 6.0
+
+
+def test_adv_comes_from_the_table_built_at_load(tmp_path, day_frame, sim):
+    """ADV is computed once per load (issue 10: it mapped the calendar over every row of every file each bar)."""
+    frames = pd.concat([sim.session_frame(d) for d in sim.cal.sessions("2026-11-18", "2026-11-24")])
+    src = FilesSource(_write_files(tmp_path, frames[frames["symbol"].isin(["S001", "S002"])]))
+    want = frames[frames["symbol"] == "S001"].assign(day=lambda f: f["ts"].dt.tz_convert("America/New_York")
+                                                     .dt.date)
+    daily = want[want["day"] < DAY].groupby("day")["volume"].sum()
+    src._rows = None  # nothing per bar may read the rows again
+    adv = src.adv_shares(DAY)
+    assert adv["S001"] == pytest.approx(daily.mean(), rel=1e-12) and len(daily) == 4
+
+
+def test_the_bars_asset_records_and_counts_the_skips(tmp_path, day_frame, monkeypatch):
+    import dagster as dg
+
+    from assets.bars.asset import bars
+    from dagster_project.definitions import defs
+    from resources.lineage.store import LineageStore
+
+    bad = day_frame.copy()
+    hit = (bad["symbol"] == "S002") & (bad["ts"] == pd.Timestamp("2026-11-24 15:00", tz="UTC"))
+    bad.loc[hit, "volume"] = np.nan
+    monkeypatch.setenv("TRADEGRAPH__MARKET__SOURCE", "files")
+    monkeypatch.setenv("TRADEGRAPH__MARKET__FILES_DIR", str(_write_files(tmp_path, bad)))
+    from CONFIG.config_loader import reset_config
+
+    reset_config()
+    result = dg.materialize([bars], partition_key="2026-11-24T15:00Z", resources=defs.resources)
+    meta = result.asset_materializations_for_node("bars")[0].metadata
+    assert meta["rows_skipped"].value == 1 and meta["symbols_skipped"].value == 1
+    assert meta["skips_by_rule"].value == {"NaN or negative volume": 1}
+    rec = LineageStore().read_partition("bars_skips", "2026-11-24T15:00Z")
+    assert rec[["symbol", "rule", "rows"]].values.tolist() == [["S002", "NaN or negative volume", 1]]
+    assert rec["file"].iloc[0].endswith("S002.csv")
