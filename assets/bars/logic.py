@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from assets.bars.quality import bars_since_trade, quote_age_bars, row_rules
+from CONFIG.config_loader import get_cfg
+
 PANEL_FIELDS = ("open", "high", "low", "close", "volume", "bid", "ask")
 
 
@@ -40,8 +43,6 @@ def validate_snapshot(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     The row rules of :func:`assets.bars.quality.row_rules` (prices, high/low, volume; quotes when present).
     Duplicated (ts, symbol) rows are an error: the source is broken and no ordering of them can be trusted.
     """
-    from assets.bars.quality import row_rules
-
     if frame.duplicated(["ts", "symbol"]).any():
         dup = frame[frame.duplicated(["ts", "symbol"], keep=False)].iloc[0]
         raise ValueError(f"duplicated bar for {dup['symbol']} at {dup['ts']} (rule: one row per symbol and bar)")
@@ -60,8 +61,6 @@ def validate_snapshot(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _quote_tolerance() -> float:
-    from CONFIG.config_loader import get_cfg
-
     return float(get_cfg("market.quote_tolerance_bps"))
 
 
@@ -158,8 +157,6 @@ def build_window(bar: str, bar_ts: pd.Timestamp, times: pd.DatetimeIndex, raw: p
     jumps (symbol, ts, split_ratio, reason) of the source; ``adjustments``: the actions in effect at the bar;
     ``bar_minutes``: for the age of a quote with a timestamp (default ``market.bar_minutes``).
     """
-    from assets.bars.quality import bars_since_trade, quote_age_bars
-
     history, own = validate_snapshot(raw)
     now_skips = own[own["ts"] == bar_ts]  # a bad history row is re-validated every bar: recorded at its own bar
     cur = pd.concat([f for f in (skips, now_skips) if f is not None and len(f)], ignore_index=True) \
@@ -196,8 +193,6 @@ def build_window(bar: str, bar_ts: pd.Timestamp, times: pd.DatetimeIndex, raw: p
 
 
 def _bar_minutes() -> int:
-    from CONFIG.config_loader import get_cfg
-
     return int(get_cfg("market.bar_minutes"))
 
 

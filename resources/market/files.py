@@ -44,6 +44,7 @@ from resources.market.contract import (
     FileDiagnosis,
     Grid,
     diagnose,
+    instants,
     match_grid,
     read_times,
 )
@@ -152,8 +153,7 @@ class FilesSource:
             out[col] = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float) if has_quotes else np.nan
         if "quote_ts" in frame.columns:
             q = read_times(frame["quote_ts"])
-            out["quote_ts"] = pd.DatetimeIndex(q.wall if q.aware else _localize_like(q.wall, self.convention)
-                                               ).tz_localize("UTC")
+            out["quote_ts"] = pd.DatetimeIndex(instants(q, self.convention)).tz_localize("UTC")
         else:
             out["quote_ts"] = pd.NaT
         rule = m.rule.astype(object)
@@ -246,8 +246,7 @@ class FilesSource:
         closes = self.calendar.previous_bars(bar, n_bars)
         if not len(closes):
             return self._rows.iloc[0:0].copy()
-        lo, hi = np.searchsorted(self._ts, [closes[0].tz_convert(None).to_datetime64(),
-                                            closes[-1].tz_convert(None).to_datetime64()], side="left")
+        lo = np.searchsorted(self._ts, closes[0].tz_convert(None).to_datetime64(), side="left")
         hi = np.searchsorted(self._ts, closes[-1].tz_convert(None).to_datetime64(), side="right")
         return self._rows.iloc[lo:hi].reset_index(drop=True)
 
@@ -289,12 +288,6 @@ class FilesSource:
         out = pd.Series(np.where(has.any(axis=0), adv, np.nan), index=self._symbols, name="adv_shares")
         self._adv[session] = out
         return out
-
-
-def _localize_like(wall: np.ndarray, convention: Convention) -> np.ndarray:
-    from resources.market.contract import localize, parse_zone
-
-    return localize(wall, parse_zone(convention.timezone))
 
 
 def _skip_rows(file: str, symbol: str, rule: np.ndarray, times: np.ndarray, bar_close: pd.Series) -> pd.DataFrame:
