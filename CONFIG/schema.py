@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+SESSION_MINUTES = 390  # a full regular US equity session (the features' bars_per_session; a definition)
 RULE_ERROR = "config_rule"  # the error type of a broken cross-key rule (ctx: "failures" = [(key, why)])
 
 
@@ -73,6 +74,16 @@ def _timezone(value: str) -> str:
     return value
 
 
+_OFFSET = re.compile(r"^(?:UTC)?[+-]\d{2}:\d{2}$", re.ASCII)
+
+
+def _zone_or_offset(value: str) -> str:
+    """``UTC``, an IANA name or a fixed offset ``±HH:MM`` (a vendor file's stamps may be any of these)."""
+    if value.upper() in ("UTC", "Z", "GMT") or _OFFSET.match(value):
+        return value
+    return _timezone(value)
+
+
 def _horizon_keys(value: Any) -> Any:
     """Horizon-keyed mappings: a JSON round trip turns the int keys into strings; bring them back."""
     if not isinstance(value, dict):
@@ -105,6 +116,7 @@ OpenShare = Annotated[float, Field(gt=0, lt=1)]      # (0, 1)
 Text = Annotated[str, Field(min_length=1)]
 IsoDate = Annotated[str, BeforeValidator(_iso_date)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
+ZoneOrOffset = Annotated[str, AfterValidator(_zone_or_offset)]
 Family = Literal["lightgbm", "sequential"]
 BarMinutes = one_of(1, 5, 15, 60)
 
@@ -156,9 +168,25 @@ class Market(Section):
 
     source: Literal["simulator", "files", "vendor", "alpaca"]
     files_dir: Text | None
+    files_timezone: ZoneOrOffset
+    files_stamp: Literal["close", "open"]
+    files_min_grid_share: PosShare
+    files_min_coverage: Share
+    adjustments_file: Text | None
+    quote_tolerance_bps: NonNegFloat
+    sanity_reference_rows: PosInt
+    sanity_sigma_rows: Annotated[int, Field(ge=2)]
+    jump_sigmas: PosFloat
+    jump_floor: PosFloat
+    split_ratios: nonempty_unique(PosFloat)
+    split_tolerance: OpenShare
+    split_volume_share: NonNegFloat
+    spread_estimator_bars: Annotated[int, Field(ge=2)]
+    estimated_spread_floor_bps: PosFloat
     calendar: Text
     timezone: TimeZone
     bar_minutes: BarMinutes
+    bar_alignment: Literal["clock", "session"]
     partitions_start: IsoDate
     partitions_end: IsoDate
     history_bars: Annotated[int, Field(ge=2)]
@@ -241,11 +269,12 @@ class Features(Section):
     min_valid_share: PosShare
     adv_sessions: PosInt
 
-    def lookback(self) -> int:
-        """Bars before t that a feature of t reads: the same formula as ``FeatureParams.lookback`` in
-        ``assets/features/logic.py`` (CONFIG does not import the assets; a test keeps them equal)."""
+    def lookback(self, bar_minutes: int) -> int:
+        """Bars before t that a feature of t reads (the overnight gap reaches back a whole session): the same
+        formula as ``FeatureParams.lookback`` in ``assets/features/logic.py`` (CONFIG does not import the
+        assets; a test keeps them equal)."""
         return max(max(self.return_lookbacks), max(self.vol_windows), self.volume_window, self.range_window,
-                   self.ewma_window_bars)
+                   self.ewma_window_bars, SESSION_MINUTES // bar_minutes)
 
 
 class Horizons(Section):
@@ -301,6 +330,7 @@ class Training(Section):
     seed: NonNegInt
     threads: PosInt
     ic_min_symbols: Annotated[int, Field(ge=2)]
+    min_validation_ic: Annotated[float, Field(ge=-1, le=1)]
     lightgbm: LightGBM
     sequential: Sequential
     barrier_lightgbm: BarrierLightGBM
@@ -371,6 +401,7 @@ class Gating(Section):
     exit_threshold: Share
     spread_max_bps: PosFloat
     quote_age_max_bars: NonNegInt
+    allow_estimated_spread: bool
 
     @model_validator(mode="after")
     def _rules(self) -> Gating:
@@ -453,6 +484,7 @@ class KillSwitch(Section):
     max_order_notional: PosFloat
     max_orders_per_bar: PosInt
     stale_bars: PosInt
+    min_fresh_share: Share
     broker_error_limit: PosInt
     reconciliation_tolerance_shares: NonNegFloat
     flatten_on_halt: bool
@@ -528,9 +560,8 @@ class TradegraphConfig(Section):
       switch trips on);
     - ``kill_switch.stale_bars`` ≥ ``market.stale_after_intervals`` (else the sensor requests bars the kill
       switch halts on as stale, and a stale-data halt needs a manual reset);
-    - ``market.partitions_start`` ≤ ``replay.start`` ≤ ``market.partitions_end`` (the calendar ends at
-      ``partitions_end``, and the demo runs the replay period's last bars as Dagster partitions);
-    - ``training.train_end`` ≤ ``replay.start`` (the train end is exclusive: the replay is out of sample);
+    (``replay.start`` is the demo's period only: ``make demo`` checks that it lies inside the partitions and
+    after ``training.train_end``, so a desk's own files need not move it);
     - with ``market.source: simulator``: ``simulator.start_date`` ≤ ``market.partitions_start`` (no
       partition before the simulated market begins) and < ``training.train_end`` (training needs simulated
       sessions before its end), and ``training.ic_min_symbols`` ≤ ``simulator.n_symbols`` (else no
@@ -562,7 +593,7 @@ class TradegraphConfig(Section):
 
     def history_need(self) -> int:
         """Bars of history the features (and the sequential window, when configured) need."""
-        lookback = self.features.lookback()
+        lookback = self.features.lookback(self.market.bar_minutes)
         if "sequential" in self.training.families:
             return lookback + self.training.sequential.window
         return lookback + 1
@@ -581,19 +612,14 @@ class TradegraphConfig(Section):
              f"{self.barrier.horizon_minutes} is not a multiple of market.bar_minutes={bar}"),
             (mk.history_bars >= need, "market.history_bars",
              f"{mk.history_bars} is below the {need} bars the features need (lookback "
-             f"{self.features.lookback()} of features.return_lookbacks/vol_windows/volume_window/range_window/"
-             f"ewma_window_bars{window})"),
+             f"{self.features.lookback(bar)} of features.return_lookbacks/vol_windows/volume_window/range_window/"
+             f"ewma_window_bars/a session of market.bar_minutes={bar}{window})"),
             (self.sizing.gross_target <= self.kill_switch.gross_exposure_max, "sizing.gross_target",
              f"{self.sizing.gross_target!r} is above kill_switch.gross_exposure_max="
              f"{self.kill_switch.gross_exposure_max!r}"),
             (self.kill_switch.stale_bars >= mk.stale_after_intervals, "kill_switch.stale_bars",
              f"{self.kill_switch.stale_bars} is below market.stale_after_intervals={mk.stale_after_intervals} "
              "(the sensor would request bars the kill switch halts on)"),
-            (mk.partitions_start <= self.replay.start <= mk.partitions_end, "replay.start",
-             f"{self.replay.start} is outside market.partitions_start..market.partitions_end="
-             f"{mk.partitions_start}..{mk.partitions_end}"),
-            (tr.train_end <= self.replay.start, "training.train_end",
-             f"{tr.train_end} is after replay.start={self.replay.start} (the replay would be in sample)"),
             (not simulated or sim.start_date <= mk.partitions_start, "simulator.start_date",
              f"{sim.start_date} is after market.partitions_start={mk.partitions_start} (market.source=simulator)"),
             (not simulated or sim.start_date < tr.train_end, "simulator.start_date",

@@ -6,7 +6,9 @@ slice ending at that bar — the same call, the same inputs, the same bits as th
 checks it against :func:`~assets.features.logic.feature_history`). The loop runs over bars, never symbols.
 
 The time axis is the full calendar grid of the window (no bar skipped), so "h bars later" is an index shift;
-a symbol without a bar (halted, missing) is NaN in every array at that bar, as in ``feature_history``.
+a symbol without a bar (halted, missing, or a row the source skipped) is NaN in every array at that bar, as in
+``feature_history``. Prices are back-adjusted by the source's corporate actions up to the window's last bar
+(``assets.bars.logic.adjust_history``), so a split inside the window is no −69 % label.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from assets.bars.logic import Panel, to_panel
+from assets.bars.logic import Panel, adjust_history, to_panel
 from assets.features.logic import MARKET_COLUMNS, FeatureParams, features_at
 from CONFIG.config_loader import get_cfg
 from resources.market.sources import MarketDataSource, make_source
@@ -83,6 +85,8 @@ def build_dataset(sessions: int | None = None, train_end: str | dt.date | None =
     if len(grid) < len(times) or not grid[-len(times):].equals(times):
         raise TrainingDataError(f"calendar grid for {days[0]}…{days[-1]} does not match its sessions' bars")
     frame = src.history(times[-1], len(grid))
+    if hasattr(src, "adjustments_until"):  # corporate actions: features and labels on one price basis
+        frame = adjust_history(frame, src.adjustments_until(times[-1]))
     symbols = np.array(sorted(src.symbols()))
     if frame.empty or not frame["ts"].isin(times).any():
         raise TrainingDataError(f"the market source has no bars in the training window {days[0]}…{days[-1]}")

@@ -84,6 +84,16 @@ def _family_dir(target: str, family: str, root: str | os.PathLike | None) -> Pat
     return _root(root) / target / family
 
 
+def meta_number(meta: Mapping[str, Any], key: str) -> float:
+    """A metric of ``model_meta.json`` as a float: NaN when it is ``null`` (not measured: e.g. fewer than
+    ``training.ic_min_symbols`` names had a label), absent or not a finite number. Every reader of a metric
+    goes through here, so an undefined metric is a NaN the stages handle, never a ``TypeError``."""
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return float("nan")
+    return float(value) if np.isfinite(value) else float("nan")
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -34,7 +34,8 @@ def small_training_overrides(n_symbols: int = 10, sessions: int = 8) -> dict[str
 
 def train_small_registry(tmp_dir: str | os.PathLike, n_symbols: int = 10, sessions: int = 8) -> Path:
     """Train every family on ``n_symbols`` simulated symbols × ``sessions`` sessions into
-    ``<tmp_dir>/registry`` (published and activated) and return that registry root.
+    ``<tmp_dir>/registry`` (published and activated, with ``force``: a small slice may measure a model's IC
+    below ``training.min_validation_ic``, and suites need every model) and return that registry root.
 
     The caller's current configuration is kept (features, bar interval, horizons), so the models load
     under it; only the universe size, the window and the trainers' effort are reduced.
@@ -45,5 +46,5 @@ def train_small_registry(tmp_dir: str | os.PathLike, n_symbols: int = 10, sessio
     cfg = _deep_merge(effective_config(), small_training_overrides(n_symbols, sessions))
     cfg["paths"]["registry"] = str(root)
     with use_config(cfg, full=True):
-        train_all(progress=False)
+        train_all(progress=False, force=True)
     return root

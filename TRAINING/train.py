@@ -1,10 +1,15 @@
 """Train every target and family on the configured market source and window, publish and activate.
 
 ``tradegraph train`` (= ``python -m TRAINING.train``) ``[--sessions N] [--train-end YYYY-MM-DD] [--families a,b]
-[--registry DIR]``
+[--registry DIR] [--no-activate] [--force]``
 shows a progress bar, then a table of validation IC and calibration slope per horizon × family and the
 barrier classifiers' AUC. :func:`train_all` is the same thing for programs (the demo calls it when
 :func:`~TRAINING.registry.registry_is_empty`).
+
+Activation (SPEC §9: "such a model is not activated"): every model is published, but its ACTIVE pointer moves
+only when its validation IC is defined and at least ``training.min_validation_ic``; ``--force`` activates anyway.
+An undefined IC is explained in the table and in ``model_meta.json`` (``validation_ic_note``: e.g. fewer than
+``training.ic_min_symbols`` names with a label on any validation bar).
 """
 
 from __future__ import annotations
@@ -68,6 +73,14 @@ class TrainSummary:
             for r in sorted(bar, key=lambda x: x["target"]):
                 lines.append(f"{r['target']:>12} | {_fmt(r.get('validation_auc'), 3):>6} "
                              f"{_fmt(r['validation_ic']):>7} {_fmt(r.get('base_rate'), 3):>6}")
+        kept = [r for r in self.rows if r.get("not_activated")]
+        if kept:
+            lines += ["", "not activated (the previous ACTIVE version, if any, stays; --force activates):"]
+            lines += [f"  {r['target']}/{r['family']} {r['version']}: {r['not_activated']}" for r in kept]
+        forced = [r for r in self.rows if r.get("forced")]
+        if forced:
+            lines += ["", "activated by --force despite: "] + [f"  {r['target']}/{r['family']} {r['version']}: "
+                                                               f"{r['forced']}" for r in forced]
         w = self.window
         lines += ["", f"window {w.get('first_session')}…{w.get('last_session')} ({w.get('n_sessions')} sessions; "
                       f"validation from {w.get('validation_first_session')}), {self.seconds:.1f}s, "
@@ -77,6 +90,17 @@ class TrainSummary:
 
 def _fmt(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:+.{digits}f}"
+
+
+def activation_refusal(metrics: dict[str, Any]) -> str:
+    """Why a model's ACTIVE pointer does not move ("" when it may): undefined or too low validation IC."""
+    ic = metrics.get("validation_ic")
+    floor = float(get_cfg("training.min_validation_ic"))
+    if ic is None:
+        return f"validation IC undefined: {metrics.get('validation_ic_note') or 'not measured'}"
+    if ic < floor:
+        return f"validation IC {ic:+.4f} below training.min_validation_ic={floor:+.4f}"
+    return ""
 
 
 def default_families() -> list[str]:
@@ -117,8 +141,10 @@ def _tasks(families: Sequence[str]) -> list[tuple[str, str, int]]:
 
 def train_all(sessions: int | None = None, train_end: str | dt.date | None = None,
               families: Sequence[str] | None = None, registry: str | os.PathLike | None = None, *,
-              progress: bool = True, activate: bool = True, source: MarketDataSource | None = None) -> TrainSummary:
-    """Build the window's dataset, train every (target, family), publish (and activate) each model."""
+              progress: bool = True, activate: bool = True, source: MarketDataSource | None = None,
+              force: bool = False) -> TrainSummary:
+    """Build the window's dataset, train every (target, family), publish each model and activate the ones whose
+    validation IC is defined and ≥ ``training.min_validation_ic`` (all of them with ``force``)."""
     t0 = time.perf_counter()
     fams = list(families) if families is not None else default_families()
     unknown = [f for f in fams if f not in FAMILIES]
@@ -152,10 +178,15 @@ def train_all(sessions: int | None = None, train_end: str | dt.date | None = Non
                 trained = RETURN_TRAINERS[family](data.X, demean(realised), realised, split, names)
                 definition = f"cross-sectionally demeaned forward log return over {h}m (close to close)"
             meta = _meta(data, summary.window, h, trained, definition)
-            version = publish(target, family, trained.model_bytes, meta, activate=activate, root=root)
+            refusal = activation_refusal(trained.metrics)
+            version = publish(target, family, trained.model_bytes, meta, activate=activate and (force or not refusal),
+                              root=root)
             summary.rows.append({"target": target, "family": family, "horizon_minutes": h, "version": version,
                                  **{k: trained.metrics.get(k) for k in ("validation_ic", "calibration_slope",
-                                                                        "validation_auc", "base_rate")}})
+                                                                        "validation_auc", "base_rate",
+                                                                        "validation_ic_note")},
+                                 "not_activated": refusal if activate and refusal and not force else "",
+                                 "forced": refusal if activate and refusal and force else ""})
             bar.update(1)
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -172,10 +203,12 @@ def train_all(sessions: int | None = None, train_end: str | dt.date | None = Non
 @click.option("--registry", type=click.Path(file_okay=False), default=None,
               help="Registry root (default paths.registry).")
 @click.option("--no-activate", is_flag=True, help="Publish without moving the ACTIVE pointers.")
+@click.option("--force", is_flag=True, help="Activate every model, even one whose validation IC is undefined or "
+                                            "below training.min_validation_ic.")
 def train_command(sessions: int | None, train_end: str | None, families: str | None, registry: str | None,
-                  no_activate: bool) -> int:
+                  no_activate: bool, force: bool) -> int:
     fams = [f.strip() for f in families.split(",") if f.strip()] if families else None
-    summary = train_all(sessions, train_end, fams, registry, activate=not no_activate)
+    summary = train_all(sessions, train_end, fams, registry, activate=not no_activate, force=force)
     click.echo(summary.table())
     return 0
 

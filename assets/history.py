@@ -177,7 +177,7 @@ class MemoryHistory:
         raw, std = np.full(shape, np.nan), np.full(shape, np.nan)
         has_rows = np.zeros(shape[:2], dtype=bool)
         for j, k in kept:  # a loop over past bars, each one vectorised scatter
-            rows = np.array([g_pos[g] for g in k.groups])
+            rows = np.array([g_pos[g] for g in k.groups], dtype=np.int64)  # a bar with no rows: empty
             if same:
                 raw[rows, j], std[rows, j] = k.raw, k.std
             else:

@@ -15,8 +15,8 @@ from TRAINING.trainers.common import (
     TrainedModel,
     auc,
     calibration_slope,
-    cross_sectional_ic,
     finite_or_none,
+    ic_metrics,
 )
 from TRAINING.trainers.tabular import fit_lightgbm
 
@@ -26,7 +26,7 @@ def train_barrier_classifier(X: np.ndarray, label: np.ndarray, split: Split,
     """Classifier for one barrier label (peak or valley); predictions are probabilities."""
     blob, facts, prob = fit_lightgbm(X, label, split, "barrier_lightgbm", "binary", feature_names)
     valid_label = np.where(split.valid[:, None], label, np.nan)
-    metrics = {"validation_ic": finite_or_none(cross_sectional_ic(prob, valid_label)),
+    metrics = {**ic_metrics(prob, valid_label),
                "calibration_slope": finite_or_none(calibration_slope(prob, valid_label)),
                "validation_auc": finite_or_none(auc(prob, valid_label)),
                "base_rate": finite_or_none(float(np.nanmean(label[split.train]))), **facts}

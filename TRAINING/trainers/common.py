@@ -102,6 +102,28 @@ def cross_sectional_ic(pred: np.ndarray, realised: np.ndarray, min_symbols: int 
     return float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan")
 
 
+def ic_undefined_reason(pred: np.ndarray, realised: np.ndarray, min_symbols: int | None = None) -> str:
+    """Why :func:`cross_sectional_ic` is NaN on these arrays ("" when it is defined), in words a person can act
+    on: no labelled validation bar, too few names per bar for ``training.ic_min_symbols``, or constant values."""
+    need = int(min_symbols if min_symbols is not None else get_cfg("training.ic_min_symbols"))
+    if np.isfinite(cross_sectional_ic(pred, realised, need)):
+        return ""
+    labelled = np.isfinite(realised)
+    if not labelled.any():
+        return "no validation bar has a label (the horizon reaches past every validation session's close)"
+    pairs = (np.isfinite(pred) & labelled).sum(axis=1)
+    if pairs.max(initial=0) < need:
+        return (f"at most {int(pairs.max(initial=0))} names have both a label and a prediction on a validation bar, "
+                f"fewer than training.ic_min_symbols={need} (a universe of {pred.shape[1]} names)")
+    return "predictions or labels are constant across names on every validation bar with enough names"
+
+
+def ic_metrics(pred: np.ndarray, realised: np.ndarray) -> dict[str, Any]:
+    """``validation_ic`` (None when undefined) and ``validation_ic_note``: why it is undefined ("" otherwise)."""
+    return {"validation_ic": finite_or_none(cross_sectional_ic(pred, realised)),
+            "validation_ic_note": ic_undefined_reason(pred, realised)}
+
+
 def calibration_slope(pred: np.ndarray, target: np.ndarray) -> float:
     """Pooled OLS slope (with intercept) of the target on the prediction over finite pairs."""
     ok = np.isfinite(pred) & np.isfinite(target)

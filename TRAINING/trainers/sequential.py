@@ -33,8 +33,8 @@ from TRAINING.trainers.common import (
     Split,
     TrainedModel,
     calibration_slope,
-    cross_sectional_ic,
     finite_or_none,
+    ic_metrics,
     row_masks,
     threads,
 )
@@ -163,7 +163,7 @@ def train_sequential(X: np.ndarray, target: np.ndarray, realised: np.ndarray, sp
         b_all, s_all = np.nonzero(rows)
         pred = np.full(target.shape, np.nan)
         pred[b_all, s_all] = predict_windows(model, gather_windows(X, b_all, s_all, T), int(cfg["batch_size"]))
-    metrics = {"validation_ic": finite_or_none(cross_sectional_ic(pred, realised)),
+    metrics = {**ic_metrics(pred, realised),
                "calibration_slope": finite_or_none(calibration_slope(pred, target)),
                "validation_pred_std": finite_or_none(float(np.nanstd(pred))),
                "epochs_run": epochs_run, "train_rows": int(len(tb)), "validation_rows": int(len(vb))}

@@ -22,8 +22,8 @@ from TRAINING.trainers.common import (
     Split,
     TrainedModel,
     calibration_slope,
-    cross_sectional_ic,
     finite_or_none,
+    ic_metrics,
     row_masks,
     threads,
 )
@@ -73,7 +73,7 @@ def train_lightgbm_regressor(X: np.ndarray, target: np.ndarray, realised: np.nda
                              feature_names: list[str]) -> TrainedModel:
     """LightGBM on (bar, symbol) rows; IC against the realised forward return on validation bars."""
     blob, facts, pred = fit_lightgbm(X, target, split, "lightgbm", "regression", feature_names)
-    metrics = {"validation_ic": finite_or_none(cross_sectional_ic(pred, realised)),
+    metrics = {**ic_metrics(pred, realised),
                "calibration_slope": finite_or_none(calibration_slope(pred, target)),
                "validation_pred_std": finite_or_none(float(np.nanstd(pred))), **facts}
     return TrainedModel(blob, "model.txt", "tabular", 1, metrics, {}, pred)

@@ -1,7 +1,7 @@
 """The ``arbitrated_scores`` stage for one bar, pure: costs, net scores per horizon, selection, TRADE/HOLD.
 
 Tables: ``arbitrated_scores`` (per symbol: selected horizon(s), final score, direction, reserve, decision,
-reason) and ``arbitrated_scores_terms`` (per symbol × horizon: α, spread/vol/impact costs, net, weight).
+reason; and the bar's data facts the gate reads: quote age, estimated spread, hold reason) and ``arbitrated_scores_terms`` (per symbol × horizon: α, spread/vol/impact costs, net, weight).
 The impact reference trade uses the portfolio value from ``positions``.
 """
 
@@ -45,6 +45,9 @@ def compute_arbitrated(alpha: pd.DataFrame, features: pd.DataFrame, portfolio_va
         "final_score_bps": arb.final_score_bps, "direction": arb.direction.astype(np.int64),
         "reserve_bps": arb.reserve_bps, "decision": arb.decision.astype(object), "reason": arb.reason.astype(object),
     })
+    for col in ("quote_age_bars", "spread_estimated", "hold_reason"):  # the bar's data facts, for the gate
+        if col in f:
+            scores[col] = f[col].to_numpy()
     n, h = a.shape
     terms = pd.DataFrame({
         "symbol": np.repeat(symbols, h), "horizon": np.tile(np.asarray(horizons, dtype=np.int64), n),

@@ -2,6 +2,7 @@
 
 
 import dagster as dg
+import pandas as pd
 from dagster import AssetExecutionContext
 
 from assets.asset_helpers import mode_of, record_run
@@ -18,7 +19,9 @@ from resources.market.resource import MarketDataResource
     io_manager_key="lineage_io",
     kinds={"pandas", "duckdb"},
     description="Point-in-time market snapshot of one bar close: per symbol OHLCV, bid/ask, ADV and a status "
-                "(ok / missing / skipped: rule), plus the history window (market.history_bars) the features read.",
+                "(ok / missing / skipped: rule), a hold reason (split-like jump), the quote's age; plus the history "
+                "window (market.history_bars) the features read, the rows the bar saw skipped (bars_skips) and the "
+                "corporate actions in effect (bars_adjustments).",
 )
 def bars(context: AssetExecutionContext, market: MarketDataResource, lineage: LineageResource) -> BarWindow:
     bar = context.partition_key
@@ -27,16 +30,21 @@ def bars(context: AssetExecutionContext, market: MarketDataResource, lineage: Li
     record_run(store, context.run.run_id, bar, mode, "running", start=True)
     if mode == "audit":
         window = load_recorded(store, "bars", bar)  # an audit recomputes from what was recorded, never the source
-        skips_n = 0
     else:
-        window, skips = market.window(bar)
-        skips_n = len(skips)
+        window, _ = market.window(bar)
     status = window.snapshot["status"].value_counts()
+    skips = window.skips
+    by_rule = skips.groupby("rule")["rows"].sum() if len(skips) else pd.Series(dtype=int)
+    held = window.snapshot.get("hold_reason", pd.Series(dtype=object)).astype(str)
     context.add_output_metadata({
         "rows": len(window.snapshot),
         "symbols_ok": int(status.get("ok", 0)),
         "symbols_missing": int(status.get("missing", 0)),
-        "rows_skipped": skips_n,
+        "symbols_skipped": int(window.snapshot["status"].astype(str).str.startswith("skipped").sum()),
+        "symbols_held": int((held != "").sum()),
+        "rows_skipped": int(by_rule.sum()),
+        "skips_by_rule": dg.MetadataValue.json({str(k): int(v) for k, v in by_rule.items()}),
+        "adjustments": 0 if window.adjustments is None else len(window.adjustments),
         "history_rows": len(window.history),
         "history_bars": len(window.times),
         "nan_share": round(float(window.snapshot["close"].isna().mean()), 6),

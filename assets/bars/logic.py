@@ -2,41 +2,88 @@
 
 Why a panel: every later stage works on (time × symbol) arrays, so a bar is pivoted once, vectorised, and
 no stage loops over symbols.
+
+What a window carries besides prices (SPEC §9, §10): the skipped rows the bar saw (``skips``: file, symbol,
+ts, rule, rows — recorded in lineage as ``bars_skips``), the corporate actions in effect (``adjustments``,
+``bars_adjustments``: the history is stored raw and adjusted when pivoted, so an audit of a later bar adjusts
+the same recorded rows the same way), and per symbol in the snapshot: ``hold_reason`` (a split-like jump
+without an adjustments entry inside the window: no new entries), ``quote_age_bars`` (from the source's quote
+time when it has one, else the bars since the quote last changed; for an estimated spread the bars since the
+symbol last traded) and ``spread_estimated``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from assets.bars.quality import bars_since_trade, quote_age_bars, row_rules
+from CONFIG.config_loader import get_cfg
+
 PANEL_FIELDS = ("open", "high", "low", "close", "volume", "bid", "ask")
 
 
-def validate_snapshot(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split bar rows into usable rows and recorded skips (symbol, ts, rule); never a silent fix.
+SKIP_COLUMNS = ["file", "symbol", "ts", "rule", "rows"]
+RULE_EMPTY_BAR = "empty bar: no symbol of the universe has a row"
+ADJ_COLUMNS = ["symbol", "effective_date", "split_ratio", "cash_dividend", "effective_open", "prev_close",
+               "price_factor", "volume_factor"]
 
-    Duplicated (ts, symbol) rows or rows out of time order are an error: the source is broken and no
-    ordering of them can be trusted.
+
+def empty_skips() -> pd.DataFrame:
+    return pd.DataFrame({"file": pd.Series(dtype=object), "symbol": pd.Series(dtype=object),
+                         "ts": pd.Series(dtype="datetime64[ns, UTC]"), "rule": pd.Series(dtype=object),
+                         "rows": pd.Series(dtype=np.int64)})
+
+
+def validate_snapshot(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split bar rows into usable rows and recorded skips (``SKIP_COLUMNS``, file ""); never a silent fix.
+
+    The row rules of :func:`assets.bars.quality.row_rules` (prices, high/low, volume; quotes when present).
+    Duplicated (ts, symbol) rows are an error: the source is broken and no ordering of them can be trusted.
     """
     if frame.duplicated(["ts", "symbol"]).any():
         dup = frame[frame.duplicated(["ts", "symbol"], keep=False)].iloc[0]
         raise ValueError(f"duplicated bar for {dup['symbol']} at {dup['ts']} (rule: one row per symbol and bar)")
-    prices = frame[["open", "high", "low", "close"]].to_numpy(dtype=float)
-    vol = frame["volume"].to_numpy(dtype=float)
-    masks = {
-        "high < low": (frame["high"] < frame["low"]).to_numpy(),
-        "non-positive or missing price": ~(np.isfinite(prices) & (prices > 0)).all(axis=1),
-        "NaN or negative volume": ~(np.isfinite(vol) & (vol >= 0)),
-    }
-    bad = np.zeros(len(frame), dtype=bool)
-    rule = np.full(len(frame), "", dtype=object)
-    for name, mask in masks.items():
-        rule[mask & ~bad] = name
-        bad |= mask
-    skips = frame.loc[bad, ["ts", "symbol"]].assign(rule=rule[bad]).reset_index(drop=True)
-    return frame[~bad].reset_index(drop=True), skips
+    has_quotes = {"bid", "ask"} <= set(frame.columns) and bool(len(frame)) and bool(
+        np.isfinite(frame["bid"].to_numpy(dtype=float)).any())
+    rule = row_rules(frame, False, 0.0)
+    if has_quotes:  # a quote rule only where the row has a quote at all (an estimated one may be NaN early)
+        quoted = np.isfinite(frame["bid"].to_numpy(dtype=float)) | np.isfinite(frame["ask"].to_numpy(dtype=float))
+        q_rule = row_rules(frame, True, _quote_tolerance())
+        rule = np.where((rule == "") & quoted, q_rule, rule)
+    bad = rule != ""
+    skips = pd.DataFrame({"file": "", "symbol": frame.loc[bad, "symbol"].to_numpy(),
+                          "ts": pd.DatetimeIndex(frame.loc[bad, "ts"]), "rule": rule[bad], "rows": 1})
+    skips["rows"] = skips["rows"].astype(np.int64)
+    return frame[~bad].reset_index(drop=True), skips[SKIP_COLUMNS]
+
+
+def _quote_tolerance() -> float:
+    return float(get_cfg("market.quote_tolerance_bps"))
+
+
+def adjust_history(history: pd.DataFrame, adjustments: pd.DataFrame | None) -> pd.DataFrame:
+    """History back-adjusted by corporate actions (``ADJ_COLUMNS``): a row before an action's effective open
+    has its prices × ``price_factor`` and its volume × ``volume_factor``; later rows are untouched. The caller
+    passes only the actions in effect at its bar (point in time). Loops over actions (a handful), never rows."""
+    if adjustments is None or not len(adjustments) or not len(history):
+        return history
+    out = history.copy()
+    price = np.array(out[["open", "high", "low", "close", "bid", "ask"]], dtype=float)  # copies: scaled in place
+    vol = np.array(out["volume"], dtype=float)
+    sym, ts = out["symbol"].to_numpy(), pd.DatetimeIndex(out["ts"])
+    for s, at, pf, vf in zip(adjustments["symbol"], adjustments["effective_open"], adjustments["price_factor"],
+                             adjustments["volume_factor"], strict=True):
+        before = (sym == s) & np.asarray(ts < pd.Timestamp(at))
+        if np.isfinite(pf):
+            price[before] *= pf
+        if np.isfinite(vf):
+            vol[before] *= vf
+    out[["open", "high", "low", "close", "bid", "ask"]] = price
+    out["volume"] = vol
+    return out
 
 
 @dataclass(frozen=True)
@@ -73,21 +120,27 @@ class BarWindow:
     """The ``bars`` asset of one bar: the snapshot of the whole universe and the history features need.
 
     ``snapshot`` has one row per universe symbol with ``status`` = ``ok``, ``missing`` (no bar: halted or
-    absent) or ``skipped: <rule>`` (a bad row, see :func:`validate_snapshot`), prices NaN unless ``ok``.
-    ``history`` holds the validated bar rows of the window (``times``), oldest first.
+    absent) or ``skipped: <rule>`` (a bad row, see :func:`validate_snapshot`), prices NaN unless ``ok``,
+    ``hold_reason``, ``quote_age_bars`` and ``spread_estimated`` (module docstring).
+    ``history`` holds the validated bar rows of the window (``times``), oldest first, raw (unadjusted);
+    ``skips`` the rows this bar saw skipped; ``adjustments`` the corporate actions in effect.
     """
 
     bar: str
     times: pd.DatetimeIndex
     snapshot: pd.DataFrame
     history: pd.DataFrame
+    skips: pd.DataFrame = field(default_factory=empty_skips)
+    adjustments: pd.DataFrame | None = None
 
     def panel(self) -> Panel:
-        """The history as (T, N) arrays, pivoted once per window: features, predictions and skill all read
-        it. The arrays are read-only so that no stage can change what another one sees."""
+        """The history, adjusted by the window's corporate actions, as (T, N) arrays, pivoted once per window:
+        features, predictions and skill all read it. The arrays are read-only so that no stage can change what
+        another one sees."""
         cached = self.__dict__.get("_panel")
         if cached is None:
-            cached = to_panel(self.history, self.times, self.snapshot["symbol"].to_numpy())
+            cached = to_panel(adjust_history(self.history, self.adjustments), self.times,
+                              self.snapshot["symbol"].to_numpy())
             for arr in cached.fields.values():
                 arr.flags.writeable = False
             object.__setattr__(self, "_panel", cached)
@@ -95,17 +148,80 @@ class BarWindow:
 
 
 def build_window(bar: str, bar_ts: pd.Timestamp, times: pd.DatetimeIndex, raw: pd.DataFrame,
-                 universe: np.ndarray, adv_shares: pd.Series) -> tuple[BarWindow, pd.DataFrame]:
-    """Validate raw history rows and assemble the snapshot; returns the window and the skipped rows."""
-    history, skips = validate_snapshot(raw)
+                 universe: np.ndarray, adv_shares: pd.Series, *, skips: pd.DataFrame | None = None,
+                 flags: pd.DataFrame | None = None, adjustments: pd.DataFrame | None = None,
+                 bar_minutes: int | None = None) -> tuple[BarWindow, pd.DataFrame]:
+    """Validate raw history rows and assemble the snapshot; returns the window and the bar's skipped rows.
+
+    ``skips``: rows the source skipped that this bar saw (recorded with the window); ``flags``: split-like
+    jumps (symbol, ts, split_ratio, reason) of the source; ``adjustments``: the actions in effect at the bar;
+    ``bar_minutes``: for the age of a quote with a timestamp (default ``market.bar_minutes``).
+    """
+    history, own = validate_snapshot(raw)
+    now_skips = own[own["ts"] == bar_ts]  # a bad history row is re-validated every bar: recorded at its own bar
+    cur = pd.concat([f for f in (skips, now_skips) if f is not None and len(f)], ignore_index=True) \
+        if (skips is not None and len(skips)) or len(now_skips) else empty_skips()
+    cur = cur[SKIP_COLUMNS].sort_values(["ts", "symbol", "rule"], kind="mergesort").reset_index(drop=True)
     now = history[history["ts"] == bar_ts].set_index("symbol")
     snap = pd.DataFrame({"symbol": np.sort(np.asarray(universe, dtype=object))})
     snap = snap.join(now[list(PANEL_FIELDS)], on="symbol")
     status = np.where(snap["close"].notna(), "ok", "missing").astype(object)
-    cur_skips = skips[skips["ts"] == bar_ts].set_index("symbol")["rule"]
-    skipped = snap["symbol"].map(cur_skips)
-    status = np.where(skipped.notna(), "skipped: " + skipped.fillna("").astype(str), status)
+    at_bar = cur[(cur["ts"] == bar_ts) & (cur["symbol"] != "")].drop_duplicates("symbol", keep="first")
+    skipped = snap["symbol"].map(at_bar.set_index("symbol")["rule"]).astype(object)
+    status = np.where(skipped.notna() & (status != "ok"), "skipped: " + skipped.fillna("").astype(str), status)
     snap.insert(1, "status", status)
+    if len(snap) and not (status == "ok").any() and not len(at_bar):  # SPEC §9 "a bar with no rows": recorded
+        empty = pd.DataFrame({"file": [""], "symbol": [""], "ts": pd.DatetimeIndex([bar_ts]),
+                              "rule": [RULE_EMPTY_BAR], "rows": np.array([0], dtype=np.int64)})
+        cur = pd.concat([cur, empty], ignore_index=True) if len(cur) else empty
     snap["adv_shares"] = snap["symbol"].map(adv_shares).astype(float)
     hist = history[history["symbol"].isin(snap["symbol"])].reset_index(drop=True)
-    return BarWindow(bar, times, snap.reset_index(drop=True), hist), skips
+    snap["hold_reason"], snap["hold_since"] = _holds(snap["symbol"], flags, times, bar_ts)
+    panel = to_panel(hist, times, snap["symbol"].to_numpy())
+    estimated = _at_bar(now, "spread_estimated", snap["symbol"], False).astype(bool)
+    age = quote_age_bars(panel["bid"], panel["ask"])
+    quote_ts = _at_bar(now, "quote_ts", snap["symbol"], pd.NaT)
+    if quote_ts.notna().any():
+        minutes = bar_minutes if bar_minutes is not None else _bar_minutes()
+        stamped = ((bar_ts - pd.DatetimeIndex(quote_ts)) / pd.Timedelta(minutes=minutes)).to_numpy(dtype=float)
+        age = np.where(quote_ts.notna().to_numpy(), np.floor(np.maximum(stamped, 0.0)), age)
+    age = np.where(estimated.to_numpy(), bars_since_trade(panel["volume"]), age)
+    snap["quote_age_bars"] = np.where(status == "ok", age, np.nan)
+    snap["spread_estimated"] = estimated.to_numpy()
+    adj = adjustments[ADJ_COLUMNS].reset_index(drop=True) if adjustments is not None and len(adjustments) else None
+    return BarWindow(bar, times, snap.reset_index(drop=True), hist, cur, adj), cur
+
+
+def _bar_minutes() -> int:
+    return int(get_cfg("market.bar_minutes"))
+
+
+def _at_bar(now: pd.DataFrame, column: str, symbols: pd.Series, default) -> pd.Series:
+    """``column`` of the bar's rows per symbol (``default`` where absent), indexed like ``symbols``."""
+    if default is pd.NaT:
+        if column not in now.columns:
+            return pd.Series(pd.DatetimeIndex([pd.NaT] * len(symbols), tz="UTC"), index=symbols.index)
+        got = pd.to_datetime(now[column], utc=True).reindex(symbols.to_numpy())
+        return pd.Series(pd.DatetimeIndex(got), index=symbols.index)
+    if column not in now.columns:
+        return pd.Series(default, index=symbols.index, dtype=object)
+    got = now[column].astype(object).reindex(symbols.to_numpy())
+    return pd.Series(got.where(got.notna(), default).to_numpy(), index=symbols.index, dtype=object)
+
+
+def _holds(symbols: pd.Series, flags: pd.DataFrame | None, times: pd.DatetimeIndex,
+           bar_ts: pd.Timestamp) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    """Per symbol the reason it is held (a split-like jump inside the window, the latest) and the jump's bar;
+    "" and NaT otherwise."""
+    out = np.full(len(symbols), "", dtype=object)
+    since = pd.DatetimeIndex([pd.NaT] * len(symbols), tz="UTC")
+    if flags is None or not len(flags) or not len(times):
+        return out, since
+    f = flags[(flags["ts"] >= times[0]) & (flags["ts"] <= bar_ts)].sort_values("ts", kind="mergesort")
+    if not len(f):
+        return out, since
+    last = f.drop_duplicates("symbol", keep="last").set_index("symbol")
+    text = last["reason"].astype(str) + " (at " + pd.DatetimeIndex(last["ts"]).strftime("%Y-%m-%dT%H:%MZ") + ")"
+    got = symbols.map(text)
+    out = np.where(got.notna(), got.astype(object), "").astype(object)
+    return out, pd.DatetimeIndex(pd.to_datetime(symbols.map(last["ts"]), utc=True))

@@ -2,7 +2,9 @@
 
 scale_f maps a standardized score back to an expected return: the family's calibration slope from the
 registry (realised return on raw prediction) × the robust scale the standardization used, so
-α_f ≈ slope_f · (raw_f − centre_f). Both are recorded with the weights.
+α_f ≈ slope_f · (raw_f − centre_f). Both are recorded with the weights. A slope the trainer could not measure
+(``null`` in the metadata: too few names with a label) is NaN: that family's score cannot be mapped to a return,
+so it is left out of α (the other families are renormalised; alone, α is NaN: no trade), never a crash.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pandas as pd
 
 from assets.blended_alpha.logic import Params, blend, horizon_weights, temperature_for
 from assets.predictions.models import ModelSet
-from TRAINING.registry import return_target
+from TRAINING.registry import meta_number, return_target
 
 WEIGHT_COLUMNS = ["horizon", "family", "weight", "mu", "reason", "temperature", "calibration_slope", "std_scale",
                   "scale"]
@@ -52,8 +54,8 @@ def compute_blended_alpha(predictions: pd.DataFrame, skill: pd.DataFrame, sigma:
         z = np.full((len(symbols), len(fams)), np.nan)
         z[sym_code[sel], col[fam_code[sel]]] = std[sel]
         std_scale = np.array([_first_finite(std_scale_all[sel & (col[fam_code] == i)]) for i in range(len(fams))])
-        slope = np.array([float(models.get(return_target(h), f).meta.get("calibration_slope", np.nan))
-                          for f in fams])
+        slope = np.array([meta_number(models.get(return_target(h), f).meta, "calibration_slope")
+                          for f in fams])  # null (not measured) → NaN: that family's z maps to no return
         scale = slope * std_scale
         alpha_cols.append(blend(z[:, None, :], w[None, :], scale[None, :])[:, 0])
         nfam_cols.append(np.isfinite(z).sum(axis=1))

@@ -8,7 +8,14 @@ from dagster import AssetExecutionContext
 
 from assets.asset_helpers import mode_of
 from assets.bars.logic import BarWindow
-from assets.executions.stage import execute, kept_record, not_sent, quotes_provider, refusal_frame
+from assets.executions.stage import (
+    execute,
+    fresh_share,
+    kept_record,
+    not_sent,
+    quotes_provider,
+    refusal_frame,
+)
 from assets.pnl.stage import account_of
 from dagster_project.partitions import bar_partitions
 from resources.brokers.paper import BarClock
@@ -73,7 +80,7 @@ def executions(context: AssetExecutionContext, sized_orders: pd.DataFrame, bars:
                                         clock=BarClock(bar_ts))
         with _batched(adapter):
             out = execute(bar, bar_ts, now, sized_orders, positions, adapter, kill_switch.switch_for(account_of(mode)),
-                          get_calendar().session_of(parse_bar_key(bar)))
+                          get_calendar().session_of(parse_bar_key(bar)), fresh_share(bars.snapshot))
     if kept is None:  # a kept record already names its account
         out["executions_fills"] = out["executions_fills"].assign(account=account_of(mode))
     e = out["executions"]

@@ -39,6 +39,14 @@ def quotes_frame(snapshot: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame
                          "adv": f["adv_shares"]}, index=f.index)[list(Quote.__dataclass_fields__)]
 
 
+def fresh_share(snapshot: pd.DataFrame) -> float:
+    """Share of the universe whose row of this bar arrived (``ok`` or skipped by a rule: the feed delivered it);
+    ``missing`` symbols are what a stalled feed leaves. An empty universe is 0 (fails closed)."""
+    if not len(snapshot):
+        return 0.0
+    return float((snapshot["status"].astype(str) != "missing").mean())
+
+
 def empty_fills() -> pd.DataFrame:
     """A typed, empty fills table (so its first recording gets real column types)."""
     return pd.DataFrame({"fill_id": pd.Series(dtype=object), "client_order_id": pd.Series(dtype=object),
@@ -100,8 +108,10 @@ def _submit_all(broker: Broker, frame: pd.DataFrame, allowed: np.ndarray) -> lis
 
 
 def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame, positions: dict,
-            broker: Broker, switch: KillSwitch, session_date: dt.date) -> dict[str, pd.DataFrame]:
-    """Kill switch → broker for one bar's orders; every verdict, answer, fill and event recorded."""
+            broker: Broker, switch: KillSwitch, session_date: dt.date,
+            fresh_share: float | None = None) -> dict[str, pd.DataFrame]:
+    """Kill switch → broker for one bar's orders; every verdict, answer, fill and event recorded.
+    ``fresh_share``: the bar's share of the universe with a row (:func:`fresh_share`), the stalled-feed check."""
     orders = sized[sized["has_order"]].reset_index(drop=True)
     book = positions["positions"]
     account = positions["positions_account"].iloc[0]
@@ -111,7 +121,7 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
     check = switch.pre_trade_check(frame, positions=held["qty"], prices={**dict(held["price"].dropna()), **prices},
                                    equity=float(account["portfolio_value"]), now=now, bar_ts=bar_ts,
                                    session_date=session_date, reconciliation_mismatch=bool(account["mismatch"]),
-                                   bar_key=bar)
+                                   bar_key=bar, fresh_share=fresh_share)
     enforced = switch_enforce(check, broker)
     verdicts = check.verdicts.reset_index(drop=True)
     results = _submit_all(broker, frame, (verdicts["verdict"] == "ALLOW").to_numpy()) + enforced

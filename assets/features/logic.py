@@ -5,16 +5,25 @@ ending at t, so (a) no later bar can change them and (b) the features of an earl
 longer history are bit-identical to the ones computed live — the sequential models' windows, audits and
 replay all rely on that. The EWMA σ is truncated to ``features.ewma_window_bars`` for the same reason.
 
+Intraday returns only (SPEC §4): a bar's one-bar return is log(close/previous close) inside a session and
+log(close/open) for the session's first bar; the close-to-open overnight gap is not a bar's return (counting it
+inflated σ on 61 % of symbol-bars, up to 2.4×, and made an unadjusted split a −0.69 one-bar return for 48 bars)
+and is its own feature. A session starts where consecutive bars of the calendar's grid lie more than one bar
+interval apart (the overnight gap; bars inside a session are at most one interval apart on every grid).
+
 Feature set ``features.version`` (model inputs, in this order):
-  ret_k      log return over k bars, k in ``features.return_lookbacks``
+  ret_k      log return over the last k bars without the overnight gaps inside them (log close_t − log
+             close_{t−k} − the gaps between), k in ``features.return_lookbacks``
   resid_k    ret_k minus its cross-sectional mean (idiosyncratic move), same k
-  vol_w      realised volatility (RMS of one-bar log returns) over w bars, w in ``features.vol_windows``
+  vol_w      realised volatility (RMS of one-bar intraday log returns) over w bars, w in ``features.vol_windows``
   rvol       log(volume / mean volume over ``features.volume_window`` bars)
   range      mean (high − low)/close over ``features.range_window`` bars
-  spread_bps quoted spread (ask − bid)/mid in bps
+  spread_bps quoted spread (ask − bid)/mid in bps (estimated when the source has no quote)
   tod        fraction of the session elapsed at the bar close (half days included)
-Market columns (not model inputs; used by arbitration and sizing): price, sigma_bps (EWMA one-bar σ, bps),
-sigma_daily_bps, adv_shares, adv_bar_dollars, mid.
+  overnight  this session's overnight gap: log(first bar's open / previous session's last close)
+Market columns (not model inputs; used by arbitration and sizing): price, sigma_bps (EWMA one-bar intraday σ,
+bps), sigma_daily_bps, adv_shares, adv_bar_dollars, mid; data columns from the bar's snapshot: quote_age_bars,
+spread_estimated, hold_reason (see ``assets/bars/logic.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from CONFIG.config_loader import get_cfg
 from resources.market.calendar import get_calendar, parse_bar_key
 
 MARKET_COLUMNS = ["price", "mid", "sigma_bps", "sigma_daily_bps", "adv_shares", "adv_bar_dollars"]
+DATA_COLUMNS = {"quote_age_bars": np.nan, "spread_estimated": False, "hold_reason": ""}  # from the snapshot
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class FeatureParams:
     ewma_window_bars: int
     min_valid_share: float
     bars_per_session: int
+    bar_minutes: int = 5
 
     @classmethod
     def from_cfg(cls) -> FeatureParams:
@@ -54,18 +65,19 @@ class FeatureParams:
             ewma_halflife_bars=float(get_cfg("features.ewma_halflife_bars")),
             ewma_window_bars=get_cfg("features.ewma_window_bars"),
             min_valid_share=get_cfg("features.min_valid_share"),
-            bars_per_session=390 // get_cfg("market.bar_minutes"),
+            bars_per_session=get_calendar().bars_per_full_session(),
+            bar_minutes=int(get_cfg("market.bar_minutes")),
         )
 
     @property
     def names(self) -> list[str]:
         return ([f"ret_{k}" for k in self.return_lookbacks] + [f"resid_{k}" for k in self.return_lookbacks]
-                + [f"vol_{w}" for w in self.vol_windows] + ["rvol", "range", "spread_bps", "tod"])
+                + [f"vol_{w}" for w in self.vol_windows] + ["rvol", "range", "spread_bps", "tod", "overnight"])
 
     def lookback(self) -> int:
-        """Bars before t that a feature of t may read."""
+        """Bars before t that a feature of t may read (the overnight gap: back to the previous session's close)."""
         return max(max(self.return_lookbacks), max(self.vol_windows), self.volume_window,
-                   self.range_window, self.ewma_window_bars)
+                   self.range_window, self.ewma_window_bars, self.bars_per_session)
 
 
 def _window_stat(values: np.ndarray, min_share: float, weights: np.ndarray | None = None) -> np.ndarray:
@@ -79,16 +91,44 @@ def _window_stat(values: np.ndarray, min_share: float, weights: np.ndarray | Non
     return np.where(ok.mean(axis=0) >= min_share, out, np.nan)
 
 
+def session_starts(times: pd.DatetimeIndex, bar_minutes: int) -> np.ndarray:
+    """(T,) True at a bar that opens a session: more than one bar interval after the previous bar of the grid
+    (the first row of a window is not known to be one: False)."""
+    out = np.zeros(len(times), dtype=bool)
+    if len(times) > 1:
+        gaps = np.diff(pd.DatetimeIndex(times).asi8)
+        out[1:] = gaps > int(bar_minutes) * 60 * 10**9
+    return out
+
+
+def intraday_returns(panel: Panel, bar_minutes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T−1, N) one-bar intraday log returns of rows 1… (a session's first bar: close over its own open) and
+    (T, N) the overnight gap at each session's first row (log open − previous row's log close), 0 elsewhere."""
+    logc, logo = np.log(panel["close"]), np.log(panel["open"])
+    new = session_starts(panel.times, bar_minutes)
+    gap = np.zeros(logc.shape)
+    if new.any():
+        rows = np.nonzero(new)[0]
+        gap[rows] = logo[rows] - logc[rows - 1]
+    r1 = np.where(new[1:, None], logc[1:] - logo[1:], logc[1:] - logc[:-1])
+    return r1, gap
+
+
 def features_at(panel: Panel, tod: float, adv_shares: np.ndarray, p: FeatureParams) -> np.ndarray:
     """The (N, F) model features and (N, M) market columns of the panel's last row, concatenated."""
     need = p.lookback() + 1
     if len(panel.times) < need:
         raise ValueError(f"features need {need} bars of history, the panel has {len(panel.times)}")
-    c = panel["close"][-need:]
+    tail = panel.tail(need)
+    c = tail["close"]
     logc = np.log(c)
-    r1 = np.diff(logc, axis=0)  # (need-1, N) one-bar log returns
+    with np.errstate(invalid="ignore"):
+        r1, gap = intraday_returns(tail, p.bar_minutes)  # (need-1, N) intraday one-bar log returns
     cols = []
-    rets = [logc[-1] - logc[-1 - k] for k in p.return_lookbacks]
+    with np.errstate(invalid="ignore"):
+        # the k-bar move less the overnight gaps inside it (their sum is exactly 0.0 within one session, NaN
+        # when a gap inside is unknown)
+        rets = [logc[-1] - logc[-1 - k] - gap[-k:].sum(axis=0) for k in p.return_lookbacks]
     cols += rets
     with np.errstate(invalid="ignore"):
         cols += [r - np.nanmean(r) if np.isfinite(r).any() else r for r in rets]
@@ -104,6 +144,8 @@ def features_at(panel: Panel, tod: float, adv_shares: np.ndarray, p: FeaturePara
         spread = (ask - bid) / mid * 1e4
     cols.append(spread)
     cols.append(np.full(c.shape[1], tod))
+    starts = np.nonzero(session_starts(tail.times, p.bar_minutes))[0]
+    cols.append(gap[starts[-1]] if len(starts) else np.full(c.shape[1], np.nan))
     lam = 0.5 ** (1.0 / p.ewma_halflife_bars)
     weights = lam ** np.arange(p.ewma_window_bars - 1, -1, -1, dtype=float)
     sigma = np.sqrt(_window_stat(r1[-p.ewma_window_bars:] ** 2, p.min_valid_share, weights)) * 1e4
@@ -145,4 +187,8 @@ def features_for_window(window: BarWindow, p: FeatureParams | None = None) -> pd
     frame = feature_frame(window.panel(), tod, adv, p)
     frame.insert(1, "valid", np.isfinite(frame[p.names].to_numpy()).all(axis=1))
     frame.insert(2, "feature_version", p.version)
+    snap = window.snapshot.set_index("symbol").reindex(frame["symbol"])
+    for col, default in DATA_COLUMNS.items():  # what the gate needs to know about the bar's data
+        values = snap[col] if col in snap else pd.Series(default, index=snap.index)
+        frame[col] = values.where(values.notna(), default).to_numpy().astype(type(default))
     return frame

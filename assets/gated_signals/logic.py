@@ -13,7 +13,15 @@ The gate set (one value per symbol):
   sizing treats it like any zero signal (target 0 through the no-trade band);
 - ``hold``: no order at all this bar, the position is kept as is: a would-be entry stopped by the
   spread gate (spread > spread_max_bps, or ≤ 0 / NaN: crossed or missing quote; quote_age_bars >
-  quote_age_max_bars or NaN), or an unknown (non-finite) current position.
+  quote_age_max_bars or NaN), held by the data (``data_hold``: a split-like jump without an adjustments entry
+  in the window), or an unknown (non-finite) current position.
+
+The quote's age comes from the bar: the source's quote time where it has one, else the bars since the quote
+last changed, so a real feed's last quote repeated bar after bar goes stale. An *estimated* spread (a file
+without bid/ask; Abdi–Ranaldo from high/low/close, ``assets/bars/quality.py``) is not a quote (decision): it is
+as fresh as the trades it was estimated from (its age is the bars since the symbol last traded) and passes
+the same ``spread_max_bps`` test; ``gating.allow_estimated_spread: false`` holds every entry that has only an
+estimate (reason ``estimated_spread``). Exits are never held.
 Block wins over prefer when both hold (the conservative reading). The size multiplier is
 1 − P(against) for allowed/preferred (long: 1 − P(peak)), 0 for every other gate.
 """
@@ -39,6 +47,7 @@ class Params:
     exit_threshold: float
     spread_max_bps: float
     quote_age_max_bars: float
+    allow_estimated_spread: bool = True
 
     @classmethod
     def from_cfg(cls) -> Params:
@@ -48,6 +57,7 @@ class Params:
             exit_threshold=float(get_cfg("gating.exit_threshold")),
             spread_max_bps=float(get_cfg("gating.spread_max_bps")),
             quote_age_max_bars=float(get_cfg("gating.quote_age_max_bars")),
+            allow_estimated_spread=bool(get_cfg("gating.allow_estimated_spread")),
         )
 
 
@@ -77,8 +87,10 @@ def _side_text(d: np.ndarray, long_text: str, short_text: str) -> np.ndarray:
 
 def gate_signals(direction: np.ndarray, final_score_bps: np.ndarray, decision: np.ndarray,
                  reserve_bps: np.ndarray, p_peak: np.ndarray, p_valley: np.ndarray, current_qty: np.ndarray,
-                 spread_bps: np.ndarray, quote_age_bars: np.ndarray, params: Params | None = None) -> Gates:
-    """The gate of every symbol; ``decision`` holds the strings TRADE / HOLD of arbitration."""
+                 spread_bps: np.ndarray, quote_age_bars: np.ndarray, params: Params | None = None, *,
+                 spread_estimated: np.ndarray | None = None, data_hold: np.ndarray | None = None) -> Gates:
+    """The gate of every symbol; ``decision`` holds the strings TRADE / HOLD of arbitration. ``spread_estimated``
+    and ``data_hold`` (N,) bool, default all False."""
     params = params or Params.from_cfg()
     d = np.sign(np.nan_to_num(np.asarray(direction, dtype=float))).astype(int)
     f = np.asarray(final_score_bps, dtype=float)
@@ -99,12 +111,17 @@ def gate_signals(direction: np.ndarray, final_score_bps: np.ndarray, decision: n
         wide = ~(np.isfinite(spread) & (spread > 0.0)) | (spread > params.spread_max_bps)
         stale = ~np.isfinite(age) | (age > params.quote_age_max_bars)
         below = ~np.isfinite(np.asarray(reserve_bps, dtype=float)) | (f < np.asarray(reserve_bps, dtype=float))
+    n = len(d)
+    estimated = np.zeros(n, bool) if spread_estimated is None else np.asarray(spread_estimated, dtype=bool)
+    no_estimate = estimated & (not params.allow_estimated_spread)
+    data = np.zeros(n, bool) if data_hold is None else np.asarray(data_hold, dtype=bool)
     is_exit = exit_long | exit_short
     bad_qty = ~np.isfinite(qty)
-    held = passes & (wide | stale) & ~is_exit
+    held = passes & (wide | stale | no_estimate | data) & ~is_exit
     conds = [is_exit, bad_qty & ~is_exit, held, passes & prefer, passes]
     gate = np.select(conds, [EXIT, HOLD, HOLD, PREFERRED, ALLOWED], default=BLOCKED).astype(str)
-    reason = _reasons(d, has_signal, probs_ok, block, below, exit_long, wide, stale, conds)
+    reason = _reasons(d, has_signal, probs_ok, block, below, exit_long, wide, stale, conds,
+                      estimated=estimated, no_estimate=no_estimate, data=data)
     live = (gate == ALLOWED) | (gate == PREFERRED)
     mult = np.where(live, np.clip(1.0 - np.where(live, p_against, 0.0), 0.0, 1.0), 0.0)
     signal = np.where(live, d * np.where(live, f, 0.0), 0.0)
@@ -113,10 +130,16 @@ def gate_signals(direction: np.ndarray, final_score_bps: np.ndarray, decision: n
 
 def _reasons(d: np.ndarray, has_signal: np.ndarray, probs_ok: np.ndarray,
              block: np.ndarray, below: np.ndarray, exit_long: np.ndarray,
-             wide: np.ndarray, stale: np.ndarray, conds: list[np.ndarray]) -> np.ndarray:
-    """One readable reason per symbol, chosen in the same precedence as the gate."""
+             wide: np.ndarray, stale: np.ndarray, conds: list[np.ndarray], *, estimated: np.ndarray,
+             no_estimate: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """One readable reason per symbol, chosen in the same precedence as the gate (a held entry lists every
+    cause, ``|``-joined: data_hold, estimated_spread, spread (or spread(estimated)), stale_quote)."""
     is_exit, bad_qty, held, preferred, allowed = conds
-    spread_reason = np.where(wide & stale, "spread|stale_quote", np.where(wide, "spread", "stale_quote"))
+    parts = [(data, "data_hold"), (no_estimate, "estimated_spread"), (wide & ~estimated, "spread"),
+             (wide & estimated, "spread(estimated)"), (stale, "stale_quote")]
+    spread_reason = np.full(len(d), "", dtype=object)
+    for mask, text in parts:
+        spread_reason = np.where(mask, np.where(spread_reason == "", text, spread_reason + "|" + text), spread_reason)
     prefer_reason = np.where(below, _side_text(d, "prefer_long:p_valley|below_reserve",
                                                "prefer_short:p_peak|below_reserve"),
                              _side_text(d, "prefer_long:p_valley", "prefer_short:p_peak"))

@@ -21,16 +21,21 @@ def compute_gated(scores: pd.DataFrame, barrier: pd.DataFrame, positions: pd.Dat
     symbols = s["symbol"].to_numpy()
     b = barrier.set_index("symbol").reindex(symbols)
     qty = current_quantities(positions, symbols)
-    quote_age = np.zeros(len(symbols))  # a symbol is scored only when it has a bar (and quote) this bar
+    # the quote's age from the bar (quote time, or bars since it changed; NaN = unknown = stale)
+    quote_age = s["quote_age_bars"].to_numpy(dtype=float) if "quote_age_bars" in s else np.zeros(len(symbols))
+    estimated = s["spread_estimated"].to_numpy(dtype=bool) if "spread_estimated" in s else None
+    hold = s["hold_reason"].fillna("").astype(str).to_numpy() != "" if "hold_reason" in s else None
     g = gate_signals(s["direction"].to_numpy(dtype=float), s["final_score_bps"].to_numpy(dtype=float),
                      s["decision"].to_numpy(), s["reserve_bps"].to_numpy(dtype=float),
                      b["p_peak"].to_numpy(dtype=float), b["p_valley"].to_numpy(dtype=float), qty,
-                     s["spread_bps"].to_numpy(dtype=float), quote_age, params)
+                     s["spread_bps"].to_numpy(dtype=float), quote_age, params, spread_estimated=estimated,
+                     data_hold=hold)
     return pd.DataFrame({
         "symbol": symbols, "p_peak": b["p_peak"].to_numpy(dtype=float), "p_valley": b["p_valley"].to_numpy(dtype=float),
         "barrier_source": b["source"].astype(object).to_numpy(), "direction": s["direction"].to_numpy(),
         "final_score_bps": s["final_score_bps"].to_numpy(dtype=float), "decision": s["decision"].to_numpy(),
-        "current_qty": qty, "gate": g.gate.astype(object), "reason": g.reason.astype(object),
+        "current_qty": qty, "quote_age_bars": quote_age, "gate": g.gate.astype(object),
+        "reason": g.reason.astype(object),
         "size_mult": g.size_mult, "signal_bps": g.signal_bps, "is_exit": g.is_exit.astype(bool),
         "hold": g.hold.astype(bool),
     })

@@ -1,8 +1,11 @@
 """The ``model_skill`` stage for one bar, pure: point-in-time rolling IC (μ input) and Σ per horizon.
 
 Only predictions whose horizon has fully elapsed at this bar count: a prediction made at bar s for h bars
-is scored once bar s+h has closed, against log(close[s+h]/close[s]). While live history is short the IC is
-shrunk toward the family's validation IC from the registry (``blending.ic_prior_bars``).
+is scored once bar s+h has closed, against log(close[s+h]/close[s]), and only when s+h lies in s's session
+(SPEC §4.2: a prediction whose horizon would cross the close is never scored, as the training labels never
+cross the overnight gap). The IC's window at horizon h is the last ``blending.ic_window_bars`` such scoreable
+past bars; Σ is computed over exactly those bars. While live history is short the IC is shrunk toward the
+family's validation IC from the registry (``blending.ic_prior_bars``).
 cost_share (the spec leaves it open), in IC units so that μ = max(IC − cost_penalty·cost_share, μ_floor)
 stays comparable across families: |IC_f| × the share of valid symbols whose predicted move |raw·1e4| does not
 cover the quoted spread at this bar — the part of the family's skill that costs eat.
@@ -22,8 +25,8 @@ from assets.model_skill.logic import MIN_IC_PAIRS, Params, family_correlation, f
 from assets.predictions.models import RETURN_FAMILIES, ModelSet
 from assets.predictions.stage import previous_bar_keys
 from CONFIG.config_loader import get_cfg
-from resources.market.calendar import bar_keys
-from TRAINING.registry import return_target
+from resources.market.calendar import bar_keys, get_calendar
+from TRAINING.registry import meta_number, return_target
 
 SKILL_COLUMNS = ["horizon", "family", "ic_live", "n_live", "ic_prior", "ic_shrunk", "cost_share", "mu"]
 
@@ -97,10 +100,21 @@ class Realised:
         self.at = pd.Index(bar_keys(window.times)).get_indexer(keys)  # -1: absent
         self.n_bars = len(window.times)
         self.close = window_close(window, symbols)
+        self.day = get_calendar().session_days(window.times)
 
     def closed(self, hb: int) -> np.ndarray:
-        """(K,) the past bar s is in the window and s+h has closed: its predictions can be scored."""
-        return (self.at >= 0) & (self.at + hb < self.n_bars)
+        """(K,) the past bar s is in the window, s+h has closed and lies in s's session: its predictions can
+        be scored."""
+        ok = (self.at >= 0) & (self.at + hb < self.n_bars)
+        same = np.zeros(len(self.at), dtype=bool)
+        same[ok] = self.day[self.at[ok]] == self.day[self.at[ok] + hb]
+        return ok & same
+
+    def ic_window(self, hb: int, window: int) -> np.ndarray:
+        """(K,) the IC's window at this horizon: the last ``window`` scoreable past bars (Σ uses the same)."""
+        scoreable = self.closed(hb)
+        from_end = np.cumsum(scoreable[::-1])[::-1]  # scoreable bars at or after each key
+        return scoreable & (from_end <= window)
 
     def returns(self, hb: int) -> np.ndarray:
         """(K, S) log(close[s+h]/close[s]) (the same operations as the per-bar formula); NaN if not closed."""
@@ -149,17 +163,18 @@ def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: 
         if not fams:
             continue
         raw, present = past.select(h, fams, "raw")
-        ranked = RankedReturns(realised.returns(hb), realised.closed(hb))
+        in_window = realised.ic_window(hb, params.ic_window_bars)
+        ranked = RankedReturns(realised.returns(hb), in_window)
         for i, f in enumerate(fams):
             ics = ranked.ic_by_bar(raw[i], present[i])
             mine = (now_h == h) & (now_f == f)
-            prior = float(models.get(return_target(h), f).meta.get("validation_ic", np.nan))
+            prior = meta_number(models.get(return_target(h), f).meta, "validation_ic")  # null → NaN
             uncovered = uncovered_share(now_raw[mine], now_spread[mine])
             first = family_mu(ics, prior, 0.0, params)  # the IC before costs
             share = abs(first["ic_shrunk"]) * uncovered if np.isfinite(uncovered * first["ic_shrunk"]) else 0.0
             got = family_mu(ics, prior, share, params)
             rows.append({"horizon": h, "family": f, **got, "ic_prior": prior, "cost_share": share})
-        sigma_rows += _sigma_rows(past, h, hb, fams, params.ic_window_bars)
+        sigma_rows += _sigma_rows(past, h, fams, in_window)
     skill = pd.DataFrame(rows, columns=SKILL_COLUMNS)
     skill["horizon"] = skill["horizon"].astype(np.int64)
     sigma = pd.DataFrame(sigma_rows, columns=["horizon", "family_a", "family_b", "corr"])
@@ -167,16 +182,13 @@ def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: 
     return {"model_skill": skill, "model_skill_sigma": sigma}
 
 
-def _sigma_rows(past: PredictionGrid, h: int, hb: int, fams: list[str], window: int) -> list[dict]:
-    """Σ: correlation of the families' standardized predictions over the IC window (bars ≥ h old).
+def _sigma_rows(past: PredictionGrid, h: int, fams: list[str], usable: np.ndarray) -> list[dict]:
+    """Σ: correlation of the families' standardized predictions over the IC's window (``usable``, the same
+    past bars the IC scores).
 
     Every (bar, symbol) of the window is one observation, pairwise complete. The grid lays them out in
     (bar, symbol name) order whatever order the rows came in, so the sums need no sort to be reproducible.
     """
-    n_keys = len(past.keys)
-    usable = np.zeros(n_keys, dtype=bool)
-    if n_keys > hb:
-        usable[max(0, n_keys - hb - window):n_keys - hb] = True
     std, _ = past.select(h, fams, "std")
     obs = std[:, usable].reshape(len(fams), -1).T
     corr = family_correlation(obs, canonical=False) if len(obs) else np.eye(len(fams))

@@ -47,7 +47,7 @@ def pnl(context: AssetExecutionContext, executions: dict[str, pd.DataFrame], bar
     book, sod, session = previous_book(prev_row, prev_book, get_cfg("broker.initial_cash"))
     _, out = compute_pnl(executions["executions_fills"], marks_from(bars.snapshot),
                          est_costs(arbitrated_scores["arbitrated_scores"]), book, sod, session,
-                         get_calendar().session_of(parse_bar_key(context.partition_key)), account)
+                         get_calendar().session_of(parse_bar_key(context.partition_key)), account, bars.adjustments)
     r = out["pnl"].iloc[0]
     context.add_output_metadata({k: float(r[k]) for k in ("portfolio_value", "cash", "gross_exposure",
                                                           "realised_pnl_cum", "unrealised_pnl", "fees_cum",

@@ -90,6 +90,27 @@ def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]
     return new, pd.Series(realised, index=symbols, name="realised_pnl")
 
 
+def apply_actions(book: PnlBook, actions: pd.DataFrame | None) -> tuple[PnlBook, float]:
+    """The book after corporate actions (symbol, split_ratio, cash_dividend), in order: a split scales the
+    quantity by k and the average cost and mark by 1/k (value unchanged); a cash dividend D pays q·D into cash
+    and realised P&L (a short pays it), so value = initial cash + realised − fees + unrealised still holds.
+    Returns the new book and the dividends booked."""
+    if actions is None or not len(actions) or book.positions.empty:
+        return book, 0.0
+    pos = book.positions.copy()
+    cash, realised, paid = book.cash, book.realised, 0.0
+    for sym, k, div in zip(actions["symbol"], actions["split_ratio"], actions["cash_dividend"], strict=True):
+        if sym not in pos.index:  # a loop over the session's actions (a handful)
+            continue
+        q = float(pos.at[sym, "quantity"])
+        pos.loc[sym, ["quantity", "avg_cost", "mark"]] = [q * float(k), pos.at[sym, "avg_cost"] / float(k),
+                                                         pos.at[sym, "mark"] / float(k)]
+        cash += q * float(div)
+        realised += q * float(div)
+        paid += q * float(div)
+    return PnlBook(cash, pos, realised, book.fees, book.value), paid
+
+
 def _costs(fills: pd.DataFrame) -> dict[str, float]:
     if not len(fills):
         return {"traded_notional": 0.0, "n_fills_costed": 0, "realised_cost": 0.0, "realised_cost_bps": np.nan,

@@ -14,7 +14,7 @@ import datetime as dt
 
 import pandas as pd
 
-from assets.pnl.logic import BOOK_COLUMNS, PnlBook, bar_pnl
+from assets.pnl.logic import BOOK_COLUMNS, PnlBook, apply_actions, bar_pnl
 
 
 def previous_book(prev_row: pd.DataFrame, prev_book: pd.DataFrame, initial_cash: float) -> tuple[PnlBook, float | None, str | None]:
@@ -28,15 +28,31 @@ def previous_book(prev_row: pd.DataFrame, prev_book: pd.DataFrame, initial_cash:
                     float(r["portfolio_value"])), float(r["start_of_day_equity"]), str(r["session"]))
 
 
+def due_actions(actions: pd.DataFrame | None, prev_session: str | None, session: dt.date) -> pd.DataFrame | None:
+    """The corporate actions the book has not seen: effective after the book's previous session and by this
+    one (applied at the book's first bar of a session, so each once)."""
+    if actions is None or not len(actions) or prev_session is None or prev_session == session.isoformat():
+        return None
+    day = pd.to_datetime(actions["effective_date"]).dt.date
+    due = actions[((day > dt.date.fromisoformat(prev_session)) & (day <= session)).to_numpy()]
+    return due.sort_values(["effective_date", "symbol"], kind="mergesort") if len(due) else None
+
+
 def compute_pnl(fills: pd.DataFrame, marks: pd.Series, est_cost_bps: pd.Series, book: PnlBook,
                 prev_sod: float | None, prev_session: str | None, session: dt.date,
-                account: str) -> tuple[PnlBook, dict[str, pd.DataFrame]]:
+                account: str, actions: pd.DataFrame | None = None) -> tuple[PnlBook, dict[str, pd.DataFrame]]:
+    """``actions``: the window's corporate actions (``BarWindow.adjustments``); the ones due are applied to the
+    book before the bar's fills (:func:`assets.pnl.logic.apply_actions`)."""
     sod = book.value if prev_session != session.isoformat() else prev_sod
+    book, dividends = apply_actions(book, due_actions(actions, prev_session, session))
     f = fills.copy()
     if len(f):
         f["est_cost_bps"] = est_cost_bps.reindex(f["symbol"]).to_numpy(dtype=float)
     new, row, per_symbol = bar_pnl(book, f, marks, start_of_day_equity=sod)
     row = {"account": account, "session": session.isoformat(), "start_of_day_equity": float(sod), **row}
+    if dividends:
+        row["realised_pnl"] += dividends
+    row["dividends"] = dividends
     held = new.positions.reset_index(names="symbol")
     return new, {"pnl": pd.DataFrame([row]), "pnl_book": held.assign(account=account),
                  "pnl_symbols": per_symbol.assign(account=account)}

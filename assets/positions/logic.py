@@ -49,10 +49,18 @@ def signed_quantity(fills: pd.DataFrame) -> np.ndarray:
     return np.where(side == "BUY", 1.0, -1.0) * fills["quantity"].to_numpy(dtype=float)
 
 
-def expected_positions(fills: pd.DataFrame) -> pd.Series:
-    """Symbol → signed quantity implied by the fills (each ``fill_id`` once), flat symbols dropped."""
+def expected_positions(fills: pd.DataFrame, actions: pd.DataFrame | None = None) -> pd.Series:
+    """Symbol → signed quantity implied by the fills (each ``fill_id`` once), flat symbols dropped. ``actions``
+    (symbol, effective_open, split_ratio): the splits the broker applied to the book; a fill before one counts
+    × its ratio (the broker's book is on the post-split basis)."""
     f = fills.drop_duplicates("fill_id", keep="first")
-    pos = pd.Series(signed_quantity(f), index=f["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    q = signed_quantity(f)
+    if actions is not None and len(actions) and len(f):
+        ts = pd.DatetimeIndex(pd.to_datetime(f["ts"], utc=True))
+        for sym, at, ratio in zip(actions["symbol"], actions["effective_open"], actions["split_ratio"],
+                                  strict=True):  # a loop over applied actions (a handful), never over fills
+            q = np.where((f["symbol"].to_numpy() == sym) & np.asarray(ts < pd.Timestamp(at)), q * float(ratio), q)
+    pos = pd.Series(q, index=f["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
     return pos[pos != 0].sort_index().rename("quantity")
 
 

@@ -7,7 +7,9 @@
 3. one bar's Dagster run vs the pure chain for the same bar (the overhead ratio);
 4. replay throughput at ``--symbols`` (100) symbols over ``--sessions`` sessions, projected to a year;
 5. the lineage write cost per bar as a share of the bar's compute, and DuckDB bytes per symbol-bar;
-6. the pure chain at 50 / 500 / 5 000 symbols (``dagster_project/bench_chain.py``).
+6. the pure chain at 50 / 500 / 5 000 symbols (``dagster_project/commands/bench_chain.py``);
+7. the ``files`` source: its load time and its per-bar cost (the ``bars`` window: history slice, ADV, skips,
+   validation) for files of two lengths, which must not grow with the files' length (issue 10).
 Models: a small registry trained for the benchmark (the registry shape and inference cost do not depend on
 how long the models were trained).
 """
@@ -175,6 +177,56 @@ def bench_inference_floor(registry: Path, symbols: int, rows: int = 20_000, seed
             "year_s": total * year_rows / 1e6, "per_model_us": us_per_row}
 
 
+def bench_files_source(work: Path, symbols: int = 50, lengths: tuple[int, ...] = (20, 120),
+                       bars: int = 30) -> dict:
+    """The files source on the embedded market's bars written as CSV, ``lengths`` sessions long: load time and the
+    median per-bar cost of the ``bars`` window (history slice, ADV, skips, validation) over the last session's
+    first ``bars`` bars; the lengths are measured bar by bar in turn, so machine noise hits both alike."""
+    from resources.market.calendar import bar_key, get_calendar
+    from resources.market.files import FilesSource
+    from resources.market.simulator import MarketSimulator
+
+    reset_config()
+    sim = MarketSimulator()
+    days = get_calendar().sessions(None, "2025-06-30")
+    out: dict = {"symbols": symbols, "bars": bars, "lengths": {}}
+    markets = {}
+    for n in lengths:
+        frame = pd.concat([sim.session_frame(d) for d in days[-n:]], ignore_index=True)
+        frame = frame[frame["symbol"].isin(sim.symbols[:symbols])]
+        d = work / f"files_{n}"
+        d.mkdir()
+        for sym, g in frame.groupby("symbol"):
+            g.drop(columns="symbol").assign(ts=g["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(d / f"{sym}.csv",
+                                                                                                  index=False)
+        t = time.perf_counter()
+        markets[n] = _files_market(FilesSource(d))
+        out["lengths"][n] = {"rows": len(frame), "load_s": time.perf_counter() - t, "per_bar": []}
+    for key in [bar_key(ts) for ts in get_calendar().session_bars(days[-1])[:bars]]:
+        for n in lengths:  # in turn, bar by bar
+            t = time.perf_counter()
+            markets[n].window(key)
+            out["lengths"][n]["per_bar"].append(time.perf_counter() - t)
+    for n in lengths:
+        v = out["lengths"][n]
+        v["p50_ms"] = statistics.median(v.pop("per_bar")) * 1e3
+        print(f"files source, {n} sessions × {symbols} symbols ({v['rows']} rows): load {v['load_s']:.2f} s, "
+              f"{v['p50_ms']:.1f} ms/bar (p50 of {bars})")
+    out["growth"] = out["lengths"][lengths[-1]]["p50_ms"] / out["lengths"][lengths[0]]["p50_ms"]
+    return out
+
+
+def _files_market(source):
+    """A market resource answering from an already loaded source (what a run process holds)."""
+    from resources.market.resource import MarketDataResource
+
+    class _Held(MarketDataResource):
+        def get_source(self):
+            return source
+
+    return _Held()
+
+
 def render(results: dict) -> str:
     s, i, r = results["sensor_path"], results["in_process"], results["replay"]
     lines = ["# tradegraph benchmarks", "", f"Measured {results['when']} on this machine ({os.cpu_count()} cores).", "",
@@ -192,6 +244,13 @@ def render(results: dict) -> str:
              f"| lineage write cost / bar compute | {r['lineage_share_of_compute'] * 100:.0f}% | ≤ 20% |",
              f"| DuckDB bytes per symbol-bar | {r['bytes_per_symbol_bar']:.0f} B | |", "",
              "Replay ms per bar by stage: " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_ms_per_bar"].items()), ""]
+    if "files" in results:
+        f = results["files"]
+        lines += ["## Files source (issue 10: per-bar cost must not grow with the files' length)", "",
+                  "| sessions × symbols | rows | load | per bar (p50) |", "|---|---|---|---|"]
+        lines += [f"| {n} × {f['symbols']} | {v['rows']} | {v['load_s']:.2f} s | {v['p50_ms']:.1f} ms |"
+                  for n, v in f["lengths"].items()]
+        lines += ["", f"Per-bar cost, longest / shortest files: {f['growth']:.2f}×", ""]
     if "chain" in results:
         lines += ["## Pure chain (features → sized_orders), one bar", "", results["chain"]]
     return "\n".join(lines) + "\n"
@@ -214,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         results = {"when": pd.Timestamp.now("UTC").strftime("%Y-%m-%d %H:%M UTC")}
         results["in_process"] = bench_in_process(work, registry)
         print("in-process:", json.dumps(results["in_process"]))
+        results["files"] = bench_files_source(work)
         results["replay"] = bench_replay(work, registry, args.symbols, args.sessions)
         results["floor"] = bench_inference_floor(registry, args.symbols)
         print("inference floor:", json.dumps({k: v for k, v in results["floor"].items() if k != "per_model_us"}))
@@ -225,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(saved)
     reset_config()
     try:
-        from dagster_project import bench_chain
+        from dagster_project.commands import bench_chain
 
         bench_chain.main([])
         chain_md = resolve_path("paths.bench") / "chain.md"

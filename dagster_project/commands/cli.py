@@ -1,4 +1,4 @@
-"""``tradegraph``: audit, explain, replay, the kill switch and training, from a terminal.
+"""``tradegraph``: audit, explain, replay, the kill switch, training and the data check, from a terminal.
 
 Global options (``--config``, ``--lineage``) are accepted before or after the command name. A usage or input
 error (an unknown bar, a missing file, an invalid configuration value, a locked lineage file) prints one line
@@ -15,17 +15,19 @@ from pathlib import Path
 import click
 
 from CONFIG.config_loader import ConfigError, load_config
+from dagster_project.commands.data_check import data
 from dagster_project.commands.kill_switch import kill_switch
 from dagster_project.commands.metrics import metrics
 from resources.credentials import CredentialsError
 from resources.lineage.store import LineageLocked
+from resources.market.contract import DataError
 from TRAINING.common.utils.cli import run_command
 from TRAINING.registry import RegistryError
 from TRAINING.train import train_command
 
 PROG = "tradegraph"
 USER_ERRORS: tuple[type[BaseException], ...] = (LookupError, FileNotFoundError, LineageLocked, ConfigError,
-                                                 RegistryError, CredentialsError)
+                                                 RegistryError, CredentialsError, DataError)
 
 
 def _apply(ctx: click.Context) -> None:
@@ -114,6 +116,9 @@ cli.add_command(global_options(kill_switch))
 for _sub in metrics.commands.values():
     global_options(_sub)
 cli.add_command(global_options(metrics))
+for _sub in data.commands.values():
+    global_options(_sub)
+cli.add_command(global_options(data))
 cli.add_command(global_options(train_command))
 
 

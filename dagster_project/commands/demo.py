@@ -17,7 +17,7 @@ import time
 
 import dagster as dg
 
-from CONFIG.config_loader import get_cfg, load_config, resolve_path
+from CONFIG.config_loader import ConfigError, get_cfg, load_config, resolve_path
 from dagster_project.commands.audit import QUIET
 from dagster_project.commands.replay import ReplayEngine, bars_between
 from dagster_project.commands.report import summary, write_report
@@ -40,7 +40,16 @@ def fresh_demo_book() -> None:
 
 
 def period() -> list[str]:
-    sessions = get_calendar().sessions(get_cfg("replay.start"), get_cfg("market.partitions_end"))
+    """The demo's out-of-sample bars: ``replay.sessions`` sessions from ``replay.start``, which must lie inside
+    the partitions and not before ``training.train_end`` (else the demo would replay what it trained on)."""
+    start, end = get_cfg("replay.start"), get_cfg("market.partitions_end")
+    if not get_cfg("market.partitions_start") <= start <= end:
+        raise ConfigError(f"config key 'replay.start': {start} is outside market.partitions_start.."
+                          f"market.partitions_end={get_cfg('market.partitions_start')}..{end}")
+    if get_cfg("training.train_end") > start:
+        raise ConfigError(f"config key 'training.train_end': {get_cfg('training.train_end')} is after "
+                          f"replay.start={start} (the demo would replay sessions it trained on)")
+    sessions = get_calendar().sessions(start, end)
     chosen = sessions[: get_cfg("replay.sessions")]
     return bars_between(chosen[0].isoformat(), chosen[-1].isoformat())
 

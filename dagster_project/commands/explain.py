@@ -17,6 +17,8 @@ from resources.lineage.store import LineageStore
 
 SECTIONS = [  # (title, table, filter on symbol)
     ("bar", "bars", True),
+    ("skipped rows", "bars_skips", True),
+    ("adjustments", "bars_adjustments", True),
     ("features", "features", True),
     ("predictions", "predictions", True),
     ("barrier", "predictions_barrier", True),

@@ -20,13 +20,13 @@ import pandas as pd
 
 from assets.arbitrated_scores.stage import compute_arbitrated
 from assets.blended_alpha.stage import compute_blended_alpha
-from assets.executions.stage import execute, quotes_provider
+from assets.executions.stage import execute, fresh_share, quotes_provider
 from assets.features.logic import features_for_window
 from assets.gated_signals.stage import compute_gated
 from assets.history import LineageHistory, MemoryHistory, PredictionGrid
 from assets.model_skill.stage import compute_model_skill
 from assets.pnl.stage import compute_pnl, est_costs, previous_book
-from assets.positions.stage import marks_from, positions_from_broker
+from assets.positions.stage import marks_from, positions_from_broker, window_marks
 from assets.predictions.models import ModelSet, load_models
 from assets.predictions.stage import compute_predictions
 from assets.sized_orders.stage import compute_sized
@@ -113,6 +113,9 @@ class ReplayEngine:
         self.fills = self._recorded(lambda con: con.execute(
             "SELECT * EXCLUDE (bar, _row) FROM executions_fills WHERE account = ? ORDER BY seq, fill_id",
             [ACCOUNT]).df(), "executions_fills")
+        self.actions = self._recorded(lambda con: con.execute(
+            "SELECT * EXCLUDE (bar, _row) FROM positions_adjustments WHERE account = ? ORDER BY bar, _row",
+            [ACCOUNT]).df(), "positions_adjustments")
         self._book = None
         # one paper account and one connection to it for the whole replay (the account file is the replay's
         # own): opening it bar after bar cost ~15 ms a bar
@@ -134,6 +137,11 @@ class ReplayEngine:
 
         row, book = recorded_previous(self.store, ACCOUNT, bar)
         return previous_book(row, book, get_cfg("broker.initial_cash"))
+
+    def _last_marks(self, bar: str) -> pd.Series:
+        """The P&L book's last marks (what the positions asset reads from lineage as its fallback)."""
+        book = self._previous_pnl(bar)[0].positions
+        return pd.Series(book["mark"].to_numpy(dtype=float), index=book.index.to_numpy(), dtype=float)
 
     def _timed(self, name: str, fn, *args):
         t = time.perf_counter()
@@ -159,19 +167,26 @@ class ReplayEngine:
             self._broker_session.enter_context(broker.batch())
         self.clock.set(ts.to_pydatetime())
         with broker.batch():
+            marks = window_marks(window, self._last_marks(bar))
             positions = self._timed("positions", positions_from_broker, broker, window.snapshot, self.fills,
-                                    f"{get_cfg('broker.kind')}:{ACCOUNT}")
+                                    f"{get_cfg('broker.kind')}:{ACCOUNT}", marks, window.adjustments,
+                                    self.actions)
+            positions["positions_adjustments"] = positions["positions_adjustments"].assign(account=ACCOUNT)
+            if len(positions["positions_adjustments"]):
+                self.actions = pd.concat([a for a in (self.actions, positions["positions_adjustments"]) if len(a)],
+                                         ignore_index=True)
             pv = float(positions["positions_account"]["portfolio_value"].iloc[0])
             arb = self._timed("arbitrated_scores", compute_arbitrated, blended["blended_alpha"], features, pv)
             gated = self._timed("gated_signals", compute_gated, arb["arbitrated_scores"],
                                 preds["predictions_barrier"], positions["positions"])
             sized = self._timed("sized_orders", compute_sized, bar, gated, features, pv, self.history)
             execs = self._timed("executions", execute, bar, ts.to_pydatetime(), ts.to_pydatetime(), sized,
-                                positions, broker, self.switch, session)
+                                positions, broker, self.switch, session, fresh_share(window.snapshot))
         execs["executions_fills"] = execs["executions_fills"].assign(account=ACCOUNT)
         book, sod, prev_session = self._previous_pnl(bar)
         new_book, pnl = self._timed("pnl", compute_pnl, execs["executions_fills"], marks_from(window.snapshot),
-                                    est_costs(arb["arbitrated_scores"]), book, sod, prev_session, session, ACCOUNT)
+                                    est_costs(arb["arbitrated_scores"]), book, sod, prev_session, session, ACCOUNT,
+                                    window.adjustments)
         self._book = (new_book, float(pnl["pnl"]["start_of_day_equity"].iloc[0]), session.isoformat())
         if len(execs["executions_fills"]):
             self.fills = pd.concat([f for f in (self.fills, execs["executions_fills"]) if len(f)], ignore_index=True)

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from CONFIG.config_loader import get_cfg  # noqa: E402
 from resources.lineage.store import LineageStore  # noqa: E402
+from resources.market.calendar import get_calendar  # noqa: E402
 
 TRADING_DAYS = 252
 
@@ -34,15 +34,18 @@ def summary(store: LineageStore, account: str) -> dict[str, float]:
         raise LookupError(f"no pnl recorded for account {account!r}")
     value = pnl["portfolio_value"].to_numpy(dtype=float)
     ret = np.diff(value) / value[:-1]
-    per_year = np.sqrt(TRADING_DAYS * 390 / get_cfg("market.bar_minutes"))
+    per_year = np.sqrt(TRADING_DAYS * get_calendar().bars_per_full_session())
     sharpe = float(ret.mean() / ret.std() * per_year) if len(ret) > 1 and ret.std() > 0 else float("nan")
     dd = value / np.maximum.accumulate(value) - 1
     daily = pnl.groupby("session")["daily_return"].last()
-    sym = store.read_sql("SELECT realised_pnl FROM pnl_symbols WHERE account = ? AND realised_pnl <> 0", [account])
+    tables = store.tables()
+    # nothing filled yet: no symbol ever had a row, so the table was never created (an empty write creates none)
+    sym = store.read_sql("SELECT realised_pnl FROM pnl_symbols WHERE account = ? AND realised_pnl <> 0",
+                         [account]) if "pnl_symbols" in tables else pd.DataFrame({"realised_pnl": []})
     traded = float(pnl["traded_notional"].sum())
     costs = float(pnl["fees"].sum() + pnl["realised_cost"].sum())
     ks = store.read_sql("SELECT count(*) AS n FROM executions_killswitch WHERE transition <> ''") \
-        if "executions_killswitch" in store.tables() else pd.DataFrame({"n": [0]})
+        if "executions_killswitch" in tables else pd.DataFrame({"n": [0]})
     return {
         "bars": len(pnl), "sessions": int(pnl["session"].nunique()),
         "start_value": float(value[0]), "end_value": float(value[-1]),

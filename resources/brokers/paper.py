@@ -31,6 +31,9 @@ changes nothing; rejected orders are recorded too, so a lookup by client id alwa
 same ids; booking a fill id already booked is a no-op; a fill beyond the order's quantity raises
 :class:`Overfill` and is not booked.
 
+Corporate actions (:meth:`PaperBroker.apply_corporate_action`, called by the positions step on the effective
+date): a split scales the position and its last price, a cash dividend is paid on the position; each action once.
+
 Not modelled (on purpose): buying power / margin (the kill switch's gross exposure limit is the guard),
 limit orders, borrow for shorts. Initial cash (``broker.initial_cash``) is read when the book is created
 or :meth:`reset`; a later config change does not alter an existing book.
@@ -92,6 +95,9 @@ _SCHEMA = (
         fill_id VARCHAR PRIMARY KEY, client_order_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL,
         side VARCHAR NOT NULL, quantity DOUBLE NOT NULL, price DOUBLE NOT NULL, fee DOUBLE NOT NULL,
         ts TIMESTAMP NOT NULL, seq BIGINT NOT NULL UNIQUE, mid DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS paper_corporate_actions (
+        symbol VARCHAR, effective_date DATE, split_ratio DOUBLE, cash_dividend DOUBLE, qty_before DOUBLE,
+        qty_after DOUBLE, cash_change DOUBLE, PRIMARY KEY (symbol, effective_date))""",
 )
 
 
@@ -535,10 +541,38 @@ class PaperBroker:
                 for fid, cid, sym, side, q, px, fee, ts, seq, mid in rows]
 
     @_broker_errors
+    def apply_corporate_action(self, symbol: str, effective_date: dt.date, split_ratio: float,
+                               cash_dividend: float) -> dict[str, Any]:
+        """Apply a split and/or a cash dividend to the book, once per (symbol, effective date): the position
+        × ``split_ratio``, its last price ÷ ``split_ratio``, cash + ``cash_dividend`` × the position before the
+        split (a short pays it). Returns ``applied`` (False when it already was, nothing changed), the position
+        before and after and the cash change, for lineage (``positions_adjustments``)."""
+        if not (_finite(split_ratio, cash_dividend) and split_ratio > 0 and cash_dividend >= 0):
+            raise BrokerError(f"corporate action {symbol} {effective_date}: split_ratio {split_ratio} must be > 0 "
+                              f"and cash_dividend {cash_dividend} ≥ 0")
+        with self._conn() as con, self._tx(con):
+            done = con.execute("SELECT qty_before, qty_after, cash_change FROM paper_corporate_actions "
+                               "WHERE symbol = ? AND effective_date = ?", [symbol, effective_date]).fetchone()
+            if done:
+                return {"applied": False, "qty_before": done[0], "qty_after": done[1], "cash_change": done[2]}
+            before = self._position(con, symbol)
+            after = before * split_ratio
+            cash = before * cash_dividend
+            if before != 0:
+                con.execute("UPDATE paper_positions SET quantity = ?, last_price = last_price / ? WHERE symbol = ?",
+                            [after, split_ratio, symbol])
+            if cash:
+                con.execute("UPDATE paper_account SET cash = cash + ?", [cash])
+            con.execute("INSERT INTO paper_corporate_actions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [symbol, effective_date, split_ratio, cash_dividend, before, after, cash])
+        return {"applied": True, "qty_before": before, "qty_after": after, "cash_change": cash}
+
+    @_broker_errors
     def reset(self) -> None:
         """A fresh account with ``broker.initial_cash`` (tests, replay). Deletes every order and fill."""
         with self._conn() as con, self._tx(con):
-            for table in ("paper_fills", "paper_orders", "paper_positions", "paper_account"):
+            for table in ("paper_corporate_actions", "paper_fills", "paper_orders", "paper_positions",
+                          "paper_account"):
                 con.execute(f"DELETE FROM {table}")
             con.execute("INSERT INTO paper_account VALUES (1, ?, ?, 0, 0, ?)",
                         [get_cfg("broker.initial_cash")] * 2 + [SCHEMA_VERSION])

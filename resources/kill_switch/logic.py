@@ -19,7 +19,9 @@ DAILY_LOSS                    1 − equity / start-of-day equity > daily_loss_pc
 DRAWDOWN                      1 − equity / high-water mark > drawdown_pct        HALTED      ``reset``
 GROSS_EXPOSURE                Σ|qty × price| / equity > gross_exposure_max       REDUCING    ``reset``
 ORDER_RATE                    orders in the bar > max_orders_per_bar             HALTED      ``reset``
-STALE_DATA                    (now − bar close) / bar interval > stale_bars      HALTED      ``reset``
+STALE_DATA                    (now − bar close) / bar interval > stale_bars, or  HALTED      ``reset``
+                              the bar's share of the universe with a fresh row
+                              < min_fresh_share (a stalled feed)
 BROKER_ERRORS                 consecutive broker errors >= broker_error_limit    HALTED      ``reset``
 RECONCILIATION_MISMATCH       expected book ≠ broker book                        per config  ``reset``
 MANUAL                        an operator's ``trip``                             HALTED*     ``reset``
@@ -116,6 +118,7 @@ class Limits:
     bar_minutes: int
     flatten_on_halt: bool
     on_reconciliation_mismatch: str
+    min_fresh_share: float = 0.0
 
     @classmethod
     def from_config(cls) -> Limits:
@@ -123,7 +126,7 @@ class Limits:
         return cls(get_cfg(k + "daily_loss_pct"), get_cfg(k + "drawdown_pct"), get_cfg(k + "gross_exposure_max"),
                    get_cfg(k + "max_order_notional"), get_cfg(k + "max_orders_per_bar"), get_cfg(k + "stale_bars"),
                    get_cfg(k + "broker_error_limit"), get_cfg("market.bar_minutes"), get_cfg(k + "flatten_on_halt"),
-                   get_cfg(k + "on_reconciliation_mismatch"))
+                   get_cfg(k + "on_reconciliation_mismatch"), get_cfg(k + "min_fresh_share"))
 
     def reconciliation_state(self) -> TradingState | None:
         return {"halt": TradingState.HALTED, "reducing": TradingState.REDUCING}.get(self.on_reconciliation_mismatch)
@@ -334,13 +337,15 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
                     positions: Mapping[str, float] | pd.Series, prices: Mapping[str, float] | pd.Series,
                     equity: float, now: dt.datetime, bar_ts: dt.datetime, session_date: dt.date,
                     limits: Limits, reconciliation_mismatch: bool | int | None = None,
-                    bar_key: str | None = None) -> CheckResult:
+                    bar_key: str | None = None, fresh_share: float | None = None) -> CheckResult:
     """The verdict on one bar's orders, given the book before them.
 
     ``positions`` symbol → signed quantity, ``prices`` symbol → last price (pass the last mark for held
     symbols without a fresh price: held symbols left unpriced are named in the gross-exposure event and
     left out of its value), ``equity`` current portfolio value, ``now`` the decision time, ``bar_ts`` the
-    bar's close, ``reconciliation_mismatch`` from the positions reconciliation (None: not checked).
+    bar's close, ``reconciliation_mismatch`` from the positions reconciliation (None: not checked),
+    ``fresh_share`` the share of the universe with a row at this bar (None: not checked; below
+    ``min_fresh_share`` the feed has stalled: STALE_DATA; NaN fails closed).
     Orders of one symbol are taken cumulatively in input order to decide whether each reduces.
     """
     bar_key = bar_key or bar_ts.isoformat()
@@ -386,6 +391,11 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
          state.consecutive_broker_errors >= limits.broker_error_limit, TripReason.BROKER_ERRORS,
          TradingState.HALTED, f"{state.consecutive_broker_errors} consecutive broker errors"),
     ]
+    if fresh_share is not None:
+        checks.append(("fresh_rows", fresh_share, limits.min_fresh_share, not fresh_share >= limits.min_fresh_share,
+                       TripReason.STALE_DATA, TradingState.HALTED,
+                       f"{fresh_share:.0%} of the universe has a row at bar {bar_ts.isoformat()} "
+                       f"(stalled feed below {limits.min_fresh_share:.0%})"))
     if reconciliation_mismatch is not None:
         checks.append(("reconciliation", float(reconciliation_mismatch), 0.0, bool(reconciliation_mismatch),
                        TripReason.RECONCILIATION_MISMATCH, recon_action,

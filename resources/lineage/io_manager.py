@@ -4,7 +4,8 @@ Why an IO manager and not pickles: the lineage tables *are* the storage, so any 
 rematerialized alone in the UI (its inputs load from the recorded tables), and an audit reads exactly what
 was recorded. Within one run, outputs are also kept in memory so downstream steps do not re-read DuckDB.
 
-Outputs: a ``BarWindow`` (the ``bars`` asset: snapshot → table ``bars``, history → ``market_bars``), a
+Outputs: a ``BarWindow`` (the ``bars`` asset: snapshot → table ``bars``, skipped rows → ``bars_skips``, corporate
+actions in effect → ``bars_adjustments``, raw history → ``market_bars``), a
 ``DataFrame`` (table named after the asset) or a ``dict`` of DataFrames (each key a table name that starts
 with the asset name). Each table write replaces the bar's rows in one transaction and records a
 ``materializations`` row with its content hash and the content hashes of the upstream tables.
@@ -21,9 +22,10 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from assets.bars.logic import BarWindow
+from assets.bars.logic import BarWindow, empty_skips
 from resources.lineage.hashing import content_hash
 from resources.lineage.store import LineageStore
+from resources.market.adjustments import empty_adjustments
 from resources.market.calendar import get_calendar, parse_bar_key
 
 MODE_TAG = "tradegraph/mode"
@@ -84,7 +86,8 @@ class LineageIOManager(dg.ConfigurableIOManager):
 
 def output_tables(asset: str, obj: Any) -> dict[str, pd.DataFrame]:
     if isinstance(obj, BarWindow):
-        return {"bars": obj.snapshot}
+        adjustments = obj.adjustments if obj.adjustments is not None else empty_adjustments()
+        return {"bars": obj.snapshot, "bars_adjustments": adjustments, "bars_skips": obj.skips}
     if isinstance(obj, pd.DataFrame):
         return {asset: obj}
     if isinstance(obj, dict):
@@ -165,7 +168,10 @@ def load_recorded(store: LineageStore, asset: str, bar: str) -> Any:
         times = get_calendar().previous_bars(parse_bar_key(bar), get_cfg("market.history_bars"))
         history = store.read_market_bars(times[0], times[-1])
         history = history[history["symbol"].isin(snapshot["symbol"])].reset_index(drop=True)
-        return BarWindow(bar, times, snapshot, history)
+        skips = store.read_partition("bars_skips", bar, missing_ok=True)
+        adjustments = store.read_partition("bars_adjustments", bar, missing_ok=True)
+        return BarWindow(bar, times, snapshot, history, skips if len(skips.columns) else empty_skips(),
+                         adjustments if len(adjustments) else None)
     with store.connect(read_only=store.path.exists()) as con:
         tables = [r[0] for r in con.execute(
             "SELECT DISTINCT tbl FROM materializations WHERE asset = ? AND bar = ? AND tbl NOT LIKE 'audit__%' "

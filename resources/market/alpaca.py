@@ -33,17 +33,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assets.bars.logic import SKIP_COLUMNS
+from assets.bars.quality import QualityParams, estimated_spread, segments
 from CONFIG.config_loader import get_cfg, resolve_path
 from resources.brokers.alpaca.transport import RetryPolicy, call, harden
 from resources.credentials import AlpacaKeys
 from resources.market.calendar import TradingCalendar, get_calendar
 from resources.market.simulator import BAR_COLUMNS
 
-SKIP_COLUMNS = ["ts", "symbol", "rule"]
+SKIP_FILE = "alpaca"             # the `file` of a skip the vendor source records (it has no file)
 CACHE_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
 _RAW = {"t": "start", "o": "open", "h": "high", "l": "low", "c": "close", "v": "volume"}
-QUOTE_RANGE_SHARE = 0.25      # the files source's rule, repeated until one shared estimator replaces both
-QUOTE_MIN_HALF_SPREAD = 0.5e-4
 
 
 class AlpacaDataError(ValueError):
@@ -79,10 +79,19 @@ def bars_frame(raw: Mapping[str, Iterable[Mapping[str, Any]]]) -> pd.DataFrame:
     return frame
 
 
-def estimate_bid_ask(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """close ∓ max(¼·(high − low), ½ bp · close): the files source's rule for bars without quotes."""
-    half = np.maximum((high - low) * QUOTE_RANGE_SHARE, close * QUOTE_MIN_HALF_SPREAD)
-    return close - half, close + half
+def estimate_bid_ask(rows: pd.DataFrame, tz: str, params: QualityParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bid and ask of bars without quotes: close ∓ half the Abdi–Ranaldo spread estimate of each symbol's own
+    recent bars (the files source's estimator, :func:`assets.bars.quality.estimated_spread`; point in time:
+    a row's estimate reads only that symbol's rows up to it). ``rows`` sorted by (symbol, ts)."""
+    p = params or QualityParams.from_cfg()
+    sym = rows["symbol"].to_numpy(dtype=object)
+    days = rows["ts"].dt.tz_convert(tz).dt.date.to_numpy()
+    new_session = np.ones(len(rows), dtype=bool)
+    new_session[1:] = (days[1:] != days[:-1]) | (sym[1:] != sym[:-1])
+    close = rows["close"].to_numpy(dtype=float)
+    s = estimated_spread(close, rows["high"].to_numpy(dtype=float), rows["low"].to_numpy(dtype=float),
+                         segments(sym), new_session, p.spread_window, p.spread_floor_bps)
+    return close * (1 - s / 2), close * (1 + s / 2)
 
 
 def to_contract(frame: pd.DataFrame, closes: pd.DatetimeIndex, bar_minutes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -92,15 +101,16 @@ def to_contract(frame: pd.DataFrame, closes: pd.DatetimeIndex, bar_minutes: int)
     on_grid = ts.isin(closes).to_numpy()
     dup = pd.DataFrame({"ts": ts, "symbol": frame["symbol"]}).duplicated().to_numpy()
     skips = pd.DataFrame({
-        "ts": ts[~on_grid | dup], "symbol": frame["symbol"][~on_grid | dup],
+        "file": SKIP_FILE, "ts": ts[~on_grid | dup], "symbol": frame["symbol"][~on_grid | dup], "rows": 1,
         "rule": np.where(dup[~on_grid | dup], "duplicated bar from the vendor",
                          "vendor bar (start " + frame["start"][~on_grid | dup].dt.strftime("%Y-%m-%dT%H:%MZ")
                          + ") is not a regular-session bar of the calendar")}, columns=SKIP_COLUMNS)
     keep = frame[on_grid & ~dup]
-    bid, ask = estimate_bid_ask(keep["high"].to_numpy(), keep["low"].to_numpy(), keep["close"].to_numpy())
     out = pd.DataFrame({"ts": ts[on_grid & ~dup], "symbol": keep["symbol"], "open": keep["open"],
-                        "high": keep["high"], "low": keep["low"], "close": keep["close"], "volume": keep["volume"],
-                        "bid": bid, "ask": ask})[BAR_COLUMNS]
+                        "high": keep["high"], "low": keep["low"], "close": keep["close"], "volume": keep["volume"]})
+    out = out.sort_values(["symbol", "ts"], kind="mergesort").reset_index(drop=True)
+    out["bid"], out["ask"] = estimate_bid_ask(out, get_cfg("market.timezone"))
+    out = out[BAR_COLUMNS]
     return out.sort_values(["ts", "symbol"], kind="mergesort").reset_index(drop=True), skips.reset_index(drop=True)
 
 

@@ -5,6 +5,19 @@ Why a maintained package: holidays and half days (2026-11-26 closed; 2026-11-27 
 Every bar is named by its close time in UTC, ``YYYY-MM-DDTHH:MMZ``; exchange-local time appears only at
 the edges (display, session dates).
 
+The bar grid (SPEC §10: grids match what vendors publish; the session's last, possibly shorter, bar is
+included; half days end at their early close), ``market.bar_alignment``:
+
+* ``clock`` (default): bar closes sit on multiples of the bar interval of the exchange's local clock, strictly
+  after the open, and the session's close is always the last bar. This is what Polygon, Alpaca and IBKR
+  (``useRTH``) publish: hourly bars close at 10:00, 11:00 … 16:00 New York (the first one 30 minutes long),
+  and a 13:00 half day closes 10:00, 11:00, 12:00, 13:00.
+* ``session``: bar closes at open + k × interval, and the close (a shorter last bar when the session is not a
+  whole number of intervals): hourly 10:30, 11:30 … 15:30, 16:00.
+
+For 1, 5 and 15 minutes on XNYS (a 09:30 open, 390 minutes) the two are the same grid. A bar is named by its
+close; its open is the previous close of the same session, or the session's open for the first bar.
+
 Why a session table: building the exchange calendar costs ~0.5 s, and every Dagster run process, CLI call
 and code-server load used to pay it. The engine needs only each session's date, open and close, so those
 are read from the package once, kept in ``<var_dir>/cache`` (keyed by exchange, span and package version)
@@ -58,6 +71,9 @@ def parse_bar_key(key: str) -> pd.Timestamp:
 CALENDAR_PAD_DAYS = 60  # sessions kept beyond the span, so windows that reach across its edges still resolve
 
 
+ALIGNMENTS = ("clock", "session")
+
+
 @dataclass(frozen=True)
 class SessionTable:
     """Every session of the padded span: local date, open and close (UTC, ns), and the exchange's time zone."""
@@ -66,6 +82,16 @@ class SessionTable:
     opens: np.ndarray   # datetime64[ns], UTC
     closes: np.ndarray  # datetime64[ns], UTC
     tz: str
+
+    @property
+    def open_offsets(self) -> np.ndarray:
+        """(S,) timedelta64[ns]: local wall time − UTC at each session's open (the clock grid is local)."""
+        cached = self.__dict__.get("_offsets")
+        if cached is None:
+            utc = pd.DatetimeIndex(self.opens).tz_localize("UTC")
+            cached = (utc.tz_convert(self.tz).tz_localize(None) - utc.tz_localize(None)).to_numpy()
+            object.__setattr__(self, "_offsets", cached)
+        return cached
 
     def index(self, day: dt.date | str | pd.Timestamp) -> int:
         """Position of a session; a ``ValueError`` naming the date if it is not one (or out of range)."""
@@ -85,14 +111,44 @@ class SessionTable:
         return slice(int(np.searchsorted(self.days, lo)), int(np.searchsorted(self.days, hi, side="right")))
 
 
+def grid(opens: np.ndarray, closes: np.ndarray, offsets: np.ndarray, bar_minutes: int,
+         alignment: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bar grid of sessions (see the module docstring): (closes, opens, session position) of every bar,
+    flat, in time order. ``opens``/``closes``/``offsets`` are per session (datetime64[ns] UTC, timedelta64)."""
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"market.bar_alignment={alignment!r} is not one of {ALIGNMENTS}")
+    step = np.timedelta64(int(bar_minutes), "m").astype("timedelta64[ns]")
+    if not len(opens):
+        empty = np.array([], dtype="datetime64[ns]")
+        return empty, empty, np.array([], dtype=np.int64)
+    if alignment == "clock":
+        local = (opens + offsets).astype(np.int64)
+        first = opens + (step - (local % step.astype(np.int64)).astype("timedelta64[ns]"))
+    else:
+        first = opens + step
+    n_max = int(((closes - first) // step).max()) + 1 if len(first) else 0
+    inner = first[:, None] + step * np.arange(max(n_max, 0))[None, :]
+    full = np.concatenate([inner, closes[:, None]], axis=1)
+    keep = np.concatenate([inner < closes[:, None], np.ones((len(closes), 1), dtype=bool)], axis=1)
+    bar_close = full[keep]  # row-major: sessions in order, bars in order within each
+    session = np.broadcast_to(np.arange(len(opens))[:, None], full.shape)[keep]
+    bar_open = np.empty_like(bar_close)
+    bar_open[1:] = bar_close[:-1]
+    first_of_session = np.ones(len(bar_close), dtype=bool)
+    first_of_session[1:] = session[1:] != session[:-1]
+    bar_open[first_of_session] = opens[session[first_of_session]]
+    return bar_close, bar_open, session
+
+
 @dataclass(frozen=True)
 class TradingCalendar:
-    """Sessions and bar closes of one exchange for one bar interval."""
+    """Sessions and bar closes of one exchange for one bar interval and grid alignment."""
 
     code: str
     bar_minutes: int
     start: str
     end: str
+    alignment: str = "clock"
 
     @property
     def _table(self) -> SessionTable:
@@ -107,23 +163,45 @@ class TradingCalendar:
         return [d.item() for d in t.days[t.in_range(start or self.start, end or self.end)]]
 
     def session_bars(self, session: dt.date | str) -> pd.DatetimeIndex:
-        """Bar close times (UTC) of one session: open+interval … close; half days end early."""
-        return _session_bars(self.code, self.start, self.end, self.bar_minutes, pd.Timestamp(session).date())
+        """Bar close times (UTC) of one session on the configured grid; the close is the last bar (half days
+        end early)."""
+        return _session_bars(self.code, self.start, self.end, self.bar_minutes, self.alignment,
+                             pd.Timestamp(session).date())
 
     def bars_per_full_session(self) -> int:
-        return int(390 // self.bar_minutes)
+        """Bars of the longest session of the span (a regular full day): 78 five-minute bars, 7 hourly bars on
+        the clock grid (the first one 30 minutes)."""
+        return _bars_per_full_session(self.code, self.start, self.end, self.bar_minutes, self.alignment)
+
+    def bar_grid(self, start: str | dt.date | None = None, end: str | dt.date | None = None
+                 ) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex, np.ndarray]:
+        """(closes, opens, session dates as datetime64[D]) of every bar of the sessions from ``start`` to
+        ``end`` (inclusive), vectorised. A bar's open is the previous close of its session or the open."""
+        t = self._table
+        span = t.in_range(start or self.start, end or self.end)
+        c, o, s = grid(t.opens[span], t.closes[span], t.open_offsets[span], self.bar_minutes, self.alignment)
+        return (pd.DatetimeIndex(c).tz_localize("UTC"), pd.DatetimeIndex(o).tz_localize("UTC"),
+                t.days[span][s])
 
     def bar_closes(self, start: str | dt.date | None = None, end: str | dt.date | None = None) -> pd.DatetimeIndex:
         """Every bar close of the sessions from ``start`` to ``end`` (inclusive), in one vectorised step."""
-        t = self._table
-        span = t.in_range(start or self.start, end or self.end)
-        opens, closes = t.opens[span], t.closes[span]
-        if not len(opens):
-            return pd.DatetimeIndex([], tz="UTC")
-        step = np.timedelta64(self.bar_minutes, "m")
-        n_max = int((closes - opens).max() // step)
-        grid = opens[:, None] + step * np.arange(1, n_max + 1)[None, :]  # (sessions, bars), row-major = time order
-        return pd.DatetimeIndex(grid[grid <= closes[:, None]]).tz_localize("UTC")
+        return self.bar_grid(start, end)[0]
+
+    @property
+    def first_day(self) -> dt.date:
+        """The first session the calendar can answer for (its span padded by ``CALENDAR_PAD_DAYS``)."""
+        return self._table.days[0].item()
+
+    @property
+    def last_day(self) -> dt.date:
+        return self._table.days[-1].item()
+
+    def session_days(self, bars: pd.DatetimeIndex) -> np.ndarray:
+        """(B,) datetime64[D]: the exchange-local session date of each bar close (vectorised)."""
+        bars = pd.DatetimeIndex(bars)
+        if not len(bars):
+            return np.array([], dtype="datetime64[D]")
+        return bars.tz_convert(self.tz).tz_localize(None).normalize().to_numpy().astype("datetime64[D]")
 
     def session_of(self, bar: pd.Timestamp) -> dt.date:
         """The session a bar close belongs to (a close at the session close belongs to it)."""
@@ -211,20 +289,30 @@ def _from_exchange_calendars(code: str, start: str, end: str) -> SessionTable:
 
 
 @lru_cache(maxsize=4096)
-def _session_bars(code: str, start: str, end: str, bar_minutes: int, session: dt.date) -> pd.DatetimeIndex:
+def _session_bars(code: str, start: str, end: str, bar_minutes: int, alignment: str,
+                  session: dt.date) -> pd.DatetimeIndex:
     table = _session_table(code, start, end)
     try:
         i = table.index(session)
     except ValueError:
         raise ValueError(f"{session} is not a {code} trading session") from None
-    o, c = table.opens[i], table.closes[i]
-    step = np.timedelta64(bar_minutes, "m")
-    closes = o + step * np.arange(1, int((c - o) // step) + 1)
+    closes, _, _ = grid(table.opens[i:i + 1], table.closes[i:i + 1], table.open_offsets[i:i + 1], bar_minutes,
+                        alignment)
     return pd.DatetimeIndex(closes).tz_localize("UTC")
 
 
+@lru_cache(maxsize=32)
+def _bars_per_full_session(code: str, start: str, end: str, bar_minutes: int, alignment: str) -> int:
+    table = _session_table(code, start, end)
+    i = int(np.argmax(table.closes - table.opens))
+    closes, _, _ = grid(table.opens[i:i + 1], table.closes[i:i + 1], table.open_offsets[i:i + 1], bar_minutes,
+                        alignment)
+    return len(closes)
+
+
 def get_calendar() -> TradingCalendar:
-    """The configured calendar (code, bar interval, and the span from the simulator start to partitions end)."""
+    """The configured calendar (code, bar interval, alignment, and the span from the simulator start to
+    partitions end)."""
     start = min(get_cfg("simulator.start_date"), get_cfg("market.partitions_start"))
     return TradingCalendar(get_cfg("market.calendar"), get_cfg("market.bar_minutes"), start,
-                           get_cfg("market.partitions_end"))
+                           get_cfg("market.partitions_end"), get_cfg("market.bar_alignment"))

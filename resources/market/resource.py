@@ -49,17 +49,28 @@ class MarketDataResource(dg.ConfigurableResource):
         return _SOURCES[key]
 
     def window(self, bar: str) -> tuple[BarWindow, pd.DataFrame]:
-        """The point-in-time ``bars`` window for the bar key (history of ``market.history_bars``)."""
+        """The point-in-time ``bars`` window for the bar key (history of ``market.history_bars``), with the rows
+        the source skipped in (previous bar close, bar close], its split-like jumps inside the window and the
+        corporate actions in effect (sources without them: none)."""
         src = self.get_source()
         ts = parse_bar_key(bar)
         if not src.calendar.is_bar(ts):
             raise ValueError(f"{bar} is not a bar close of the {src.calendar.code} calendar "
-                             f"({src.calendar.bar_minutes}m bars)")
+                             f"({src.calendar.bar_minutes}m bars, market.bar_alignment: {src.calendar.alignment})")
         times = src.calendar.previous_bars(ts, get_cfg("market.history_bars"))
         raw = src.history(ts, len(times))
         adv = src.adv_shares(src.calendar.session_of(ts))
-        window, skips = build_window(bar, ts, times, raw, src.symbols(), adv)
-        drain = getattr(src, "drain_skips", None)  # a vendor source's own skips (rows it would not deliver)
-        if drain is not None:
-            skips = pd.concat([skips, drain()], ignore_index=True)
-        return window, skips
+        prev = src.calendar.previous_bars(ts, 2)
+        skips, parts = None, None
+        if hasattr(src, "skips_between"):
+            parts = [src.skips_between(prev[0] if len(prev) > 1 else None, ts), src.unplaced_skips()]
+        elif hasattr(src, "drain_skips"):  # a vendor source's own skips (rows it would not deliver)
+            parts = [src.drain_skips()]
+        if parts is not None:
+            skips = pd.concat([q for q in parts if len(q)], ignore_index=True) if any(len(q) for q in parts) else None
+        flags = src.flags_between(times[0], ts) if hasattr(src, "flags_between") else None
+        adjustments = src.adjustments_until(ts) if hasattr(src, "adjustments_until") else None
+        if adjustments is not None:  # only the actions that touch the window (later ones are not known yet)
+            adjustments = adjustments[(adjustments["effective_open"] > times[0]).to_numpy()].reset_index(drop=True)
+        return build_window(bar, ts, times, raw, src.symbols(), adv, skips=skips, flags=flags,
+                            adjustments=adjustments)

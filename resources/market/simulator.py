@@ -6,7 +6,9 @@ Generating model (per session d, bar j = 1…B of a full session, symbol i; all 
   U(daily_vol_min, daily_vol_max), market beta β_i ~ U(beta_min, beta_max), sector k(i), ADV_i ~
   logU(adv_min, adv_max), base spread b_i ~ U(spread_bps_min, spread_bps_max).
 * Intraday U-shapes: volatility u_j = 1 + u_shape_vol·(2x−1)², volume v_j = 1 + u_shape_volume·(2x−1)²,
-  x = (j − ½)/B, each normalised to mean square / mean one over a full session.
+  x = (j − ½)/B, each normalised to mean square / mean one over a full session. Bars of unequal length (the
+  30-minute first hourly bar of the clock grid) scale the variance and the volume by the bar's length over
+  the mean bar length ℓ_j (exactly 1 when every bar has the same length).
 * Shocks: ε_ij = σ_i/√B · u_j · (√m · β_i/β̄ · f_j + √s · g_k(i),j + √(1−m−s) · e_ij), with f, g, e
   i.i.d. N(0,1), m = market_share, s = sector_share. η_ij is the idiosyncratic part (the last term).
 * Planted, learnable structure on the idiosyncratic shocks of the same session:
@@ -117,9 +119,19 @@ class MarketSimulator:
             "sector": rng.integers(0, p.sector_count, n),
             "adv": np.exp(rng.uniform(np.log(p.adv_min), np.log(p.adv_max), n)),
             "spread": rng.uniform(p.spread_bps_min, p.spread_bps_max, n),
-            "u": u / np.sqrt(np.mean(u**2)),
-            "v": v / v.mean(),
+            "u": u / np.sqrt(np.mean(u**2)) * np.sqrt(self._bar_lengths()),
+            "v": v / v.mean() * self._bar_lengths(),
         }
+
+    def _bar_lengths(self) -> np.ndarray:
+        """(B,) each bar's length over the mean bar length, on a full session of the calendar's grid."""
+        days = self.cal.sessions(self.p.start_date, self.cal.end)
+        full = next((d for d in days if len(self.cal.session_bars(d)) == self.bars_per_session), None)
+        if full is None:
+            return np.ones(self.bars_per_session)
+        closes, opens, _ = self.cal.bar_grid(full, full)
+        minutes = (closes - opens).total_seconds().to_numpy() / 60.0
+        return minutes / minutes.mean()
 
     # ----------------------------------------------------------------- session chunks
     def _simulate_chunk(self, chunk: int) -> dict[str, np.ndarray]:

@@ -141,7 +141,7 @@ def test_recorded_skill_is_the_rank_ic_and_correlation_of_elapsed_predictions(ch
         assert row.n_live == len(finite) and len(finite) == max(0, n - hb + 1)
         assert (row.ic_live == np.mean(finite)) if finite else math.isnan(row.ic_live)
     for h in sorted(skill.index.get_level_values(0).unique()):
-        usable = chain.keys[: max(0, n - h // bar_min)]  # Σ: bars whose horizon closed before the last bar
+        usable = chain.keys[: max(0, n - h // bar_min + 1)]  # Σ: exactly the IC's bars (SPEC §4.2)
         p = preds[preds.bar.isin(usable) & (preds.horizon == h)]
         wide = p.pivot_table(index=["bar", "symbol"], columns="family", values="std", aggfunc="first")
         # the pivot's rows are in (bar, symbol) order, the stage's canonical layout: no sort on either side

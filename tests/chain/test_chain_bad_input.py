@@ -292,6 +292,32 @@ def test_corrupt_model_file_is_skipped_with_its_reason(trained, clean, tmp_path,
     assert_rest_trade(out, [])
 
 
+def test_null_validation_ic_and_slope_are_nan_never_a_type_error(trained, clean, tmp_path, monkeypatch) -> None:
+    """Issue 10: a model whose validation_ic / calibration_slope is null (too few names with a label) crashed
+    every bar with a TypeError in model_skill and blended_alpha. Now: NaN, handled, recorded."""
+    from TRAINING.common.utils.file_utils import read_json, write_atomic_json
+
+    root = copy_registry(trained, tmp_path / "registry")
+    version = clean.models.get("ret_10m", "lightgbm").version
+    meta_file = root / "ret_10m" / "lightgbm" / version / "model_meta.json"
+    meta = read_json(meta_file)
+    meta.update(validation_ic=None, calibration_slope=None)
+    meta_file.chmod(0o644)
+    write_atomic_json(meta_file, meta)
+    monkeypatch.setenv("TRADEGRAPH__PATHS__REGISTRY", str(root))
+    reset_config()
+    models = load_models()
+    assert models.get("ret_10m", "lightgbm").meta["validation_ic"] is None
+    out = run_chain(clean.window, clean.features, models, clean.history)
+    skill = out["model_skill"].set_index(["horizon", "family"]).loc[(10, "lightgbm")]
+    assert np.isnan(skill.ic_prior) and np.isfinite(skill.mu)  # no prior: the live IC alone (or μ_floor)
+    w = out["blended_alpha_weights"].set_index(["horizon", "family"])
+    assert np.isnan(w.loc[(10, "lightgbm"), "calibration_slope"]) and np.isnan(w.loc[(10, "lightgbm"), "scale"])
+    a = out["blended_alpha"].query("horizon == 10")
+    assert a.alpha.notna().mean() > 0.9 and (a.n_families == 2).any()  # sequential alone carries α at 10m
+    assert_rest_trade(out, [])
+
+
 # --------------------------------------------------------------------------------------------- skill, Σ, μ
 class FrameHistory:
     """A ChainHistory over a crafted predictions frame (what earlier bars would have recorded)."""

@@ -270,3 +270,24 @@ def test_halt_cancels_open_orders_and_flattens_once(configure, clock):
     assert broker.positions() == {}
     again = ks.pre_trade_check([], **{**kw, "positions": {"AAA": 1.0}})
     assert again.flatten_orders.empty                                  # flatten orders are sent once
+
+
+@pytest.mark.parametrize("share, halted", [(0.0, True), (0.49, True), (0.5, False), (1.0, False),
+                                           (float("nan"), True)])
+def test_a_stalled_feed_trips_stale_data(opened, limits, share, halted):
+    """Issue 10: with every file cut after 14:45 the 15:00 bar ran with every symbol missing and no STALE_DATA
+    fired (the bar itself was on time). The share of the universe with a row is the evidence."""
+    assert limits.min_fresh_share == 0.5
+    res = pre_trade_check(opened, [order("a", "BUY", 10)], positions={}, prices=PRICES, equity=EQ, now=T0,
+                          bar_ts=T0, session_date=SESSION, limits=limits, fresh_share=share)
+    assert (res.trading_state is TradingState.HALTED) is halted
+    assert (set(res.state.trips) == {TripReason.STALE_DATA}) is halted
+    event = next(e for e in res.events if e.check == "fresh_rows")
+    assert event.verdict == ("TRIP" if halted else "PASS") and event.limit == 0.5
+    assert "of the universe has a row" in event.reason
+    assert verdicts(res) == [("a", "DENY", DenyReason.HALTED)] if halted else [("a", "ALLOW", "")]
+
+
+def test_the_feed_check_is_skipped_without_evidence(opened, limits):
+    res = check(opened, [], limits)
+    assert "fresh_rows" not in [e.check for e in res.events] and res.trading_state is TradingState.ACTIVE

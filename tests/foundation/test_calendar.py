@@ -36,16 +36,53 @@ def test_latest_closed_bar_and_previous_bars_cross_sessions():
     assert [bar_key(t) for t in prev] == ["2026-11-23T20:55Z", "2026-11-23T21:00Z", "2026-11-24T14:35Z"]
 
 
-@pytest.mark.parametrize("minutes, bars", [(1, 390), (5, 78), (15, 26), (60, 6)])
+@pytest.mark.parametrize("minutes, bars", [(1, 390), (5, 78), (15, 26), (60, 7)])
 def test_bar_interval_is_configurable(minutes, bars):
     from CONFIG.config_loader import use_config
 
-    with use_config({"market": {"bar_minutes": minutes}, "horizons": {"minutes": [60]},
+    with use_config({"market": {"bar_minutes": minutes, "history_bars": 402}, "horizons": {"minutes": [60]},
                      "barrier": {"horizon_minutes": 60}}):
         cal = get_calendar()
         closes = cal.session_bars(dt.date(2026, 11, 24))
-        # 60-minute bars: 10:30 … 15:30 and a last, shorter bar ending at the 16:00 close is not generated.
-        assert len(closes) == bars
+        assert len(closes) == bars == cal.bars_per_full_session()
+        assert closes[-1] == pd.Timestamp("2026-11-24 16:00", tz="America/New_York")  # the close is a bar
+
+
+def _local(closes) -> list[str]:
+    return [t.strftime("%H:%M") for t in closes.tz_convert("America/New_York")]
+
+
+@pytest.mark.parametrize("alignment, full, half", [
+    # vendors (Polygon, Alpaca, IBKR useRTH) publish clock-aligned hourly bars: the first one is 30 minutes
+    ("clock", ["10:00", "11:00", "12:00", "13:00", "14:00", "15:00", "16:00"], ["10:00", "11:00", "12:00", "13:00"]),
+    ("session", ["10:30", "11:30", "12:30", "13:30", "14:30", "15:30", "16:00"], ["10:30", "11:30", "12:30", "13:00"]),
+])
+def test_hourly_grid_matches_vendor_bars_full_and_half_days(alignment, full, half):
+    from CONFIG.config_loader import use_config
+
+    with use_config({"market": {"bar_minutes": 60, "bar_alignment": alignment}, "horizons": {"minutes": [60]},
+                     "barrier": {"horizon_minutes": 60}}):
+        cal = get_calendar()
+        assert _local(cal.session_bars(dt.date(2026, 11, 24))) == full
+        assert _local(cal.session_bars(dt.date(2026, 11, 27))) == half  # the day after Thanksgiving: 13:00 close
+        closes, opens, days = cal.bar_grid("2026-11-24", "2026-11-27")
+        assert len(closes) == 7 + 7 + len(half) and (closes > opens).all()
+        assert _local(opens[:2]) == ["09:30", full[0]]  # a bar opens at the previous close, the first at the open
+        assert list(days[:7]) == [dt.date(2026, 11, 24)] * 7
+        frac = cal.session_fraction(cal.session_bars(dt.date(2026, 11, 24)))
+        assert frac[0] == (0.5 if alignment == "clock" else 1.0) / 6.5 and frac[-1] == 1.0
+
+
+def test_clock_and_session_grids_agree_for_minute_bars():
+    from CONFIG.config_loader import use_config
+
+    for minutes in (1, 5, 15):
+        grids = []
+        for alignment in ("clock", "session"):
+            with use_config({"market": {"bar_minutes": minutes, "bar_alignment": alignment, "history_bars": 402},
+                             "horizons": {"minutes": [60]}, "barrier": {"horizon_minutes": 60}}):
+                grids.append(get_calendar().bar_closes("2026-11-23", "2026-11-30"))
+        assert grids[0].equals(grids[1])
 
 
 def test_cached_session_table_answers_like_exchange_calendars(tg_home):

@@ -75,3 +75,15 @@ def test_missing_key_is_a_key_error_unless_default_given():
     with pytest.raises(KeyError, match="nope.key"):
         get_cfg("nope.key")
     assert get_cfg("nope.key", default=3) == 3
+
+
+def test_date_keys_from_the_environment_are_read_as_dates_text():
+    """Issue 10: TRADEGRAPH__TRAINING__TRAIN_END=2013-10-10 was refused (YAML reads it as a datetime.date)."""
+    cfg = build_config(environ={"TRADEGRAPH__TRAINING__TRAIN_END": "2013-10-10",
+                                "TRADEGRAPH__MARKET__PARTITIONS_START": "2013-10-01",
+                                "TRADEGRAPH__MARKET__SOURCE": "files"})
+    assert cfg["training"]["train_end"] == "2013-10-10" and cfg["market"]["partitions_start"] == "2013-10-01"
+    assert config_hash(cfg) == config_hash(build_config({"training": {"train_end": "2013-10-10"},
+                                                          "market": {"partitions_start": "2013-10-01",
+                                                                     "source": "files"}},
+                                                         environ={}))

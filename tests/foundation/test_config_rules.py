@@ -191,9 +191,6 @@ RULES = [
     ({"simulator": {"market_beta_min": 1.5}}, ["simulator.market_beta_min", "simulator.market_beta_max"]),
     ({"simulator": {"market_share": 0.9}}, ["simulator.market_share", "simulator.sector_share"]),
     ({"market": {"partitions_start": "2027-01-04"}}, ["market.partitions_start", "market.partitions_end"]),
-    ({"replay": {"start": "2025-05-01"}}, ["replay.start", "market.partitions_start"]),
-    ({"replay": {"start": "2027-01-04"}}, ["replay.start", "market.partitions_end"]),
-    ({"training": {"train_end": "2025-06-03"}}, ["training.train_end", "replay.start"]),
     ({"simulator": {"start_date": "2025-06-03"}}, ["simulator.start_date", "market.partitions_start"]),
     ({"simulator": {"start_date": "2025-05-01"}, "training": {"train_end": "2025-05-01"}},
      ["simulator.start_date", "training.train_end"]),
@@ -216,8 +213,8 @@ def test_contradicting_keys_are_errors_naming_them(override, keys):
     {"sizing": {"gross_target": 1.0}},                                            # = gross_exposure_max
     {"arbitration": {"winner_share": 0.5, "runner_up_share": 0.5}},                # sum exactly 1
     {"gating": {"prefer_threshold": 0.6, "block_threshold": 0.6, "exit_threshold": 0.6}},
-    {"market": {"history_bars": 60}},                                             # exactly lookback + T
-    {"training": {"families": ["lightgbm"]}, "market": {"history_bars": 49}},     # lookback + 1, no window
+    {"market": {"history_bars": 90}},                          # exactly lookback (a 5-minute session, 78) + T
+    {"training": {"families": ["lightgbm"]}, "market": {"history_bars": 79}},     # lookback + 1, no window
     {"training": {"train_end": "2025-06-02"}, "replay": {"start": "2025-06-02"}},
     {"kill_switch": {"daily_loss_pct": 0.1, "stale_bars": 2}},
     {"training": {"ic_min_symbols": 50}},

@@ -70,21 +70,22 @@ def test_lookback_matches_the_features(override):
     from assets.features.logic import FeatureParams
 
     with use_config(override) as cfg:
-        assert schema.Features(**cfg["features"]).lookback() == FeatureParams.from_cfg().lookback()
+        assert schema.Features(**cfg["features"]).lookback(cfg["market"]["bar_minutes"]) == FeatureParams.from_cfg().lookback()
 
 
 def test_history_need_is_exactly_what_the_sequential_window_reads():
-    """With ``market.history_bars`` at the need (lookback 48 + T 12 = 60) the sequential buffer of a real
-    window fills all T rows; one bar fewer (a window of T + 1 on the same history) does not build."""
+    """With ``market.history_bars`` at the need (lookback 78 — a session of 5-minute bars, for the overnight
+    gap — + T 12 = 90) the sequential buffer of a real window fills all T rows; one bar fewer (a window of
+    T + 1 on the same history) does not build."""
     from assets.predictions.stage import seq_buffer_for
     from resources.market.resource import MarketDataResource
 
-    with use_config({"market": {"history_bars": 60}, "simulator": {"n_symbols": 4},
+    with use_config({"market": {"history_bars": 90}, "simulator": {"n_symbols": 4},
                      "training": {"ic_min_symbols": 4}}) as cfg:
         T = cfg["training"]["sequential"]["window"]
-        assert schema.TradegraphConfig.model_validate(cfg).history_need() == 60
+        assert schema.TradegraphConfig.model_validate(cfg).history_need() == 90
         window, _ = MarketDataResource().window("2025-06-03T15:00Z")
         buf = seq_buffer_for(window, T)
         assert np.array_equal(buf.filled, np.full(4, T))
-        with pytest.raises(ValueError, match="features need 49 bars"):
+        with pytest.raises(ValueError, match="features need 79 bars"):
             seq_buffer_for(window, T + 1)

@@ -39,14 +39,15 @@ def test_later_bars_change_no_feature(src):
     # The test can fail: the same shock applied to the bar itself does change the features.
     earlier = raw["ts"] == ts
     moved = raw.copy()
-    moved.loc[earlier, "close"] *= 1.01
+    for col in ["open", "high", "low", "close", "bid", "ask"]:  # a consistent bar (inside high-low and its quote)
+        moved.loc[earlier, col] *= 1.01
     assert not np.allclose(base["ret_1"], _features(src, moved)["ret_1"])
 
 
 def test_feature_list_is_versioned_and_complete(src):
     p = FeatureParams.from_cfg()
     f = _features(src, src.history(parse_bar_key(BAR), 120))
-    assert p.version == "fs-1.0"
+    assert p.version == "fs-2.0"
     assert list(f.columns[3:3 + len(p.names)]) == p.names
     assert f["valid"].all() and len(f) == 50
     assert f["tod"].to_numpy() == pytest.approx([1.5 / 6.5] * 50)  # 11:00 New York is 1.5 h into a 6.5 h session

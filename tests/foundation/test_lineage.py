@@ -25,9 +25,9 @@ def test_rematerializing_a_partition_keeps_one_copy(tg_home):
     assert len(runs) == 2 and runs["config_hash"].str.len().eq(64).all()
     assert set(runs["mode"]) == {"live"}
     mats = store.read_sql("SELECT * FROM materializations WHERE bar = ? ORDER BY recorded_at", [BAR])
-    assert len(mats) == 4
+    assert mats.groupby("tbl").size().to_dict() == {"bars": 2, "bars_adjustments": 2, "bars_skips": 2, "features": 2}
     feats = mats[mats["asset"] == "features"]
-    bars_hash = mats[mats["asset"] == "bars"]["content_hash"].iloc[-1]
+    bars_hash = mats[mats["tbl"] == "bars"]["content_hash"].iloc[-1]
     assert feats["upstream_hashes"].str.contains(bars_hash).all()
     assert feats["content_hash"].nunique() == 1  # deterministic: the same bar gives the same features
     cfg = store.read_sql("SELECT config_json FROM configs WHERE config_hash = ?", [runs["config_hash"].iloc[0]])

@@ -67,38 +67,50 @@ def test_files_source_round_trips(tmp_path, day_frame):
     bar = parse_bar_key("2026-11-24T15:00Z")
     h = src.history(bar, 6)
     assert sorted(h["symbol"].unique()) == ["S001", "S002", "S003"]
-    assert h["ts"].nunique() == 6 and h["ts"].max() == bar and not src.skips
+    assert h["ts"].nunique() == 6 and h["ts"].max() == bar and src.skips.empty
+    pd.testing.assert_frame_equal(h[["ts", "symbol", "close", "bid", "ask"]].reset_index(drop=True),
+                                  day_frame[day_frame["ts"].isin(h["ts"])][["ts", "symbol", "close", "bid", "ask"]]
+                                  .reset_index(drop=True), check_dtype=False)
 
 
 @pytest.mark.parametrize("rule, mutate", [
     ("high < low", lambda f: f.assign(high=np.where(f.index == 4, f["low"] - 1, f["high"]))),
     ("non-positive or missing price", lambda f: f.assign(close=np.where(f.index == 4, -1.0, f["close"]))),
-    ("NaN volume", lambda f: f.assign(volume=np.where(f.index == 4, np.nan, f["volume"]))),
-    ("bar outside the session", lambda f: f.assign(
-        ts=np.where(f.index == 4, pd.Timestamp("2026-11-24 22:00", tz="UTC"), f["ts"]))),
+    ("non-positive or missing price", lambda f: f.assign(close=np.where(f.index == 4, np.nan, f["close"]))),
+    ("non-positive or missing price", lambda f: f.assign(close=np.where(f.index == 4, 0.0, f["close"]))),
+    ("non-positive or missing price", lambda f: f.assign(low=np.where(f.index == 4, -0.5, f["low"]))),
+    ("open or close outside high-low", lambda f: f.assign(close=np.where(f.index == 4, f["high"] * 1.001, f["close"]))),
+    ("NaN or negative volume", lambda f: f.assign(volume=np.where(f.index == 4, np.nan, f["volume"]))),
+    ("NaN or negative volume", lambda f: f.assign(volume=np.where(f.index == 4, -5.0, f["volume"]))),
+    ("missing or non-positive bid/ask", lambda f: f.assign(bid=np.where(f.index == 4, np.nan, f["bid"]))),
+    ("crossed quote (bid > ask)", lambda f: f.assign(bid=np.where(f.index == 4, f["ask"] * 1.0001, f["bid"]))),
+    ("close outside its quote", lambda f: f.assign(bid=np.where(f.index == 4, f["close"] * 1.01, f["bid"]),
+                                                  ask=np.where(f.index == 4, f["close"] * 1.011, f["ask"]))),
+    ("not on the bar grid", lambda f: f.assign(ts=np.where(f.index == 4, f["ts"] + pd.Timedelta(minutes=2), f["ts"]))),
+    ("outside the regular session", lambda f: pd.concat([f, f.iloc[[-1]].assign(
+        ts=pd.Timestamp("2026-11-24 22:00", tz="UTC"))], ignore_index=True)),
+    ("duplicated bar (repeated row)", lambda f: pd.concat([f.iloc[:5], f.iloc[[4]], f.iloc[5:]], ignore_index=True)),
+    ("duplicated bar (conflicting rows)", lambda f: pd.concat([f.iloc[:5], f.iloc[[4]].assign(volume=1.0),
+                                                               f.iloc[5:]], ignore_index=True)),
 ])
 def test_files_source_bad_rows_are_recorded_skips(tmp_path, day_frame, rule, mutate):
+    """Every kind of bad row is a recorded skip (file, symbol, ts, rule), the rest of the file trades."""
     one = day_frame[day_frame["symbol"] == "S001"].reset_index(drop=True)
-    one = mutate(one)
-    if rule == "bar outside the session":  # keep time order: move the bad row to the end
-        one = pd.concat([one.drop(index=4), one.loc[[4]]], ignore_index=True)
-    src = FilesSource(_write_files(tmp_path, one))
-    assert [s["rule"] for s in src.skips] == [rule]
-    assert src.skips[0]["file"].endswith("S001.csv")
-    assert len(src._frames["S001"]) == len(one) - 1
+    bad = mutate(one)
+    src = FilesSource(_write_files(tmp_path, bad))
+    assert src.skips["rule"].tolist() == [rule] * len(src.skips) and src.skips["rows"].sum() >= 1
+    assert src.skips["file"].str.endswith("S001.csv").all() and (src.skips["symbol"] == "S001").all()
+    kept = len(src.history(parse_bar_key("2026-11-24T21:00Z"), 78))
+    added = rule in ("outside the regular session", "duplicated bar (repeated row)")  # an extra row, the bar kept
+    assert kept == len(one) - (0 if added else 1)
+    if rule == "duplicated bar (conflicting rows)":  # which copy is right is unknown: both are skipped
+        assert src.skips["rows"].sum() == 2
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("duplicate", "duplicated timestamp"),
-    ("out_of_order", "not after the previous row"),
-])
-def test_files_source_file_faults_are_errors_naming_file_and_row(tmp_path, day_frame, fault, message):
+def test_files_out_of_order_is_an_error_naming_file_and_row(tmp_path, day_frame):
     one = day_frame[day_frame["symbol"] == "S002"].reset_index(drop=True)
-    if fault == "duplicate":
-        one = pd.concat([one.iloc[:6], one.iloc[[5]], one.iloc[6:]], ignore_index=True)
-    else:
-        one = pd.concat([one.iloc[:5], one.iloc[[6, 5]], one.iloc[7:]], ignore_index=True)
-    with pytest.raises(DataError, match=rf"S002\.csv: row 6: .*{message}"):
+    one = pd.concat([one.iloc[:5], one.iloc[[6, 5]], one.iloc[7:]], ignore_index=True)
+    with pytest.raises(DataError, match=r"S002\.csv: row 6: .*before the previous row"):
         FilesSource(_write_files(tmp_path, one))
 
 
@@ -128,3 +140,65 @@ def test_snapshot_validation_skips_bad_rows_and_refuses_duplicates():
     assert skips.set_index("symbol")["rule"].to_dict() == {"B": "high < low", "C": "non-positive or missing price"}
     with pytest.raises(ValueError, match="duplicated bar for A"):
         validate_snapshot(pd.concat([rows, rows.iloc[[0]]]))
+
+
+def test_quote_age_reaches_the_gate_from_a_repeated_quote(tmp_path, day_frame):
+    """Issue 10: the gate was always given a quote age of 0; a feed repeating its last quote must go stale."""
+    from assets.bars.logic import build_window
+    from assets.features.logic import features_for_window
+
+    frozen = day_frame.copy()
+    s1 = frozen["symbol"] == "S001"
+    first = frozen.loc[s1, "ts"].iloc[10]
+    hold = s1 & (frozen["ts"] >= first)
+    frozen.loc[hold, "bid"] = frozen.loc[s1 & (frozen["ts"] == first), "bid"].item()
+    frozen.loc[hold, "ask"] = frozen.loc[s1 & (frozen["ts"] == first), "ask"].item()
+    frozen.loc[hold, "close"] = frozen.loc[hold, ["bid", "ask"]].mean(axis=1)  # inside its (stale) quote
+    frozen.loc[hold, "high"] = frozen.loc[hold, ["high", "close"]].max(axis=1)
+    frozen.loc[hold, "low"] = frozen.loc[hold, ["low", "close"]].min(axis=1)
+    src = FilesSource(_write_files(tmp_path, frozen))
+    bar = frozen.loc[s1, "ts"].iloc[16]
+    times = src.calendar.previous_bars(bar, 120)
+    window, _ = build_window("2026-11-24T15:55Z", bar, times, src.history(bar, 120), src.symbols(),
+                             pd.Series(1e6, index=src.symbols()))
+    age = window.snapshot.set_index("symbol")["quote_age_bars"]
+    assert age["S001"] == 6.0 and age["S002"] == 0.0  # unchanged since bar 10: six bars old
+    assert not window.snapshot["spread_estimated"].any()
+    f = features_for_window(window).set_index("symbol")
+    assert f.loc["S001", "quote_age_bars"] == 6.0
+
+
+def test_adv_comes_from_the_table_built_at_load(tmp_path, day_frame, sim):
+    """ADV is computed once per load (issue 10: it mapped the calendar over every row of every file each bar)."""
+    frames = pd.concat([sim.session_frame(d) for d in sim.cal.sessions("2026-11-18", "2026-11-24")])
+    src = FilesSource(_write_files(tmp_path, frames[frames["symbol"].isin(["S001", "S002"])]))
+    want = frames[frames["symbol"] == "S001"].assign(day=lambda f: f["ts"].dt.tz_convert("America/New_York")
+                                                     .dt.date)
+    daily = want[want["day"] < DAY].groupby("day")["volume"].sum()
+    src._rows = None  # nothing per bar may read the rows again
+    adv = src.adv_shares(DAY)
+    assert adv["S001"] == pytest.approx(daily.mean(), rel=1e-12) and len(daily) == 4
+
+
+def test_the_bars_asset_records_and_counts_the_skips(tmp_path, day_frame, monkeypatch):
+    import dagster as dg
+
+    from assets.bars.asset import bars
+    from dagster_project.definitions import defs
+    from resources.lineage.store import LineageStore
+
+    bad = day_frame.copy()
+    hit = (bad["symbol"] == "S002") & (bad["ts"] == pd.Timestamp("2026-11-24 15:00", tz="UTC"))
+    bad.loc[hit, "volume"] = np.nan
+    monkeypatch.setenv("TRADEGRAPH__MARKET__SOURCE", "files")
+    monkeypatch.setenv("TRADEGRAPH__MARKET__FILES_DIR", str(_write_files(tmp_path, bad)))
+    from CONFIG.config_loader import reset_config
+
+    reset_config()
+    result = dg.materialize([bars], partition_key="2026-11-24T15:00Z", resources=defs.resources)
+    meta = result.asset_materializations_for_node("bars")[0].metadata
+    assert meta["rows_skipped"].value == 1 and meta["symbols_skipped"].value == 1
+    assert meta["skips_by_rule"].value == {"NaN or negative volume": 1}
+    rec = LineageStore().read_partition("bars_skips", "2026-11-24T15:00Z")
+    assert rec[["symbol", "rule", "rows"]].values.tolist() == [["S002", "NaN or negative volume", 1]]
+    assert rec["file"].iloc[0].endswith("S002.csv")

@@ -33,3 +33,34 @@ def test_train_all_uses_the_configured_registry(tmp_path):
         assert [r["target"] for r in summary.rows] == ["ret_5m", "ret_10m"]
         assert R.active_version("ret_10m", "lightgbm") == "v0001"
         assert "10m" in summary.table()
+
+
+def test_undefined_ic_is_explained_and_the_model_not_activated_unless_forced(tmp_path, capsys):
+    """Issue 10: with fewer names than training.ic_min_symbols the IC is undefined; training printed "—" without
+    saying why and activated the model anyway."""
+    overrides = small_training_overrides(n_symbols=4, sessions=5)
+    overrides["training"]["ic_min_symbols"] = 5
+    overrides["horizons"] = {"minutes": [5]}
+    with use_config(overrides):
+        assert main(["--families", "lightgbm", "--registry", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert "not activated" in out and "ret_5m/lightgbm v0001: validation IC undefined" in out
+        assert "at most 4 names have both a label and a prediction" in out and "training.ic_min_symbols=5" in out
+        assert R.active_version("ret_5m", "lightgbm", root=tmp_path) is None and R.registry_is_empty(root=tmp_path)
+        meta = R.verify("ret_5m", "lightgbm", "v0001", root=tmp_path)
+        assert meta["validation_ic"] is None and "fewer than training.ic_min_symbols=5" in meta["validation_ic_note"]
+        assert main(["--families", "lightgbm", "--registry", str(tmp_path), "--force"]) == 0
+        assert "activated by --force despite" in capsys.readouterr().out
+        assert R.active_version("ret_5m", "lightgbm", root=tmp_path) == "v0001"  # the same content: same version
+
+
+def test_a_model_below_the_minimum_validation_ic_is_published_but_not_activated(tmp_path):
+    overrides = small_training_overrides(n_symbols=8, sessions=5)
+    overrides["horizons"] = {"minutes": [5]}
+    overrides["training"]["min_validation_ic"] = 0.99
+    with use_config(overrides):
+        summary = train_all(families=["lightgbm"], registry=tmp_path, progress=False)
+        row = summary.rows[0]
+        assert row["validation_ic"] < 0.99 and "below training.min_validation_ic=+0.9900" in row["not_activated"]
+        assert R.list_versions("ret_5m", "lightgbm", root=tmp_path) == ["v0001"]
+        assert R.active_version("ret_5m", "lightgbm", root=tmp_path) is None

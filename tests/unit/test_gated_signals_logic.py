@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -27,7 +29,7 @@ def one(g: Gates) -> tuple[str, str, float, float, bool]:
 
 
 def test_params_from_cfg() -> None:
-    assert Params.from_cfg() == P
+    assert Params.from_cfg() == dataclasses.replace(P, quote_age_max_bars=3.0)
 
 
 def test_allowed_long_and_short_size_reduction() -> None:
@@ -144,3 +146,26 @@ def test_properties_range_mirror_permutation(rows: list, seed: int) -> None:
     p = gate_signals(*(c[perm] for c in cols), P)
     for field in ("gate", "reason", "size_mult", "signal_bps", "is_exit"):
         np.testing.assert_array_equal(getattr(p, field), getattr(g, field)[perm])
+
+
+def test_a_quote_older_than_the_limit_holds_an_entry_and_never_an_exit() -> None:
+    assert gate(age=1.0).gate[0] == "allowed" and one(gate(age=1.01))[:2] == ("hold", "stale_quote")
+    assert one(gate(age=np.nan))[:2] == ("hold", "stale_quote")  # unknown age: stale
+    assert gate(age=50.0, qty=100.0, p_peak=0.7).gate[0] == "exit"
+
+
+def test_an_estimated_spread_is_gated_like_a_quote_or_held_by_choice() -> None:
+    def g(spread=2.0, age=0.0, allow=True):
+        return gate_signals(*(np.atleast_1d(x) for x in (1, 10.0, "TRADE", 3.0, 0.3, 0.3, 0.0, spread, age)),
+                            dataclasses.replace(P, allow_estimated_spread=allow), spread_estimated=np.array([True]))
+    assert one(g())[:2] == ("allowed", "allowed")
+    assert one(g(spread=20.0))[:2] == ("hold", "spread(estimated)")
+    assert one(g(allow=False))[:2] == ("hold", "estimated_spread")
+
+
+def test_a_data_hold_stops_new_entries_and_lets_exits_through() -> None:
+    def g(qty=0.0, p_peak=0.3):
+        return gate_signals(*(np.atleast_1d(x) for x in (1, 10.0, "TRADE", 3.0, p_peak, 0.3, qty, 2.0, 0.0)), P,
+                            data_hold=np.array([True]))
+    assert one(g())[:2] == ("hold", "data_hold")
+    assert one(g(qty=50.0, p_peak=0.7))[:2] == ("exit", "exit_long:p_peak")

@@ -62,3 +62,20 @@ def test_spearman_rows_is_spearman_ic_bit_for_bit_with_and_without_ties() -> Non
     want = np.array([spearman_ic(p, r) for p, r in zip(pred, real, strict=True)])
     np.testing.assert_array_equal(got, want)
     assert np.isnan(got[5]) and np.isfinite(got[0])
+
+
+@pytest.mark.parametrize("same_symbols", [True, False])
+def test_a_bar_with_no_rows_at_all_keeps_the_next_bars_grid_working(same_symbols: bool) -> None:
+    """Issue 10: a bar where no symbol had a row (no predictions, no sizing) made the next bar's prediction
+    history fail with an IndexError."""
+    rng = np.random.default_rng(11)
+    mem = MemoryHistory(keep_bars=10)
+    keys = ["2025-06-02T14:00Z", "2025-06-02T14:05Z", "2025-06-02T14:10Z"]
+    empty = bar_predictions(rng, ["A"]).iloc[0:0]
+    mem.add(keys[0], bar_predictions(rng, ["A", "B", "C"]), pd.DataFrame({"symbol": ["A", "B", "C"], "raw": 0.0}))
+    mem.add(keys[1], empty, pd.DataFrame({"symbol": pd.Series(dtype=object), "raw": pd.Series(dtype=float)}))
+    mem.add(keys[2], bar_predictions(rng, ["A", "B", "C"] if same_symbols else ["A", "D"]),
+            pd.DataFrame({"symbol": ["A"], "raw": 0.0}))
+    fast = mem.prediction_grid(keys)
+    assert_same_grid(fast, PredictionGrid.from_frame(mem.predictions(keys), keys))
+    assert not fast.has_rows[:, 1].any() and fast.has_rows[:-1, 0].all()
