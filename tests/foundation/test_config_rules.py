@@ -194,7 +194,6 @@ RULES = [
     ({"simulator": {"start_date": "2025-06-03"}}, ["simulator.start_date", "market.partitions_start"]),
     ({"simulator": {"start_date": "2025-05-01"}, "training": {"train_end": "2025-05-01"}},
      ["simulator.start_date", "training.train_end"]),
-    ({"training": {"ic_min_symbols": 51}}, ["training.ic_min_symbols", "simulator.n_symbols"]),
     ({"kill_switch": {"daily_loss_pct": 0.2}}, ["kill_switch.daily_loss_pct", "kill_switch.drawdown_pct"]),
     ({"kill_switch": {"stale_bars": 1}}, ["kill_switch.stale_bars", "market.stale_after_intervals"]),
     ({"sizing": {"no_trade_band": 0.05}}, ["sizing.no_trade_band", "sizing.max_weight"]),
