@@ -17,9 +17,15 @@ import numpy as np
 import pandas as pd
 
 from CONFIG.config_loader import get_cfg
+from resources.brokers.quantity import round_qty
 
 FILL_COLUMNS = ["fill_id", "client_order_id", "symbol", "side", "quantity", "price", "fee", "ts", "seq", "mid"]
 RECON_COLUMNS = ["symbol", "expected", "broker", "difference", "mismatch"]
+#: how the engine learnt of a fill (design: the bar timeline): ``settled`` at this bar's settlement of the
+#: venue, ``broker`` reported by the broker between bars for an order lineage recorded as sent, ``recovered``
+#: for an order lineage only knew as an intent (``sized_orders``: e.g. the run was killed after the submit),
+#: ``executed`` reported at once to the submitting run (``executions_fills``).
+FILL_SOURCES = ("settled", "broker", "recovered", "executed")
 
 
 def fills_frame(fills: Iterable[Any]) -> pd.DataFrame:
@@ -50,10 +56,40 @@ def signed_quantity(fills: pd.DataFrame) -> np.ndarray:
 
 
 def expected_positions(fills: pd.DataFrame) -> pd.Series:
-    """Symbol → signed quantity implied by the fills (each ``fill_id`` once), flat symbols dropped."""
+    """Symbol → signed quantity implied by the fills (each ``fill_id`` once), rounded to
+    ``broker.qty_decimals`` (so 0.1 + 0.2 − 0.3 is flat, not 5.55e-17), flat symbols dropped."""
     f = fills.drop_duplicates("fill_id", keep="first")
     pos = pd.Series(signed_quantity(f), index=f["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    pos = pd.Series(round_qty(pos.to_numpy()), index=pos.index, dtype=float)
     return pos[pos != 0].sort_index().rename("quantity")
+
+
+def classify_fills(incoming: pd.DataFrame, recorded_ids: set[str], orders: pd.DataFrame,
+                   bar_ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the fills a broker reports into the engine's own fills that lineage lacks and foreign ones.
+
+    ``incoming`` has :data:`FILL_COLUMNS`; ``recorded_ids`` the fill ids lineage already holds (dropped:
+    each fill is recorded once ever); ``orders`` what lineage knows of the fills' orders (columns
+    client_order_id, sent, decision_price; an id absent from it is not the engine's). Returns (own fills
+    with ``source`` and ``decision_price``, foreign fills), both in booking order.
+    """
+    new = incoming[~incoming["fill_id"].isin(recorded_ids)].drop_duplicates("fill_id")
+    info = orders.set_index("client_order_id").reindex(new["client_order_id"])
+    own = info["sent"].notna().to_numpy()
+    sent = info["sent"].fillna(False).astype(bool).to_numpy()
+    at_bar = (pd.to_datetime(new["ts"], utc=True) == pd.Timestamp(bar_ts).tz_convert("UTC")).to_numpy(bool)
+    source = np.where(~sent, "recovered", np.where(at_bar, "settled", "broker"))
+    mine = new.assign(source=source, decision_price=info["decision_price"].to_numpy(dtype=float))[own]
+    return mine.reset_index(drop=True), new[~own].reset_index(drop=True)
+
+
+def slippage_bps(fills: pd.DataFrame) -> np.ndarray:
+    """Per fill: what it paid over the decision price, in bps of the decision price (positive = worse):
+    side × (price − decision price) / decision price × 1e4. NaN without a decision price."""
+    side = np.sign(signed_quantity(fills))
+    dp = fills["decision_price"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return side * (fills["price"].to_numpy(dtype=float) - dp) / dp * 1e4
 
 
 @dataclass(frozen=True)
@@ -74,13 +110,15 @@ class Reconciliation:
 
 def reconcile(expected: Mapping[str, float] | pd.Series, broker: Mapping[str, float] | pd.Series,
               tolerance: float | None = None) -> Reconciliation:
-    """Per-symbol difference broker − expected; a mismatch where |difference| > tolerance
-    (default ``kill_switch.reconciliation_tolerance_shares``). A non-finite quantity is a mismatch."""
+    """Per-symbol difference broker − expected, both sides rounded to ``broker.qty_decimals``; a mismatch
+    where |difference| > tolerance (default ``kill_switch.reconciliation_tolerance_shares``). A non-finite
+    quantity is a mismatch."""
     tol = get_cfg("kill_switch.reconciliation_tolerance_shares") if tolerance is None else tolerance
     exp, brk = pd.Series(expected, dtype=float), pd.Series(broker, dtype=float)
     symbols = exp.index.union(brk.index).sort_values()
-    e, b = exp.reindex(symbols, fill_value=0.0).to_numpy(), brk.reindex(symbols, fill_value=0.0).to_numpy()
-    diff = b - e
+    e = round_qty(exp.reindex(symbols, fill_value=0.0).to_numpy())
+    b = round_qty(brk.reindex(symbols, fill_value=0.0).to_numpy())
+    diff = round_qty(b - e)
     table = pd.DataFrame({"symbol": symbols.astype(str), "expected": e, "broker": b, "difference": diff,
                           "mismatch": ~(np.abs(diff) <= tol)}, columns=RECON_COLUMNS)
     held = (e != 0) | (b != 0) | table["mismatch"].to_numpy()

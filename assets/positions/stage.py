@@ -1,10 +1,22 @@
-"""The ``positions`` stage: the book before this bar's orders, from the broker, reconciled.
+"""The ``positions`` stage: the book before this bar's orders, from the broker, reconciled (design: bar timeline).
 
-The broker is the source of truth. The engine's expected book is the sum of the fills it recorded; a
-difference beyond ``kill_switch.reconciliation_tolerance_shares`` is a mismatch, recorded here and acted on
-by the kill switch (``kill_switch.on_reconciliation_mismatch``).
-Tables: ``positions`` (symbol, qty, price, market_value, weight, expected_qty, difference) and
-``positions_account`` (one row: cash, equity, portfolio_value, gross/net exposure, mismatch count, source).
+Per bar, in this order:
+
+1. the paper venue is **settled** at the bar (fills due at its open, MOC fills and expiries at the closing
+   bar: ``resources.brokers.paper``); a real broker fills on its own;
+2. every fill the broker reports (since the recorded fill cursor) for the engine's own orders that lineage
+   lacks is **taken in** (``positions_fills``, with its source: ``settled`` | ``broker`` | ``recovered``,
+   its decision price and slippage); fills of orders the engine never decided are recorded in
+   ``positions_foreign_fills`` and not booked, so the reconciliation shows them;
+3. every order the engine last recorded as working, is working now, or was just filled, is looked up:
+   its status as the broker holds it, and whether it changed (``positions_orders``); working orders'
+   remaining quantity is the ``pending_qty`` sizing nets against its target;
+4. the broker's book (cash, positions, cost basis) is read, marked at the bar's closes and reconciled
+   against the sum of every recorded fill (the expected book), both rounded to ``broker.qty_decimals``.
+
+The broker is the source of truth; a difference beyond ``kill_switch.reconciliation_tolerance_shares`` is
+a mismatch, recorded here and acted on by the kill switch. A bar that is not the live bar (``settle`` and
+``take_in`` False) reads the book without moving the venue or taking fills in: those belong to the live bar.
 """
 
 from __future__ import annotations
@@ -12,11 +24,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from assets.positions.logic import expected_positions, reconcile
-from resources.brokers.protocol import Broker
+from assets.execution_record import ExecutionRecord
+from assets.positions.logic import (
+    FILL_COLUMNS,
+    classify_fills,
+    fills_frame,
+    reconcile,
+    signed_quantity,
+    slippage_bps,
+)
+from resources.brokers.protocol import OPEN_STATUSES, Broker, Order
+from resources.brokers.quantity import round_qty
 
 POSITION_COLUMNS = {"symbol": object, "qty": float, "price": float, "market_value": float, "weight": float,
-                    "expected_qty": float, "difference": float}
+                    "expected_qty": float, "difference": float, "pending_qty": float, "cost_basis": float}
+ORDER_COLUMNS = {"client_order_id": object, "symbol": object, "side": object, "order_type": object,
+                 "quantity": float, "filled_quantity": float, "remaining": float, "prev_status": object,
+                 "status": object, "reason_code": object, "changed": bool, "source": object}
+TAKEN_COLUMNS = [*FILL_COLUMNS, "source", "decision_price", "slippage_bps"]
+_OPEN = {s.value for s in OPEN_STATUSES}
 
 
 def typed_book(out: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -25,6 +51,7 @@ def typed_book(out: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     pos = out["positions"]
     if pos.empty:
         pos = pd.DataFrame({c: pd.Series(dtype=t) for c, t in POSITION_COLUMNS.items()})
+    pos = pos.assign(**{c: 0.0 for c in ("pending_qty",) if c not in pos})
     return {**out, "positions": pos}
 
 
@@ -33,10 +60,21 @@ def marks_from(snapshot: pd.DataFrame) -> pd.Series:
     return pd.Series(ok["close"].to_numpy(dtype=float), index=ok["symbol"].to_numpy(), dtype=float)
 
 
-def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Series, source: str) -> dict:
+def empty_taken() -> pd.DataFrame:
+    f = fills_frame([])
+    return f.assign(source=pd.Series(dtype=object), decision_price=pd.Series(dtype=float),
+                    slippage_bps=pd.Series(dtype=float)).astype({"quantity": float, "price": float, "fee": float,
+                                                                 "seq": np.int64, "mid": float})
+
+
+def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Series, source: str,
+                pending: pd.Series | None = None, cost_basis: pd.Series | None = None) -> dict:
     """Positions and account tables from quantities, marks, cash and the expected book (pure)."""
+    qty = pd.Series(round_qty(qty.to_numpy(dtype=float)), index=qty.index, dtype=float)
+    qty = qty[qty != 0]
     rec = reconcile(expected, qty)
-    symbols = qty.index.union(expected.index).sort_values()
+    pending = pending if pending is not None else pd.Series(dtype=float)
+    symbols = qty.index.union(expected.index).union(pending[pending != 0].index).sort_values()
     q = qty.reindex(symbols).fillna(0.0).to_numpy(dtype=float)
     px = marks.reindex(symbols).to_numpy(dtype=float)
     mv = q * px
@@ -47,22 +85,96 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
         "symbol": symbols.astype(str), "qty": q, "price": px, "market_value": mv,
         "weight": mv / equity if equity else np.nan,
         "expected_qty": expected.reindex(symbols).fillna(0.0).to_numpy(dtype=float),
-        "difference": table.reindex(symbols)["difference"].to_numpy(dtype=float) if "difference" in table else 0.0,
+        "difference": table.reindex(symbols)["difference"].fillna(0.0).to_numpy(dtype=float)
+        if "difference" in table else 0.0,
+        "pending_qty": pending.reindex(symbols).fillna(0.0).to_numpy(dtype=float),
+        "cost_basis": (cost_basis if cost_basis is not None else pd.Series(dtype=float)).reindex(
+            symbols).to_numpy(dtype=float),
     })
+    mismatched = rec.table.loc[rec.table["mismatch"], "symbol"].tolist() if len(rec.table) else []
     account = pd.DataFrame([{
         "cash": float(cash), "equity": equity, "portfolio_value": equity,
         "gross_exposure": float(np.abs(mv_known).sum()) / equity if equity else np.nan,
         "net_exposure": float(mv_known.sum()) / equity if equity else np.nan,
         "unpriced_symbols": int((~np.isfinite(px) & (q != 0)).sum()),
-        "mismatch": bool(rec.mismatch), "n_mismatched": int(rec.n_mismatched), "source": source,
+        "mismatch": bool(rec.mismatch), "n_mismatched": int(rec.n_mismatched),
+        "mismatched_symbols": ",".join(mismatched), "source": source,
     }])
     return {"positions": positions, "positions_account": account}
 
 
-def positions_from_broker(broker: Broker, snapshot: pd.DataFrame, recorded_fills: pd.DataFrame,
-                          source: str) -> dict[str, pd.DataFrame]:
-    """Ask the broker for its book, mark it at this bar's closes, reconcile against the recorded fills."""
-    qty = pd.Series(broker.positions(), dtype=float).sort_index()
-    cash = float(broker.account().cash)
-    expected = expected_positions(recorded_fills) if len(recorded_fills) else pd.Series(dtype=float)
-    return book_tables(qty[qty != 0], marks_from(snapshot), cash, expected, source)
+def with_fills(book: pd.Series, fills: pd.DataFrame) -> pd.Series:
+    """An expected book (symbol → signed qty) plus fills, rounded to ``broker.qty_decimals``, flat dropped."""
+    if not len(fills):
+        return book
+    add = pd.Series(signed_quantity(fills), index=fills["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    total = book.add(add, fill_value=0.0).sort_index()
+    total = pd.Series(round_qty(total.to_numpy()), index=total.index, dtype=float, name="quantity")
+    return total[total != 0]
+
+
+def _order_rows(ids: list[str], known_open: pd.DataFrame, now: dict[str, Order], own: pd.DataFrame) -> pd.DataFrame:
+    """One row per order looked at: its last recorded status, its status at the broker now, changed or not."""
+    prev = known_open.set_index("client_order_id")
+    sent = own.set_index("client_order_id")["sent"] if len(own) else pd.Series(dtype=bool)
+    rows = []
+    for cid in ids:  # the working orders of one account: a handful
+        o = now.get(cid)
+        if o is None:
+            continue
+        before = prev["status"].get(cid, "") if len(prev) else ""
+        filled_before = float(prev["filled_quantity"].get(cid, 0.0)) if len(prev) else 0.0
+        rows.append({"client_order_id": cid, "symbol": o.symbol, "side": str(o.side), "order_type": str(o.order_type),
+                     "quantity": float(o.quantity), "filled_quantity": float(o.filled_quantity),
+                     "remaining": float(o.remaining), "prev_status": str(before), "status": str(o.status),
+                     "reason_code": str(o.reason_code or ""),
+                     "changed": str(before) != str(o.status) or filled_before != float(o.filled_quantity),
+                     "source": "engine" if bool(sent.get(cid, False)) else "recovered"})
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in ORDER_COLUMNS.items()})
+    return pd.DataFrame(rows, columns=list(ORDER_COLUMNS))
+
+
+def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame, record: ExecutionRecord,
+                   account: str, source: str, *, settle: bool = True, take_in: bool = True) -> dict[str, pd.DataFrame]:
+    """Settle, take in, look up working orders, read and reconcile the book (see the module docstring).
+
+    Tables: ``positions`` (per symbol: qty, mark, weight, expected qty, difference, pending qty, cost basis),
+    ``positions_account`` (cash, equity, exposures, mismatches, fill cursor, what was taken in),
+    ``positions_fills``, ``positions_orders`` and ``positions_foreign_fills``.
+    """
+    settled = broker.settle(bar_ts.to_pydatetime()) if settle and hasattr(broker, "settle") else None
+    cursor = record.fill_cursor()
+    incoming = fills_frame(broker.fills_since(cursor)) if take_in else fills_frame([])
+    new_cursor = max([cursor, *incoming["seq"].astype("int64").tolist()]) if len(incoming) else cursor
+    known_open = record.open_orders()
+    working = {o.client_order_id: o for o in broker.open_orders()}
+    changed = {o.client_order_id: o for o in settled.orders} if settled is not None else {}
+    ids = sorted(set(known_open["client_order_id"]) | set(working) | set(changed)
+                 | set(incoming["client_order_id"]))
+    info = record.order_info(ids)
+    own, foreign = classify_fills(incoming, record.recorded_fill_ids(incoming["fill_id"].tolist()), info, bar_ts)
+    own = own.assign(slippage_bps=slippage_bps(own)) if len(own) else empty_taken()
+    mine = [c for c in ids if c in set(info["client_order_id"])]
+    now = {**changed, **working}
+    for cid in mine:  # orders that left the working set without a settlement here (a real broker)
+        if cid not in now:
+            found = broker.order_status(cid)
+            if found is not None:
+                now[cid] = found
+    orders = _order_rows(mine, known_open, now, info)
+    open_rows = orders[orders["status"].isin(_OPEN)]
+    pending = pd.Series(np.where(open_rows["side"] == "BUY", 1.0, -1.0) * open_rows["remaining"].to_numpy(dtype=float),
+                        index=open_rows["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    acct = broker.account()
+    expected = with_fills(record.expected_book(), own)
+    out = book_tables(pd.Series(acct.positions, dtype=float).sort_index(), marks_from(snapshot), float(acct.cash),
+                      expected, source, pending, pd.Series(dict(acct.cost_basis or {}), dtype=float))
+    out["positions_account"] = out["positions_account"].assign(
+        account=account, fill_cursor=np.int64(new_cursor), settled=settled is not None, fills_taken_in=len(own),
+        fills_recovered=int((own["source"] == "recovered").sum()), foreign_fills=len(foreign),
+        orders_changed=int(orders["changed"].sum()))
+    out["positions_fills"] = own[TAKEN_COLUMNS].assign(account=account)
+    out["positions_orders"] = orders.assign(account=account)
+    out["positions_foreign_fills"] = (foreign if len(foreign) else fills_frame([])).assign(account=account)
+    return out

@@ -16,6 +16,7 @@ import click
 
 from CONFIG.config_loader import ConfigError, load_config
 from dagster_project.commands.kill_switch import kill_switch
+from resources.kill_switch.logic import KillSwitchError
 from resources.lineage.store import LineageLocked
 from TRAINING.common.utils.cli import run_command
 from TRAINING.registry import RegistryError
@@ -23,7 +24,7 @@ from TRAINING.train import train_command
 
 PROG = "tradegraph"
 USER_ERRORS: tuple[type[BaseException], ...] = (LookupError, FileNotFoundError, LineageLocked, ConfigError,
-                                                 RegistryError)
+                                                 RegistryError, KillSwitchError)
 
 
 def _apply(ctx: click.Context) -> None:

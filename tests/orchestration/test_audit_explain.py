@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 
 from dagster_project.commands import cli
-from dagster_project.commands.explain import SECTIONS
 from dagster_project.commands.audit import audit_bar
+from dagster_project.commands.explain import SECTIONS
 from resources.lineage.store import LineageStore
 from resources.market.calendar import parse_bar_key
 from tests.graph_helpers import run_bar, session_keys
