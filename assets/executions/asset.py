@@ -10,7 +10,7 @@ from assets.asset_helpers import mark_run_status, mode_of
 from assets.bars.logic import BarWindow
 from assets.executions.stage import execute, looked_up, not_sent, refusal_frame
 from assets.pnl.stage import account_of
-from assets.sized_orders.stage import session_phase
+from assets.sized_orders.stage import cancels_working_orders, session_phase
 from assets.venue import live_refusal, quotes_provider
 from dagster_project.partitions import bar_partitions
 from resources.brokers.paper import BarClock
@@ -61,7 +61,7 @@ def executions(context: AssetExecutionContext, sized_orders: pd.DataFrame, bars:
         with _batched(adapter):
             out = execute(bar, bar_ts, now, sized_orders, positions, adapter, kill_switch.switch_for(account),
                           get_calendar().session_of(parse_bar_key(bar)), account,
-                          session_open=session_phase(bar) != "closing")
+                          session_open=session_phase(bar) != "closing", flatten=cancels_working_orders(bar))
     e = out["executions"]
     meta = {"orders": len(e), "sent": int((e["status"] != "NOT_SENT").sum()), "fills": len(out["executions_fills"]),
             "denied": int((e["verdict"] == "DENY").sum()), "refusal": refusal or "", "mode": mode,

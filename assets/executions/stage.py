@@ -114,11 +114,27 @@ def _submit_all(broker: Broker, frame: pd.DataFrame, allowed: np.ndarray) -> lis
     return results
 
 
+def cancel_working(broker: Broker, keep: set[str]) -> list[SubmitResult]:
+    """Cancel every working order but those in ``keep`` (flatten before the close); a failed cancel is
+    returned as that order's answer with the error, not raised."""
+    out = []
+    for order in broker.open_orders():  # the account's working orders: a handful
+        if order.client_order_id in keep:
+            continue
+        try:
+            out.append(broker.cancel(order.client_order_id))
+        except BrokerError as exc:
+            out.append(order.as_result(error=f"cancel failed: {type(exc).__name__}: {exc}"))
+    return out
+
+
 def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame, positions: dict,
             broker: Broker, switch: KillSwitch, session_date: dt.date, account: str,
-            session_open: bool = True) -> dict[str, pd.DataFrame]:
+            session_open: bool = True, flatten: bool = False) -> dict[str, pd.DataFrame]:
     """Kill switch → broker for one bar's orders; every verdict, answer, fill and event recorded.
-    ``session_open`` False on the session's closing bar (no order is made; flatten orders wait)."""
+    ``session_open`` False on the session's closing bar (no order is made; flatten orders wait);
+    ``flatten`` (``execution.flatten_before_close`` on the bar before the close): every working order is
+    cancelled before the bar's exits are sent (verdict ``FLATTEN_BEFORE_CLOSE``)."""
     orders = sized[sized["has_order"]].reset_index(drop=True)
     book = positions["positions"]
     acct = positions["positions_account"].iloc[0]
@@ -127,11 +143,18 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
     held = book.set_index("symbol")
     pending = held["pending_qty"] if "pending_qty" in held else None
     mismatched = [s for s in str(acct.get("mismatched_symbols", "") or "").split(",") if s]
+    working = {o.client_order_id: o for o in broker.open_orders()}  # for the record of cancels
     check = switch.pre_trade_check(frame, positions=held["qty"], prices={**dict(held["price"].dropna()), **prices},
                                    equity=float(acct["portfolio_value"]), now=now, bar_ts=bar_ts,
                                    session_date=session_date, reconciliation_mismatch=int(acct["n_mismatched"]),
                                    mismatched=mismatched, bar_key=bar, pending=pending, session_open=session_open)
     enforced = switch_enforce(check, broker)
+    if flatten:
+        cancelled = cancel_working(broker, set(frame["client_order_id"]))
+        enforced += cancelled
+        flatten_ids = {r.client_order_id for r in cancelled}
+    else:
+        flatten_ids = set()
     verdicts = check.verdicts.reset_index(drop=True)
     results = _submit_all(broker, frame, (verdicts["verdict"] == "ALLOW").to_numpy()) + enforced
     outcome = switch.record_broker_outcomes([not r.error for r in results], now) if results else None
@@ -140,22 +163,27 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
                     verdicts["reason"].fillna("").to_numpy() if len(frame) else np.array([], dtype=object),
                     by_id, account)
     extra = [r for r in enforced if r.client_order_id not in set(frame["client_order_id"])]
-    if extra:  # kill-switch cancels and flatten orders: recorded like any other broker answer
-        flat = check.flatten_orders.set_index("client_order_id") if len(check.flatten_orders) else None
+    if extra:  # kill-switch cancels and flatten orders, session-rule cancels: recorded like any broker answer
+        info = {o: (w.symbol, str(w.side), float(w.quantity)) for o, w in working.items()}
+        info.update({r["client_order_id"]: (r["symbol"], r["side"], float(r["quantity"]))
+                     for r in check.flatten_orders.to_dict("records")})
+        known = [info.get(r.client_order_id, ("", "", np.nan)) for r in extra]
         rows = pd.DataFrame({
             "client_order_id": [r.client_order_id for r in extra],
-            "symbol": [flat["symbol"].get(r.client_order_id, "") if flat is not None else "" for r in extra],
-            "side": [flat["side"].get(r.client_order_id, "") if flat is not None else "" for r in extra],
-            "quantity": [float(flat["quantity"].get(r.client_order_id, np.nan)) if flat is not None else np.nan
-                         for r in extra],
+            "symbol": [k[0] for k in known], "side": [k[1] for k in known], "quantity": [k[2] for k in known],
             "order_type": OrderType.MARKET.value, "decision_price": np.nan,
-            "verdict": "KILL_SWITCH", "verdict_reason": check.trading_state.value,
+            "verdict": ["FLATTEN_BEFORE_CLOSE" if r.client_order_id in flatten_ids else "KILL_SWITCH" for r in extra],
+            "verdict_reason": ["cancel working orders before the flatten" if r.client_order_id in flatten_ids
+                               else check.trading_state.value for r in extra],
             **{c: [_attr(r, c) for r in extra] for c in ("status", "reason_code", "filled_quantity", "avg_price",
                                                          "error")}})
         rows["decision_price"] = rows["symbol"].map(prices).astype(float)
         execs = pd.concat([execs, rows.assign(account=account)], ignore_index=True)
-    ids = set(by_id)
-    got = [f for f in broker.fills_since(bar_ts) if f.client_order_id in ids]
+    # fills reported at once for this bar's own orders (its orders and the switch's flatten orders); fills
+    # of older orders were taken in by this bar's positions step, or are the next bar's to take in
+    ids = set(frame["client_order_id"]) | set(check.flatten_orders["client_order_id"])
+    seen = set(positions["positions_fills"]["fill_id"]) if "positions_fills" in positions else set()
+    got = [f for f in broker.fills_since(bar_ts) if f.client_order_id in ids and f.fill_id not in seen]
     events = pd.concat([check.events_frame()] + ([outcome.events_frame()] if outcome else []), ignore_index=True)
     return {"executions": execs,
             "executions_fills": executed_fills(got, execs).assign(account=account),

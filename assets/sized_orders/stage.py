@@ -11,8 +11,9 @@ Session rules, by the bar's place in its session (``session_phase``):
   reach a venue that has closed;
 * ``last`` — the bar before it: orders are of type ``execution.close_order_type`` (``market``: they fill
   at the closing bar's open; ``moc``: at the session's closing price). With
-  ``execution.flatten_before_close`` every position (book + working orders) is exited on this bar
-  (status ``flatten_before_close``, reduce-only) and nothing is opened;
+  ``execution.flatten_before_close`` every position of the book is exited on this bar (status
+  ``flatten_before_close``, reduce-only), nothing is opened, and ``executions`` cancels every working
+  order first (so a remainder that would expire at the close cannot leave a position behind);
 * ``open`` — every other bar: market orders.
 """
 
@@ -78,7 +79,8 @@ def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfol
     if phase == "closing":
         hold = np.ones(len(g), dtype=bool)
         is_exit = np.zeros(len(g), dtype=bool)
-    elif flatten:
+    elif flatten:  # the working orders are cancelled by executions: the book alone is exited
+        net = held
         signal, is_exit, hold = np.zeros(len(g)), net != 0.0, np.zeros(len(g), dtype=bool)
     o = size_orders(signal, col["sigma_bps"], g["size_mult"].to_numpy(dtype=float), is_exit, hold, net,
                     col["price"], col["sigma_daily_bps"], col["adv_bar_dollars"], float(portfolio_value), raw_hist,
@@ -99,6 +101,12 @@ def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfol
         "pending_qty": pend, "order_type": np.where(o.has_order, order_type.value, "").astype(object),
         "reduce_only": (is_exit & o.has_order).astype(bool), "session_phase": phase,
     })
+
+
+def cancels_working_orders(bar: str, rules: SessionRules | None = None) -> bool:
+    """The bar flattens the book before the close: its working orders are cancelled before its exits."""
+    rules = rules or SessionRules.from_cfg()
+    return rules.flatten_before_close and session_phase(bar) == "last"
 
 
 def pending_of(positions: dict[str, pd.DataFrame]) -> pd.Series:

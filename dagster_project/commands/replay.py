@@ -30,7 +30,7 @@ from assets.pnl.stage import compute_pnl, est_costs, previous_book, start_of_bar
 from assets.positions.stage import marks_from, positions_step
 from assets.predictions.models import ModelSet, load_models
 from assets.predictions.stage import compute_predictions
-from assets.sized_orders.stage import compute_sized, pending_of, session_phase
+from assets.sized_orders.stage import cancels_working_orders, compute_sized, pending_of, session_phase
 from assets.venue import quotes_provider
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, resolve_path
 from resources.brokers.paper import BarClock, PaperBroker
@@ -165,7 +165,8 @@ class ReplayEngine:
             sized = self._timed("sized_orders", compute_sized, bar, gated, features, pv, self.history, None,
                                 pending_of(positions))
             execs = self._timed("executions", execute, bar, ts.to_pydatetime(), ts.to_pydatetime(), sized,
-                                positions, broker, self.switch, session, ACCOUNT, session_phase(bar) != "closing")
+                                positions, broker, self.switch, session, ACCOUNT, session_phase(bar) != "closing",
+                                cancels_working_orders(bar))
         book, sod, prev_session, fills, source = start_of_bar(
             self._previous_pnl(bar), positions,
             pnl_fills([positions["positions_fills"], execs["executions_fills"]]), execs["executions_fills"])
@@ -231,7 +232,7 @@ class ReplayEngine:
             for bar in iterator:
                 out = self.step(bar)
                 orders += int(out["sized_orders"]["has_order"].sum())
-                fills += len(out["executions"]["executions_fills"])
+                fills += len(out["positions"]["positions_fills"]) + len(out["executions"]["executions_fills"])
         finally:
             self.close()
         return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing))
