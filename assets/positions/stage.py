@@ -52,7 +52,10 @@ def typed_book(out: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     if pos.empty:
         pos = pd.DataFrame({c: pd.Series(dtype=t) for c, t in POSITION_COLUMNS.items()})
     pos = pos.assign(**{c: 0.0 for c in ("pending_qty",) if c not in pos})
-    return {**out, "positions": pos}
+    typed = {"positions_fills": empty_taken(), "positions_foreign_fills": fills_frame([]),
+             "positions_orders": pd.DataFrame({c: pd.Series(dtype=t) for c, t in ORDER_COLUMNS.items()})}
+    empty = {t: f for t, f in typed.items() if len(out.get(t, pd.DataFrame()).columns) == 0}
+    return {**out, **empty, "positions": pos}
 
 
 def marks_from(snapshot: pd.DataFrame) -> pd.Series:

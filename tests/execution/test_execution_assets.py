@@ -78,7 +78,8 @@ def assert_lineage_equals_broker(account: str = "live") -> None:
 def assert_pnl_matches_broker(account: str, bar: str) -> None:
     """The engine's P&L book after ``bar`` equals the broker's account marked at the bar's closes."""
     row = sql("SELECT * FROM pnl WHERE account = ? AND bar = ?", [account, bar]).iloc[0]
-    book = sql("SELECT symbol, quantity FROM pnl_book WHERE account = ? AND bar = ?", [account, bar])
+    book = sql("SELECT symbol, quantity FROM pnl_book WHERE account = ? AND bar = ?", [account, bar]) \
+        if "pnl_book" in LineageStore().tables() else pd.DataFrame(columns=["symbol", "quantity"])
     closes = sql("SELECT symbol, close FROM bars WHERE bar = ? AND status = 'ok'", [bar])
     db = resolve_path("paths.replay_broker_db" if account == "replay" else "paths.paper_broker_db")
     acct = PaperBroker(db).account(marks=dict(zip(closes["symbol"], closes["close"], strict=True)))
@@ -108,11 +109,14 @@ def assert_pnl_continues(account: str, keys: list[str]) -> None:
     assert_pnl_matches_broker(account, keys[-1])
 
 
+BUSY = {"SIZING__NO_TRADE_BAND": "0.0", "ARBITRATION__RESERVE_BASE_BPS": "0.0",
+        "ARBITRATION__RESERVE_SPREAD_MULT": "0.0"}
+
+
 @pytest.fixture
 def busy(monkeypatch):
     """More orders per bar (no band, no reserve): the small test models make one or two otherwise."""
-    for key, value in {"SIZING__NO_TRADE_BAND": "0.0", "ARBITRATION__RESERVE_BASE_BPS": "0.0",
-                       "ARBITRATION__RESERVE_SPREAD_MULT": "0.0"}.items():
+    for key, value in BUSY.items():
         monkeypatch.setenv(f"TRADEGRAPH__{key}", value)
     reset_config()
 
