@@ -11,9 +11,11 @@ Realised P&L is gross of fees; fees are reported on their own, so that
 ``portfolio_value = initial cash + realised_cum − fees_cum + unrealised`` holds exactly (tested).
 Fills of one symbol within a bar are applied in booking order (``seq``), vectorised across symbols.
 
-Costs per fill: realised = side × (price − mid) × quantity + fee (what the trade paid over the mid at the
-fill); estimated = ``est_cost_bps`` / 1e4 × quantity × mid (the arbitration's cost estimate joined to
-the fill by the caller). Fills without a mid (or estimate) are left out of that sum and counted in
+Costs per fill: realised = side × (price − mid) × quantity + fee (what the trade paid over the reference
+price at the fill: the fill bar's open for a market order); estimated = ``est_cost_bps`` / 1e4 × quantity ×
+mid (the arbitration's cost estimate joined to the fill by the caller); slippage = side × (price −
+decision price) × quantity (what the trade paid over the price its order was decided at, the decision
+bar's close: spread, impact and the move from the decision to the fill). Fills without a mid (or estimate) are left out of that sum and counted in
 ``n_fills_costed``. Daily return = portfolio value / start-of-day equity − 1.
 """
 
@@ -98,13 +100,15 @@ def _slippage(fills: pd.DataFrame, side: np.ndarray, q: np.ndarray, px: np.ndarr
     ok = np.isfinite(dp)
     money = float((side * (px - dp) * q)[ok].sum())
     decided = float((dp * q)[ok].sum())
-    return {"slippage": money, "slippage_bps": money / decided * 1e4 if decided else np.nan}
+    return {"decided_notional": decided, "slippage": money,
+            "slippage_bps": money / decided * 1e4 if decided else np.nan}
 
 
 def _costs(fills: pd.DataFrame) -> dict[str, float]:
     if not len(fills):
         return {"traded_notional": 0.0, "n_fills_costed": 0, "realised_cost": 0.0, "realised_cost_bps": np.nan,
-                "est_cost": 0.0, "est_cost_bps": np.nan, "slippage": 0.0, "slippage_bps": np.nan}
+                "est_cost": 0.0, "est_cost_bps": np.nan, "decided_notional": 0.0, "slippage": 0.0,
+                "slippage_bps": np.nan}
     q = fills["quantity"].to_numpy(dtype=float)
     px = fills["price"].to_numpy(dtype=float)
     mid = fills["mid"].to_numpy(dtype=float) if "mid" in fills else np.full(len(fills), np.nan)

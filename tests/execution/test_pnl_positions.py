@@ -172,7 +172,8 @@ def test_slippage_against_the_decision_price_by_hand():
     f = fills(("f1", "AAA", "BUY", 100, 50.10, 0.0, 1), ("f2", "BBB", "SELL", 50, 19.90, 0.0, 2)).assign(
         decision_price=[50.0, 20.0])
     _, row, _ = bar_pnl(PnlBook.start(CASH), f, {"AAA": 50.0, "BBB": 20.0}, start_of_day_equity=CASH)
-    assert row["slippage"] == approx(15.0) and row["slippage_bps"] == pytest.approx(15.0 / 6_000.0 * 1e4)
+    assert row["slippage"] == approx(15.0) and row["decided_notional"] == approx(6_000.0)
+    assert row["slippage_bps"] == pytest.approx(15.0 / 6_000.0 * 1e4)
 
 
 def test_the_pnl_book_starts_from_the_broker_without_a_previous_book():
