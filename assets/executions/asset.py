@@ -49,7 +49,7 @@ def executions(context: AssetExecutionContext, sized_orders: pd.DataFrame, bars:
         context.log.warning(refusal)
         if mode == "live":
             out = looked_up(orders, refusal, broker.get_broker_for(account), account, bar)
-            mark_run_status(lineage.store(), context.run.run_id, bar, f"refused: {refusal}")
+            mark_run_status(lineage.store(), context.run.run_id, bar, refusal)  # "refused: …"
         else:
             out = not_sent(orders, refusal, account, bar)
         now = market_now() if mode == "live" else dt.datetime.now(dt.UTC)

@@ -17,6 +17,7 @@ from assets.positions.logic import (
     reconcile,
     slippage_bps,
 )
+from assets.positions.stage import book_tables
 
 CASH = 100_000.0
 
@@ -135,6 +136,10 @@ def test_fractional_residue_is_rounded_away_in_every_book():
     rows = [{"fill_id": f"f{i}", "symbol": "A", "side": s, "quantity": q, "price": 10.0, "fee": 0.0, "seq": i}
             for i, (s, q) in enumerate([("BUY", 0.1), ("BUY", 0.2), ("SELL", 0.3)])]
     assert 0.1 + 0.2 - 0.3 != 0.0 and expected_positions(fills_frame(rows)).empty
+    # a broker reporting the residue: the book holds nothing, so no exit is sized for 5.55e-17 shares
+    book_in = book_tables(pd.Series({"A": 0.1 + 0.2 - 0.3}), pd.Series({"A": 10.0}), CASH, pd.Series(dtype=float),
+                          "paper:live")
+    assert book_in["positions"].empty and not book_in["positions_account"]["mismatch"].iloc[0]
     book, _, per = bar_pnl(PnlBook.start(CASH), fills_frame(rows), {"A": 10.0}, start_of_day_equity=CASH)
     assert book.positions.empty and per["quantity"].tolist() == [0.0]
     tens = fills_frame([{"fill_id": f"t{i}", "symbol": "A", "side": "BUY", "quantity": 0.1, "price": 10.0,
