@@ -216,12 +216,13 @@ class MemoryRecord:
         if new:
             self.fills = pd.concat([f for f in (self.fills, *new) if len(f)], ignore_index=True)
         intents = sized[sized["has_order"]]
-        for cid, price in zip(intents["client_order_id"], intents["price"], strict=True):
-            self.orders.setdefault(cid, (False, float(price), bar))
+        new = dict(zip(intents["client_order_id"], zip([False] * len(intents), intents["price"].astype(float),
+                                                        [bar] * len(intents), strict=True), strict=True))
+        self.orders.update({cid: v for cid, v in new.items() if cid not in self.orders})  # the first record wins
         e = executions["executions"]
-        for cid, status, price in zip(e["client_order_id"], e["status"], e["decision_price"], strict=True):
-            sent, dp, first = self.orders.get(cid, (False, float(price), bar))
-            self.orders[cid] = (sent or status != "NOT_SENT", dp, first)
+        sent = e.loc[e["status"] != "NOT_SENT", ["client_order_id", "decision_price"]]
+        self.orders.update({cid: (True, *self.orders.get(cid, (False, float(dp), bar))[1:])
+                            for cid, dp in zip(sent["client_order_id"], sent["decision_price"], strict=True)})
         po = positions.get("positions_orders")
         rows = [f[OPEN_ORDER_COLUMNS].assign(k=2 * k + ~f["status"].isin(_OPEN)) for f, k in ((po, 0), (e, 1))
                 if f is not None and len(f)]

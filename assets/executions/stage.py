@@ -143,11 +143,13 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
     held = book.set_index("symbol")
     pending = held["pending_qty"] if "pending_qty" in held else None
     mismatched = [s for s in str(acct.get("mismatched_symbols", "") or "").split(",") if s]
-    working = {o.client_order_id: o for o in broker.open_orders()}  # for the record of cancels
     check = switch.pre_trade_check(frame, positions=held["qty"], prices={**dict(held["price"].dropna()), **prices},
                                    equity=float(acct["portfolio_value"]), now=now, bar_ts=bar_ts,
                                    session_date=session_date, reconciliation_mismatch=int(acct["n_mismatched"]),
                                    mismatched=mismatched, bar_key=bar, pending=pending, session_open=session_open)
+    # the working orders, for the record of any cancel (asked only when something may be cancelled)
+    working = ({o.client_order_id: o for o in broker.open_orders()} if flatten or check.cancel_open_orders
+               else {})
     enforced = switch_enforce(check, broker)
     if flatten:
         cancelled = cancel_working(broker, set(frame["client_order_id"]))

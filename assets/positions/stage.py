@@ -63,11 +63,14 @@ def marks_from(snapshot: pd.DataFrame) -> pd.Series:
     return pd.Series(ok["close"].to_numpy(dtype=float), index=ok["symbol"].to_numpy(), dtype=float)
 
 
+_TAKEN_TYPES = {"fill_id": object, "client_order_id": object, "symbol": object, "side": object, "quantity": float,
+                "price": float, "fee": float, "ts": "datetime64[us, UTC]", "seq": np.int64, "mid": float,
+                "source": object, "decision_price": float, "slippage_bps": float}
+
+
 def empty_taken() -> pd.DataFrame:
-    f = fills_frame([])
-    return f.assign(source=pd.Series(dtype=object), decision_price=pd.Series(dtype=float),
-                    slippage_bps=pd.Series(dtype=float)).astype({"quantity": float, "price": float, "fee": float,
-                                                                 "seq": np.int64, "mid": float})
+    """A typed, empty fills table (its first recording gets real column types)."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _TAKEN_TYPES.items()})
 
 
 def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Series, source: str,
