@@ -401,3 +401,28 @@ def test_pnl_starts_from_the_broker_when_lineage_is_lost(trained, busy, live_clo
     assert book["avg_cost"].to_dict() == pytest.approx(acct.cost_basis)
     assert_pnl_matches_broker("live", KEYS[4])
 
+
+
+def test_carried_remainders_are_worked_and_netted_never_piled_up(trained, busy, live_clock, monkeypatch):
+    """Issue 11 §3: with ``partial_remainder: carry`` and a thin market, remainders stay working from bar to
+    bar; sizing orders only the difference between the target and book + working orders."""
+    monkeypatch.setenv("TRADEGRAPH__BROKER__PARTIAL_REMAINDER", "carry")
+    monkeypatch.setenv("TRADEGRAPH__BROKER__PARTICIPATION_CAP", "0.0003")
+    reset_config()
+    run_live(KEYS[:6], live_clock)
+    orders = sql("SELECT * FROM positions_orders")
+    assert (orders["status"] == "PARTIALLY_FILLED").any() and (orders["prev_status"] == "PARTIALLY_FILLED").any()
+    for bar in KEYS[1:6]:
+        working = orders[(orders["bar"] == bar) & orders["status"].isin(["ACCEPTED", "PARTIALLY_FILLED"])]
+        pending = (np.where(working["side"] == "BUY", 1.0, -1.0) * working["remaining"]).groupby(
+            working["symbol"].to_numpy()).sum()
+        sized = sql("SELECT * FROM sized_orders WHERE bar = ?", [bar]).set_index("symbol")
+        np.testing.assert_array_equal(sized["pending_qty"].to_numpy(), pending.reindex(sized.index).fillna(0.0))
+        held = sql("SELECT symbol, qty FROM positions WHERE bar = ?", [bar]).set_index("symbol")["qty"]
+        net = held.reindex(sized.index).fillna(0.0) + sized["pending_qty"]
+        pv = sql("SELECT portfolio_value FROM positions_account WHERE bar = ?", [bar])["portfolio_value"].iloc[0]
+        plain = sized[sized["has_order"] & (sized["caps"] == "") & (sized["status"] == "order")]
+        after = (net.reindex(plain.index) + plain["shares"]) * plain["price"] / pv
+        # what is ordered brings book + working orders to the target (whole shares), never on top of them
+        assert (np.abs(after - plain["w_target"]) <= plain["price"] / pv + 1e-12).all(), bar
+    assert_lineage_equals_broker()
