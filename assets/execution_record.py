@@ -18,7 +18,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from assets.positions.logic import FILL_COLUMNS, expected_positions
+from assets.positions.logic import FILL_COLUMNS, expected_positions, with_fills
 from resources.brokers.protocol import OPEN_STATUSES
 from resources.lineage.store import LineageStore
 
@@ -162,9 +162,12 @@ class LineageRecord:
 
 @dataclass
 class MemoryRecord:
-    """The replay loop's own record, updated after every bar with what the bar recorded."""
+    """The replay loop's own record, updated after every bar with what the bar recorded: the recorded fill
+    ids and the expected book they sum to (kept incrementally, never re-summed), the orders' first records,
+    the working orders and the fill cursor."""
 
-    fills: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[*FILL_COLUMNS]))
+    fill_ids: set[str] = field(default_factory=set)
+    book: pd.Series = field(default_factory=lambda: pd.Series(dtype=float, name="quantity"))
     orders: dict[str, tuple[bool, float, str]] = field(default_factory=dict)
     open: pd.DataFrame = field(default_factory=lambda: _empty(OPEN_ORDER_COLUMNS))
     cursor: int = 0
@@ -189,14 +192,16 @@ class MemoryRecord:
         rec.cursor = last.fill_cursor()
         frames = [f for f in frames if len(f)]
         if frames:
-            rec.fills = pd.concat(frames, ignore_index=True)
+            fills = pd.concat(frames, ignore_index=True)
+            rec.fill_ids = set(fills["fill_id"])
+            rec.book = expected_positions(fills)
         return rec
 
     def fill_cursor(self) -> int:
         return self.cursor
 
     def recorded_fill_ids(self, fill_ids: list[str]) -> set[str]:
-        return set(fill_ids) & set(self.fills["fill_id"]) if len(self.fills) else set()
+        return self.fill_ids.intersection(fill_ids)
 
     def order_info(self, client_order_ids: list[str]) -> pd.DataFrame:
         rows = [(cid, *self.orders[cid]) for cid in sorted(set(client_order_ids)) if cid in self.orders]
@@ -206,15 +211,16 @@ class MemoryRecord:
         return self.open
 
     def expected_book(self) -> pd.Series:
-        return expected_positions(self.fills) if len(self.fills) else pd.Series(dtype=float, name="quantity")
+        return self.book
 
     def add_bar(self, bar: str, positions: dict[str, pd.DataFrame], sized: pd.DataFrame,
                 executions: dict[str, pd.DataFrame]) -> None:
         """Take in what one bar recorded: its fills, order intents, orders sent, working orders, cursor."""
-        new = [f for f in (positions.get("positions_fills"), executions.get("executions_fills"))
-               if f is not None and len(f)]
-        if new:
-            self.fills = pd.concat([f for f in (self.fills, *new) if len(f)], ignore_index=True)
+        for fills in (positions.get("positions_fills"), executions.get("executions_fills")):
+            if fills is not None and len(fills):
+                fresh = fills[~fills["fill_id"].isin(self.fill_ids)]
+                self.book = with_fills(self.book, fresh)
+                self.fill_ids.update(fresh["fill_id"])
         intents = sized[sized["has_order"]]
         new = dict(zip(intents["client_order_id"], zip([False] * len(intents), intents["price"].astype(float),
                                                         [bar] * len(intents), strict=True), strict=True))

@@ -64,6 +64,16 @@ def expected_positions(fills: pd.DataFrame) -> pd.Series:
     return pos[pos != 0].sort_index().rename("quantity")
 
 
+def with_fills(book: pd.Series, fills: pd.DataFrame) -> pd.Series:
+    """An expected book (symbol → signed qty) plus fills, rounded to ``broker.qty_decimals``, flat dropped."""
+    if not len(fills):
+        return book
+    add = pd.Series(signed_quantity(fills), index=fills["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    total = book.add(add, fill_value=0.0).sort_index()
+    total = pd.Series(round_qty(total.to_numpy()), index=total.index, dtype=float, name="quantity")
+    return total[total != 0]
+
+
 def classify_fills(incoming: pd.DataFrame, recorded_ids: set[str], orders: pd.DataFrame,
                    bar_ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split the fills a broker reports into the engine's own fills that lineage lacks and foreign ones.

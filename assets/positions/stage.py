@@ -30,8 +30,8 @@ from assets.positions.logic import (
     classify_fills,
     fills_frame,
     reconcile,
-    signed_quantity,
     slippage_bps,
+    with_fills,
 )
 from resources.brokers.protocol import OPEN_STATUSES, Broker, Order
 from resources.brokers.quantity import round_qty
@@ -107,16 +107,6 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
         "mismatched_symbols": ",".join(mismatched), "source": source,
     }])
     return {"positions": positions, "positions_account": account}
-
-
-def with_fills(book: pd.Series, fills: pd.DataFrame) -> pd.Series:
-    """An expected book (symbol → signed qty) plus fills, rounded to ``broker.qty_decimals``, flat dropped."""
-    if not len(fills):
-        return book
-    add = pd.Series(signed_quantity(fills), index=fills["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
-    total = book.add(add, fill_value=0.0).sort_index()
-    total = pd.Series(round_qty(total.to_numpy()), index=total.index, dtype=float, name="quantity")
-    return total[total != 0]
 
 
 def _order_rows(ids: list[str], known_open: pd.DataFrame, now: dict[str, Order], own: pd.DataFrame) -> pd.DataFrame:

@@ -268,9 +268,12 @@ class _Sessions:
         from resources.market.calendar import get_calendar
 
         self.cal = get_calendar()
+        self._of: dict[dt.datetime, dt.date] = {}
 
     def session(self, ts: dt.datetime) -> dt.date:
-        return self.cal.session_of(pd.Timestamp(ts))
+        if ts not in self._of:  # the same few decision times come back bar after bar
+            self._of[ts] = self.cal.session_of(pd.Timestamp(ts))
+        return self._of[ts]
 
     def bars(self, day: dt.date) -> pd.DatetimeIndex | None:
         try:
@@ -292,7 +295,10 @@ class _Sessions:
 
     def due_cutoff(self, ts: dt.datetime, latency_bars: int) -> dt.datetime | None:
         """Orders decided at or before this bar are due at ``ts``: the bar 1 + latency bars earlier."""
-        prev = self.cal.previous_bars(pd.Timestamp(ts), latency_bars + 2)
+        bars, t = self.bars(self.session(ts)), pd.Timestamp(ts)
+        if bars is not None and t in bars and bars.get_loc(t) > latency_bars:  # within the session
+            return bars[bars.get_loc(t) - latency_bars - 1].to_pydatetime()
+        prev = self.cal.previous_bars(t, latency_bars + 2)
         return prev[0].to_pydatetime() if len(prev) == latency_bars + 2 else None
 
 
@@ -465,63 +471,113 @@ class PaperBroker:
         """Everything the venue does up to bar ``ts`` (default: the clock), once per bar: expiries of
         closed sessions, due MARKET orders filled at the bar's open (carried remainders worked again), and
         at the session's closing bar MOC fills at its close and the expiry of what is still working.
-        A bar at or before the last settled one changes nothing. Quotes come from the quote provider."""
+        A bar at or before the last settled one changes nothing. Quotes come from the quote provider.
+
+        The whole settlement is computed in memory (orders in broker order id order, positions updated
+        fill by fill for reduce-only clipping and cost basis) and written in one transaction with a
+        handful of bulk statements, whatever the number of fills."""
         now = ts or self._now()
         params = _Params.load()
         sessions = self.sessions
         with self._conn() as con:
-            last = con.execute("SELECT settled_through FROM paper_account").fetchone()[0]
+            last, seq, cash = con.execute("SELECT settled_through, fill_seq, cash FROM paper_account").fetchone()
             if last is not None and _to_db(now) <= last:
                 return Settlement(now)
             orders = [dict(zip(_ORDER_COLS, r, strict=True)) for r in con.execute(
                 f"SELECT {', '.join(_ORDER_COLS)} FROM paper_orders WHERE status IN (SELECT unnest(?)) "
                 "ORDER BY broker_order_id", [sorted(s.value for s in OPEN_STATUSES)]).fetchall()]
-            session = sessions.session(now)
-            closing = sessions.is_closing_bar(now)
-            cutoff = sessions.due_cutoff(now, params.latency_bars)
-            quotes = self._quotes([o["symbol"] for o in orders], now) if orders else {}
             out = Settlement(now)
-            with self._tx(con):
-                for order in orders:
+            if orders:
+                session, closing = sessions.session(now), sessions.is_closing_bar(now)
+                cutoff = sessions.due_cutoff(now, params.latency_bars)
+                symbols = sorted({o["symbol"] for o in orders})
+                quotes = self._quotes(symbols, now)
+                book = {sym: (float(q), a) for sym, q, a in con.execute(
+                    "SELECT symbol, quantity, avg_cost FROM paper_positions WHERE symbol IN (SELECT unnest(?))",
+                    [symbols]).fetchall()}
+                for order in orders:  # the account's working orders, in the order the venue took them
                     before = (order["status"], order["filled_quantity"])
                     decided = _from_db(order["submitted_at"])
                     if sessions.session(decided) < session:          # its session closed unsettled
                         self._expire(order)
-                    elif order["order_type"] == OrderType.MARKET and cutoff is not None and decided <= cutoff:
-                        out.fills.extend(self._work(con, order, quotes.get(order["symbol"]), now, params))
-                    elif order["order_type"] == OrderType.MOC and closing:
-                        out.fills.extend(self._work(con, order, quotes.get(order["symbol"]), now, params))
+                    elif (order["order_type"] == OrderType.MARKET and cutoff is not None and decided <= cutoff) \
+                            or (order["order_type"] == OrderType.MOC and closing):
+                        fill = self._work(order, quotes.get(order["symbol"]), now, params, book)
+                        if fill is not None:
+                            seq += 1
+                            cash -= fill.side.sign * fill.quantity * fill.price + fill.fee
+                            out.fills.append(replace(fill, seq=seq))
                     if closing and OrderStatus(order["status"]) in OPEN_STATUSES:
                         self._expire(order)
                     if (order["status"], order["filled_quantity"]) != before:
-                        self._save(con, order, now)
-                        out.orders.append(self._to_order(order))
-                con.execute("UPDATE paper_account SET settled_through = ?", [_to_db(now)])
+                        order["last_worked_at"] = _to_db(now)
+                        out.orders.append(order)
+            with self._tx(con):
+                self._write_settlement(con, out, cash, seq, book if orders else {}, now)
+            out.orders[:] = [self._to_order(o) for o in out.orders]
         return out
+
+    @staticmethod
+    def _write_settlement(con: duckdb.DuckDBPyConnection, out: Settlement, cash: float, seq: int,
+                          book: dict[str, tuple[float, float | None]], now: dt.datetime) -> None:
+        """The settlement's fills, positions, orders and account, in bulk (inside the caller's transaction)."""
+        if out.fills:
+            fills = pd.DataFrame([(f.fill_id, f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee,
+                                   _to_db(f.ts), f.seq, f.mid) for f in out.fills], columns=list(_FILL_COLS))
+            touched = sorted({f.symbol for f in out.fills})
+            positions = pd.DataFrame({"symbol": touched, "quantity": [book[s][0] for s in touched],
+                                      "last_price": [next(f.price for f in reversed(out.fills) if f.symbol == s)
+                                                     for s in touched],
+                                      "avg_cost": pd.Series([book[s][1] for s in touched], dtype="Float64")})
+            con.register("_fills", fills)
+            con.register("_positions", positions)
+            try:
+                con.execute(f"INSERT INTO paper_fills ({', '.join(_FILL_COLS)}) SELECT * FROM _fills")
+                con.execute("INSERT INTO paper_positions (symbol, quantity, last_price, avg_cost) "
+                            "SELECT symbol, quantity, last_price, avg_cost FROM _positions "
+                            "ON CONFLICT (symbol) DO UPDATE SET quantity = excluded.quantity, "
+                            "last_price = excluded.last_price, avg_cost = excluded.avg_cost")
+            finally:
+                con.unregister("_fills")
+                con.unregister("_positions")
+        if out.orders:
+            cols = ["client_order_id", "filled_quantity", "avg_price", "status", "reason_code", "last_worked_at",
+                    "n_fills"]
+            changed = pd.DataFrame([[o[c] for c in cols] for o in out.orders], columns=cols).astype(
+                {"filled_quantity": float, "avg_price": "Float64", "n_fills": int})  # Float64: None stays NULL
+            con.register("_orders", changed)
+            try:
+                con.execute("UPDATE paper_orders o SET filled_quantity = c.filled_quantity, avg_price = c.avg_price, "
+                            "status = c.status, reason_code = c.reason_code, last_worked_at = c.last_worked_at, "
+                            "n_fills = c.n_fills FROM _orders c WHERE o.client_order_id = c.client_order_id")
+            finally:
+                con.unregister("_orders")
+        con.execute("UPDATE paper_account SET fill_seq = ?, cash = ?, settled_through = ?", [seq, cash, _to_db(now)])
 
     def _expire(self, order: dict) -> None:
         self._move(order, OrderStatus.EXPIRED)
         order["reason_code"] = RejectReason.EXPIRED_AT_CLOSE.value
 
-    def _work(self, con: duckdb.DuckDBPyConnection, order: dict, quote: Quote | None, now: dt.datetime,
-              params: _Params) -> list[Fill]:
-        """Fill what this bar allows; then cancel or carry the remainder. No valid quote: the order waits."""
+    def _work(self, order: dict, quote: Quote | None, now: dt.datetime, params: _Params,
+              book: dict[str, tuple[float, float | None]]) -> Fill | None:
+        """Fill what this bar allows (``book``, symbol → (quantity, average cost), is moved by the fill);
+        then cancel or carry the remainder. No valid quote: the order waits. Returns the fill (no seq yet)."""
         moc = order["order_type"] == OrderType.MOC
         if _quote_reason(quote, quote.close if moc and quote else quote.open if quote else None) is not None:
-            return []
+            return None
         side = Side(order["side"])
+        held, avg = book.get(order["symbol"], (0.0, None))
         remaining = round_qty(order["quantity"] - order["filled_quantity"], params.qty_decimals)
         q = liquid_q = remaining if moc else min(remaining, params.cap(quote.volume))
         if order["reduce_only"]:  # never past flat, whatever filled since submission
-            q = min(q, max(0.0, -side.sign * self._position(con, order["symbol"])[0]))
-        fills = []
+            q = min(q, max(0.0, -side.sign * held))
+        fill = None
         if q > 0:
             price = fill_price(quote, side, q, params.impact_y, OrderType(order["order_type"]))
             fill = Fill(fill_id_for(order["client_order_id"], order["n_fills"]), order["client_order_id"],
                         order["symbol"], side, q, price, params.fee_bps / 1e4 * q * price, now,
                         mid=quote.close if moc else quote.open)
-            booked = self._book(con, fill, order, params.qty_decimals)
-            fills = [booked] if booked is not None else []
+            book[order["symbol"]] = average_cost(held, avg, side.sign * q, price, params.qty_decimals)
             filled = round_qty(order["filled_quantity"] + q, params.qty_decimals)
             order["avg_price"] = ((order["avg_price"] or 0.0) * order["filled_quantity"] + price * q) / filled
             order["filled_quantity"] = filled
@@ -532,14 +588,7 @@ class PaperBroker:
             self._move(order, OrderStatus.CANCELLED)
             order["reason_code"] = (RejectReason.REDUCE_ONLY_VIOLATION if q < liquid_q
                                     else RejectReason.INSUFFICIENT_LIQUIDITY).value
-        return fills
-
-    def _save(self, con: duckdb.DuckDBPyConnection, order: dict, now: dt.datetime) -> None:
-        order["last_worked_at"] = _to_db(now)
-        con.execute("UPDATE paper_orders SET filled_quantity = ?, avg_price = ?, status = ?, reason_code = ?, "
-                    "last_worked_at = ?, n_fills = ? WHERE client_order_id = ?",
-                    [order["filled_quantity"], order["avg_price"], order["status"], order["reason_code"],
-                     order["last_worked_at"], order["n_fills"], order["client_order_id"]])
+        return fill
 
     @staticmethod
     def _move(order: dict, new: OrderStatus) -> None:

@@ -162,6 +162,7 @@ def test_no_valid_price_at_the_fill_bar_the_order_waits_then_expires_with_its_se
     assert done.fills == [] and broker.positions() == {}
     order = broker.order_status("o1")
     assert (order.status, order.reason_code) == (OrderStatus.EXPIRED, RejectReason.EXPIRED_AT_CLOSE)
+    assert (order.filled_quantity, order.avg_price) == (0.0, None)           # never filled: no price
 
 
 @pytest.mark.parametrize(("qty", "filled", "status"), [
