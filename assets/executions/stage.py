@@ -76,19 +76,20 @@ def looked_up(orders: pd.DataFrame, reason: str, broker: Broker, account: str, b
     Fills are not taken in here: the live bar's ``positions`` step takes in every fill lineage lacks."""
     out = not_sent(orders, reason, account, bar)
     execs = out["executions"]
-    results = {}
+    results, failed = {}, {}
     for cid in execs["client_order_id"]:  # one bar's orders, read only
         try:
             found = broker.order_status(cid)
-        except BrokerError as exc:
-            results[cid] = SubmitResult(cid, "NOT_SENT", error=f"lookup failed: {type(exc).__name__}: {exc}")
+        except BrokerError as exc:  # its fate unknown here: the live bar's reconciliation settles it
+            failed[cid] = f"lookup failed: {type(exc).__name__}: {exc}"
             continue
         if found is not None:
             results[cid] = found.as_result()
     if results:
-        frame = _order_frame(orders, bar)
-        out["executions"] = _record(frame, execs["verdict"].to_numpy(), execs["verdict_reason"].to_numpy(),
-                                    results, account)
+        out["executions"] = execs = _record(_order_frame(orders, bar), execs["verdict"].to_numpy(),
+                                            execs["verdict_reason"].to_numpy(), results, account)
+    if failed:
+        execs["error"] = execs["client_order_id"].map(failed).fillna(execs["error"])
     return out
 
 
