@@ -187,3 +187,14 @@ def test_the_lineage_log_is_a_witness_and_the_cli_writes_it(configure, tmp_path,
     assert cli.main(["--account", "replay", "init"]) == 0     # the replay account's own switch
     assert "NOT_ARMED->ACTIVE" in capsys.readouterr().out and (tmp_path / "kill_switch.replay.json").exists()
     assert LineageStore().read_sql(f"SELECT account FROM {LOG_TABLE}")["account"].tolist() == ["live", "replay"]
+
+
+def test_replay_refuses_to_start_with_a_never_armed_switch(tg_home, capsys):
+    from dagster_project.commands import cli as tradegraph
+    from resources.kill_switch.resource import state_path_for
+
+    state_path_for("replay").unlink()
+    assert tradegraph.main(["replay", "--start", "2025-06-02", "--end", "2025-06-02", "--no-record"]) == 2
+    err = capsys.readouterr().err
+    assert "never armed" in err and "tradegraph kill-switch init --account replay" in err
+    assert len(err.strip().splitlines()) == 1
