@@ -20,11 +20,11 @@ import pandas as pd
 
 from assets.positions.logic import FILL_COLUMNS, expected_positions, with_fills
 from resources.brokers.protocol import OPEN_STATUSES
+from resources.lineage.io_manager import FILLS_TABLES
 from resources.lineage.store import LineageStore
 
 ORDER_INFO_COLUMNS = ["client_order_id", "sent", "decision_price", "decision_bar"]
 OPEN_ORDER_COLUMNS = ["client_order_id", "status", "filled_quantity"]
-FILLS_TABLES = ("positions_fills", "executions_fills")
 _OPEN = sorted(s.value for s in OPEN_STATUSES)
 
 

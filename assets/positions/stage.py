@@ -109,10 +109,11 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
     return {"positions": positions, "positions_account": account}
 
 
-def _order_rows(ids: list[str], known_open: pd.DataFrame, now: dict[str, Order], own: pd.DataFrame) -> pd.DataFrame:
-    """One row per order looked at: its last recorded status, its status at the broker now, changed or not."""
+def _order_rows(ids: list[str], known_open: pd.DataFrame, now: dict[str, Order], info: pd.DataFrame) -> pd.DataFrame:
+    """One row per order looked at: its last recorded status, its status at the broker now, changed or not,
+    and whether lineage knew it as sent (``engine``) or only as an intent (``recovered``)."""
     prev = known_open.set_index("client_order_id")
-    sent = own.set_index("client_order_id")["sent"] if len(own) else pd.Series(dtype=bool)
+    sent = info.set_index("client_order_id")["sent"] if len(info) else pd.Series(dtype=bool)
     rows = []
     for cid in ids:  # the working orders of one account: a handful
         o = now.get(cid)
@@ -151,7 +152,8 @@ def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame,
     info = record.order_info(ids)
     own, foreign = classify_fills(incoming, record.recorded_fill_ids(incoming["fill_id"].tolist()), info, bar_ts)
     own = own.assign(slippage_bps=slippage_bps(own)) if len(own) else empty_taken()
-    mine = [c for c in ids if c in set(info["client_order_id"])]
+    engine_ids = set(info["client_order_id"])
+    mine = [c for c in ids if c in engine_ids]
     now = {**changed, **working}
     for cid in mine:  # orders that left the working set without a settlement here (a real broker)
         if cid not in now:
