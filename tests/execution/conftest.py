@@ -61,6 +61,22 @@ def configure(tmp_path) -> Iterator[Callable[..., None]]:
 
 
 @pytest.fixture
+def limits(configure):
+    """The kill switch's limits from the test configuration."""
+    from resources.kill_switch.logic import Limits
+
+    return Limits.from_config()
+
+
+@pytest.fixture
+def opened(limits):
+    """A kill-switch state opened for ``SESSION`` at $1 M of equity."""
+    from resources.kill_switch.logic import KillSwitchState, on_session_open
+
+    return on_session_open(KillSwitchState(), SESSION, 1_000_000.0, T0, limits=limits).state
+
+
+@pytest.fixture
 def clock() -> BarClock:
     return BarClock(T0)
 

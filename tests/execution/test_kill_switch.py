@@ -22,7 +22,6 @@ from resources.kill_switch.logic import (
     DenyReason,
     KillSwitch,
     KillSwitchState,
-    Limits,
     TradingState,
     TripReason,
     load_state,
@@ -43,16 +42,6 @@ PRICES = {"AAA": 100.0, "BBB": 50.0}
 
 def order(cid: str, side: str, qty: float, symbol: str = "AAA") -> OrderRequest:
     return OrderRequest(cid, symbol, Side(side), qty, "bar")
-
-
-@pytest.fixture
-def limits(configure) -> Limits:
-    return Limits.from_config()
-
-
-@pytest.fixture
-def opened(limits) -> KillSwitchState:
-    return on_session_open(KillSwitchState(), SESSION, EQ, T0, limits=limits).state
 
 
 def check(state, orders, limits, *, positions=None, prices=PRICES, equity=EQ, now=T0, bar_ts=T0,

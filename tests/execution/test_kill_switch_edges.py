@@ -12,38 +12,19 @@ import pytest
 
 from dagster_project.commands import kill_switch as cli
 from resources.brokers.paper import PaperBroker
-from resources.brokers.protocol import OrderRequest, Side
 from resources.kill_switch.logic import (
     DenyReason,
     KillSwitch,
     KillSwitchError,
-    KillSwitchState,
-    Limits,
     TradingState,
     TripReason,
-    on_session_open,
     pre_trade_check,
 )
 from resources.kill_switch.witness import armed_witness
 from resources.lineage.records import LOG_TABLE
 from resources.lineage.store import LineageStore
 from tests.execution.conftest import SESSION, T0, make_quotes, next_bar
-
-EQ = 1_000_000.0
-
-
-def order(cid: str, side: str, qty: float, symbol: str = "AAA") -> OrderRequest:
-    return OrderRequest(cid, symbol, Side(side), qty, "bar")
-
-
-@pytest.fixture
-def limits(configure) -> Limits:
-    return Limits.from_config()
-
-
-@pytest.fixture
-def opened(limits) -> KillSwitchState:
-    return on_session_open(KillSwitchState(), SESSION, EQ, T0, limits=limits).state
+from tests.execution.test_kill_switch import EQ, order
 
 
 def check(state, orders, limits, *, positions=None, prices=None, equity=EQ, pending=None, recon=None,
