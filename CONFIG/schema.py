@@ -467,10 +467,19 @@ class Broker(Section):
     impact_y: NonNegFloat
     participation_cap: PosShare
     partial_remainder: Literal["cancel", "carry"]
+    fill_latency_bars: Annotated[int, Field(ge=0, le=12)]
+    qty_decimals: Annotated[int, Field(ge=0, le=9)]
     submit_timeout_seconds: PosFloat
     allow_fractional: bool
     alpaca: BrokerAlpaca
     ibkr: BrokerIbkr
+
+
+class Execution(Section):
+    """Session rules: flatten on the bar before the close, with market or market-on-close orders."""
+
+    flatten_before_close: bool
+    close_order_type: Literal["market", "moc"]
 
 
 class KillSwitch(Section):
@@ -584,6 +593,7 @@ class TradegraphConfig(Section):
     gating: Gating
     sizing: Sizing
     broker: Broker
+    execution: Execution
     kill_switch: KillSwitch
     orchestration: Orchestration
     replay: Replay

@@ -11,6 +11,7 @@ import pandas as pd
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, install_config
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.records import recorded_run
+from resources.lineage.run_status import fail_dead_runs, record_process, set_status
 from resources.lineage.store import LineageStore
 from TRAINING.common.utils.code_version import code_version
 
@@ -44,9 +45,72 @@ def record_run(store: LineageStore, run_id: str, bar: str, mode: str, status: st
     now = dt.datetime.now(dt.UTC)
     with store.connect() as con:
         store.record_config(con, effective_config_hash(), effective_config())
-        store.upsert_run(con, run_id=run_id, bar=bar, mode=mode, code_version=code_version(),
-                         config_hash=effective_config_hash(), model_versions=model_versions,
-                         started_at=now if start else None, ended_at=now, status=status)
+        store.upsert_run(con, run_id=run_id, bar=bar, **run_identity(mode), model_versions=model_versions,
+                         started_at=now if start else None, ended_at=None if status == "running" else now,
+                         status=status)
+
+
+def run_identity(mode: str) -> dict[str, object]:
+    """The ``runs`` columns that say what ran: mode, code version, configuration hash (always written together,
+    so no ``runs`` row is ever left without its mode)."""
+    return {"mode": mode, "code_version": code_version(), "config_hash": effective_config_hash()}
+
+
+def start_run(context: dg.AssetExecutionContext, store: LineageStore, bar: str, mode: str) -> None:
+    """The first step of a run: mark runs killed earlier as failed, record this run's process, refuse a live
+    rerun under another configuration (see :func:`refuse_changed_config`), then record the run ``running``."""
+    instance = context.instance
+
+    def finished(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is None or run.is_finished
+
+    run_id = context.run.run_id
+    with store.connect() as con:
+        store.record_config(con, effective_config_hash(), effective_config())
+        dead = fail_dead_runs(store, con, run_id, finished)
+        record_process(store, con, run_id)
+    if dead:
+        context.log.warning(f"runs left 'running' by a killed process, now recorded as failed: {', '.join(dead)}")
+    if mode == "live":
+        refuse_changed_config(store, run_id, bar)
+    record_run(store, run_id, bar, mode, "running", start=True)
+
+
+class ConfigChanged(dg.Failure):
+    pass
+
+
+def refuse_changed_config(store: LineageStore, run_id: str, bar: str) -> None:
+    """A live bar is traded under one configuration: a rerun under another hash than the one its decisions
+    were recorded with is refused before anything is computed (so neither the kill switch nor the broker is
+    asked and nothing recorded is replaced), recorded as ``refused: configuration …`` in ``runs`` and in
+    ``executions_refusals``, and fails the run. Audit is the way to try another configuration on a past bar."""
+    with store.connect() as con:
+        rows = con.execute("""
+            SELECT r.config_hash FROM runs r JOIN materializations m ON m.run_id = r.run_id AND m.bar = r.bar
+            WHERE r.bar = ? AND r.mode = 'live' AND r.run_id <> ? AND m.asset = 'sized_orders'
+            ORDER BY r.started_at LIMIT 1""", [bar, run_id]).fetchall()
+    current = effective_config_hash()
+    if not rows or rows[0][0] == current:
+        return
+    reason = (f"refused: configuration {current[:16]} differs from {rows[0][0][:16]} recorded for live bar {bar}; "
+              "a traded bar is never traded again under another configuration (audit it instead)")
+    from assets.executions.stage import refusal_frame
+    from resources.market.clock import market_now
+
+    now = dt.datetime.now(dt.UTC)
+    with store.connect() as con:
+        store.append_rows(con, "executions_refusals",
+                          {bar: refusal_frame(market_now(), "live", run_id, 0, reason).assign(run_id=run_id)})
+        store.upsert_run(con, run_id=run_id, bar=bar, **run_identity("live"), started_at=now, ended_at=now,
+                         status=reason)
+    raise ConfigChanged(description=reason)
+
+
+def mark_run_status(store: LineageStore, run_id: str, bar: str, status: str) -> None:
+    """Record that this run ends as ``status`` (e.g. ``refused: …``) whatever its later steps do."""
+    set_status(store, run_id, bar, status, only_if=("running",))
 
 
 def frame_metadata(frame: pd.DataFrame, value_columns: list[str] | None = None) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from CONFIG.config_loader import get_cfg
-from dagster_project.jobs import SKIPPED_TAG, trading_job
+from dagster_project.jobs import OBSERVE_ONLY_TAG, SKIPPED_TAG, trading_job
 from dagster_project.sensor_logic import decide
 from resources.lineage.io_manager import MODE_TAG
 from resources.market.calendar import get_calendar
@@ -18,7 +18,8 @@ from resources.market.clock import market_now
     default_status=dg.DefaultSensorStatus.RUNNING if get_cfg("orchestration.sensor_autostart")
     else dg.DefaultSensorStatus.STOPPED,
     description="Requests one trading_job run for each newly closed bar (run_key = bar) during market hours; "
-                "a missed bar is never traded late: only the latest bar runs, skipped bars are recorded.",
+                "a missed bar is never traded late: only the latest bar runs, skipped bars are recorded. The "
+                "session's closing bar runs observe-only (no order); nothing is requested after it.",
 )
 def bar_sensor(context: dg.SensorEvaluationContext):
     decision = decide(market_now(), context.cursor, get_calendar())
@@ -27,5 +28,7 @@ def bar_sensor(context: dg.SensorEvaluationContext):
     context.update_cursor(decision.bar)
     if decision.skipped:
         context.log.warning(f"skipped {len(decision.skipped)} missed bar(s): {', '.join(decision.skipped)}")
-    return dg.RunRequest(run_key=decision.bar, partition_key=decision.bar,
-                         tags={MODE_TAG: "live", SKIPPED_TAG: ",".join(decision.skipped)})
+    tags = {MODE_TAG: "live", SKIPPED_TAG: ",".join(decision.skipped)}
+    if decision.observe_only:
+        tags[OBSERVE_ONLY_TAG] = "true"
+    return dg.RunRequest(run_key=decision.bar, partition_key=decision.bar, tags=tags)

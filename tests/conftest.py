@@ -7,8 +7,21 @@ import pytest
 from CONFIG.config_loader import reset_config
 
 
+def arm_switches(*paths) -> None:
+    """Arm kill switches (``init``): a never-armed switch denies every order (design: fails closed)."""
+    import datetime as dt
+
+    from resources.kill_switch.logic import KillSwitch
+    from resources.kill_switch.resource import state_path_for
+
+    for path in paths or (state_path_for("live"), state_path_for("replay")):
+        KillSwitch(path).init(dt.datetime(2025, 1, 2, tzinfo=dt.UTC), "test fixture")
+
+
 @pytest.fixture(autouse=True)
 def tg_home(tmp_path, monkeypatch):
+    """A fresh TRADEGRAPH_HOME per test, with its live and replay kill switches armed by the fixture (a
+    test of a never-armed switch deletes the state file)."""
     home = tmp_path / "tg_home"
     home.mkdir()
     monkeypatch.setenv("TRADEGRAPH_HOME", str(home))
@@ -16,6 +29,7 @@ def tg_home(tmp_path, monkeypatch):
         monkeypatch.delenv(name)
     monkeypatch.delenv("TRADEGRAPH_CONFIG", raising=False)
     reset_config()
+    arm_switches()
     yield home
     reset_config()
 

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 from dagster import AssetExecutionContext
 
-from assets.asset_helpers import mode_of, record_run
+from assets.asset_helpers import mode_of, start_run
 from assets.bars.logic import BarWindow
 from dagster_project.partitions import bar_partitions
 from resources.lineage.io_manager import load_recorded
@@ -27,7 +27,7 @@ def bars(context: AssetExecutionContext, market: MarketDataResource, lineage: Li
     bar = context.partition_key
     mode = mode_of(context)
     store = lineage.store()
-    record_run(store, context.run.run_id, bar, mode, "running", start=True)
+    start_run(context, store, bar, mode)
     if mode == "audit":
         window = load_recorded(store, "bars", bar)  # an audit recomputes from what was recorded, never the source
     else:

@@ -1,14 +1,19 @@
-"""The ``executions`` stage: the kill switch's verdict on each order, the broker's answer and the fills.
+"""The ``executions`` stage: the kill switch's verdict on each order, the broker's answer and its fills.
 
-Who may reach a broker (SPEC §7): ``audit`` never (nothing is sent, every order is recorded "not sent");
+Who may reach a broker (SPEC §7): ``audit`` never (nothing is sent, every order is recorded NOT_SENT);
 ``replay`` only the replay paper account on the simulated clock; ``live`` only for the live bar — a
-rematerialized past bar is refused before the kill switch is even asked (so a click on an old partition
-cannot trip it either). A rerun of a bar never submits an order twice: an order whose client id the
-broker already knows is looked up, not resubmitted, and fills are booked by fill id once.
-A refused run (audit, a past live bar) adds a row to ``executions_refusals``; a past bar that was traded keeps
-its recorded orders and fills (a refusal cannot unmake them, and erasing them would break reconciliation).
-Tables: ``executions`` (per order), ``executions_fills`` (per fill), ``executions_killswitch`` (events),
-``executions_refusals`` (refused runs).
+rematerialized past bar is refused before the kill switch is even asked, and records what the broker says
+of its orders (a read-only lookup by client id: an order a killed run had sent shows as the broker holds
+it, the rest NOT_SENT). A rerun of a bar never submits an order twice: an order whose client id the broker
+already knows is looked up, not resubmitted.
+
+Per order the record holds the kill switch's verdict, the broker's status, the order type and the
+**decision price** (the price sizing used: the bar's close), so slippage is measured against the decision.
+A MARKET order's fills arrive at a later bar's ``positions`` (the paper venue fills at the next bar's open);
+fills a broker reports at once for these orders go to ``executions_fills`` (source ``executed``).
+Tables (append-only in lineage: a rerun adds rows, stamped with its run id, and never replaces any):
+``executions`` (per order), ``executions_fills`` (per fill), ``executions_killswitch`` (events),
+``executions_refusals`` (runs of the bar that reached no broker, and why).
 """
 
 from __future__ import annotations
@@ -18,25 +23,22 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from assets.positions.logic import FILL_COLUMNS, fills_frame
-from resources.brokers.paper import FrameQuotes, Quote
-from resources.brokers.protocol import Broker, OrderRequest, Side, SubmitResult
+from assets.positions.logic import fills_frame, slippage_bps
+from assets.positions.stage import empty_taken
+from resources.brokers.protocol import Broker, BrokerError, OrderRequest, OrderType, Side, SubmitResult
 from resources.brokers.submit import submit_with_lookup
 from resources.kill_switch.logic import KillSwitch
 
-EXEC_COLUMNS = ["client_order_id", "symbol", "side", "quantity", "verdict", "verdict_reason", "status",
-                "reason_code", "filled_quantity", "avg_price", "error"]
+EXEC_COLUMNS = ["client_order_id", "symbol", "side", "quantity", "order_type", "decision_price", "verdict",
+                "verdict_reason", "status", "reason_code", "filled_quantity", "avg_price", "error"]
 EVENT_COLUMNS = ["ts", "check", "value", "limit", "verdict", "reason", "transition", "subject"]
 REFUSAL_COLUMNS = ["ts", "mode", "run_id", "orders", "reason"]
+FILL_OUT_COLUMNS = [*empty_taken().columns]
 
 
-def quotes_frame(snapshot: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    """Quotes for the fill: this bar's bid/ask/mid and volume, σ_daily and ADV (from features)."""
-    f = features.set_index("symbol")
-    s = snapshot[snapshot["status"] == "ok"].set_index("symbol").reindex(f.index)
-    return pd.DataFrame({"mid": (s["bid"] + s["ask"]) / 2, "bid": s["bid"], "ask": s["ask"],
-                         "volume": s["volume"], "sigma_daily_bps": f["sigma_daily_bps"],
-                         "adv": f["adv_shares"]}, index=f.index)[list(Quote.__dataclass_fields__)]
+def _empty_execs() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float if c in ("quantity", "decision_price", "filled_quantity",
+                                                           "avg_price") else object) for c in EXEC_COLUMNS})
 
 
 def fresh_share(snapshot: pd.DataFrame) -> float:
@@ -47,22 +49,56 @@ def fresh_share(snapshot: pd.DataFrame) -> float:
     return float((snapshot["status"].astype(str) != "missing").mean())
 
 
-def empty_fills() -> pd.DataFrame:
-    """A typed, empty fills table (so its first recording gets real column types)."""
-    return pd.DataFrame({"fill_id": pd.Series(dtype=object), "client_order_id": pd.Series(dtype=object),
-                         "symbol": pd.Series(dtype=object), "side": pd.Series(dtype=object),
-                         "quantity": pd.Series(dtype=float), "price": pd.Series(dtype=float),
-                         "fee": pd.Series(dtype=float), "ts": pd.Series(dtype="datetime64[us, UTC]"),
-                         "seq": pd.Series(dtype=np.int64), "mid": pd.Series(dtype=float)})[FILL_COLUMNS]
+def _order_frame(orders: pd.DataFrame, bar: str) -> pd.DataFrame:
+    reduce_only = orders["reduce_only"] if "reduce_only" in orders else orders["gate"] == "exit"
+    order_type = orders["order_type"] if "order_type" in orders else pd.Series(OrderType.MARKET.value, orders.index)
+    return pd.DataFrame({"client_order_id": orders["client_order_id"].to_numpy(), "symbol": orders["symbol"].to_numpy(),
+                         "side": orders["side"].to_numpy(), "quantity": np.abs(orders["shares"].to_numpy(dtype=float)),
+                         "bar_key": bar, "reduce_only": reduce_only.to_numpy(bool),
+                         "order_type": order_type.replace("", OrderType.MARKET.value).to_numpy(),
+                         "decision_price": orders["price"].to_numpy(dtype=float)})
 
 
-def not_sent(orders: pd.DataFrame, reason: str) -> dict[str, pd.DataFrame]:
-    out = pd.DataFrame({"client_order_id": orders["client_order_id"], "symbol": orders["symbol"],
-                        "side": orders["side"], "quantity": np.abs(orders["shares"].to_numpy(dtype=float)),
-                        "verdict": "NOT_SENT", "verdict_reason": reason, "status": "NOT_SENT", "reason_code": "",
-                        "filled_quantity": 0.0, "avg_price": np.nan, "error": ""}, columns=EXEC_COLUMNS)
-    return {"executions": out.reset_index(drop=True), "executions_fills": empty_fills(),
-            "executions_killswitch": pd.DataFrame(columns=EVENT_COLUMNS)}
+def _record(frame: pd.DataFrame, verdict: np.ndarray, verdict_reason: np.ndarray,
+            results: dict[str, SubmitResult], account: str) -> pd.DataFrame:
+    execs = frame[["client_order_id", "symbol", "side", "quantity", "order_type", "decision_price"]].assign(
+        verdict=verdict, verdict_reason=verdict_reason)
+    for col in ("status", "reason_code", "filled_quantity", "avg_price", "error"):
+        execs[col] = [_attr(results.get(c), col) for c in execs["client_order_id"]]
+    execs["status"] = execs["status"].replace("", "NOT_SENT")
+    return execs.reindex(columns=EXEC_COLUMNS).assign(account=account).reset_index(drop=True)
+
+
+def not_sent(orders: pd.DataFrame, reason: str, account: str, bar: str = "") -> dict[str, pd.DataFrame]:
+    """Every order NOT_SENT with ``reason`` (an audit: no broker call is possible)."""
+    frame = _order_frame(orders, bar)
+    execs = _record(frame, np.full(len(frame), "NOT_SENT", dtype=object), np.full(len(frame), reason, dtype=object),
+                    {}, account) if len(frame) else _empty_execs().assign(account=pd.Series(dtype=object))
+    return {"executions": execs, "executions_fills": empty_taken().assign(account=pd.Series(dtype=object)),
+            "executions_killswitch": _events(pd.DataFrame(columns=EVENT_COLUMNS)).assign(account=account)}
+
+
+def looked_up(orders: pd.DataFrame, reason: str, broker: Broker, account: str, bar: str) -> dict[str, pd.DataFrame]:
+    """A refused live run: nothing is sent; each order is looked up at the broker by client id (read only)
+    and recorded as the broker holds it (an order sent by an earlier, killed run of the bar), or NOT_SENT.
+    Fills are not taken in here: the live bar's ``positions`` step takes in every fill lineage lacks."""
+    out = not_sent(orders, reason, account, bar)
+    execs = out["executions"]
+    results, failed = {}, {}
+    for cid in execs["client_order_id"]:  # one bar's orders, read only
+        try:
+            found = broker.order_status(cid)
+        except BrokerError as exc:  # its fate unknown here: the live bar's reconciliation settles it
+            failed[cid] = f"lookup failed: {type(exc).__name__}: {exc}"
+            continue
+        if found is not None:
+            results[cid] = found.as_result()
+    if results:
+        out["executions"] = execs = _record(_order_frame(orders, bar), execs["verdict"].to_numpy(),
+                                            execs["verdict_reason"].to_numpy(), results, account)
+    if failed:
+        execs["error"] = execs["client_order_id"].map(failed).fillna(execs["error"])
+    return out
 
 
 def refusal_frame(now: dt.datetime, mode: str, run_id: str, n_orders: int, reason: str) -> pd.DataFrame:
@@ -71,30 +107,10 @@ def refusal_frame(now: dt.datetime, mode: str, run_id: str, n_orders: int, reaso
                           "orders": int(n_orders), "reason": reason}], columns=REFUSAL_COLUMNS)
 
 
-def kept_record(recorded: dict[str, pd.DataFrame] | pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """A bar's recorded execution tables, unchanged, typed where a table was empty (an empty first write
-    creates no lineage table, so it reads back without columns)."""
-    rec = recorded if isinstance(recorded, dict) else {"executions": recorded}
-    execs = rec.get("executions", pd.DataFrame())
-    fills = rec.get("executions_fills", pd.DataFrame())
-    events = rec.get("executions_killswitch", pd.DataFrame())
-    empty = pd.DataFrame({c: pd.Series(dtype=float if c in ("quantity", "filled_quantity", "avg_price") else object)
-                          for c in EXEC_COLUMNS})
-    return {"executions": execs if len(execs.columns) else empty,
-            "executions_fills": fills if len(fills.columns) else empty_fills().assign(account=pd.Series(dtype=object)),
-            "executions_killswitch": events if len(events.columns) else _events(pd.DataFrame(columns=EVENT_COLUMNS))}
-
-
-def _order_frame(orders: pd.DataFrame, bar: str) -> pd.DataFrame:
-    return pd.DataFrame({"client_order_id": orders["client_order_id"].to_numpy(), "symbol": orders["symbol"].to_numpy(),
-                         "side": orders["side"].to_numpy(), "quantity": np.abs(orders["shares"].to_numpy(dtype=float)),
-                         "bar_key": bar, "reduce_only": (orders["gate"] == "exit").to_numpy()})
-
-
 def _submit_all(broker: Broker, frame: pd.DataFrame, allowed: np.ndarray) -> list[SubmitResult]:
     """Submit the allowed orders in order. Every order of the bar — denied ones too — is first looked up
     by client id: one the broker already knows (an earlier attempt of this bar that crashed) is reported
-    as the broker has it, never resubmitted, so its fills are recorded even if this attempt denies it."""
+    as the broker has it, never resubmitted, so it is recorded even if this attempt denies it."""
     results = []
     for row, ok in zip(frame.itertuples(index=False), allowed, strict=True):  # one bar's orders
         known = broker.order_status(row.client_order_id)
@@ -102,54 +118,101 @@ def _submit_all(broker: Broker, frame: pd.DataFrame, allowed: np.ndarray) -> lis
             results.append(known.as_result())
         elif ok:
             req = OrderRequest(row.client_order_id, row.symbol, Side(row.side), float(row.quantity), row.bar_key,
-                               bool(row.reduce_only))
+                               bool(row.reduce_only), OrderType(row.order_type))
             results.append(submit_with_lookup(broker, req))
     return results
 
 
+def cancel_working(broker: Broker, keep: set[str]) -> list[SubmitResult]:
+    """Cancel every working order but those in ``keep`` (flatten before the close); a failed cancel is
+    returned as that order's answer with the error, not raised."""
+    out = []
+    for order in broker.open_orders():  # the account's working orders: a handful
+        if order.client_order_id in keep:
+            continue
+        try:
+            out.append(broker.cancel(order.client_order_id))
+        except BrokerError as exc:
+            out.append(order.as_result(error=f"cancel failed: {type(exc).__name__}: {exc}"))
+    return out
+
+
 def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame, positions: dict,
-            broker: Broker, switch: KillSwitch, session_date: dt.date,
+            broker: Broker, switch: KillSwitch, session_date: dt.date, account: str,
+            session_open: bool = True, flatten: bool = False,
             fresh_share: float | None = None) -> dict[str, pd.DataFrame]:
     """Kill switch → broker for one bar's orders; every verdict, answer, fill and event recorded.
-    ``fresh_share``: the bar's share of the universe with a row (:func:`fresh_share`), the stalled-feed check."""
+    ``session_open`` False on the session's closing bar (no order is made; flatten orders wait);
+    ``flatten`` (``execution.flatten_before_close`` on the bar before the close): every working order is
+    cancelled before the bar's exits are sent (verdict ``FLATTEN_BEFORE_CLOSE``); ``fresh_share``: the bar's
+    share of the universe with a row (:func:`fresh_share`), the stalled-feed check."""
     orders = sized[sized["has_order"]].reset_index(drop=True)
     book = positions["positions"]
-    account = positions["positions_account"].iloc[0]
+    acct = positions["positions_account"].iloc[0]
     frame = _order_frame(orders, bar)
     prices = dict(zip(sized["symbol"], sized["price"], strict=True))
     held = book.set_index("symbol")
+    pending = held["pending_qty"] if "pending_qty" in held else None
+    mismatched = [s for s in str(acct.get("mismatched_symbols", "") or "").split(",") if s]
     check = switch.pre_trade_check(frame, positions=held["qty"], prices={**dict(held["price"].dropna()), **prices},
-                                   equity=float(account["portfolio_value"]), now=now, bar_ts=bar_ts,
-                                   session_date=session_date, reconciliation_mismatch=bool(account["mismatch"]),
-                                   bar_key=bar, fresh_share=fresh_share)
+                                   equity=float(acct["portfolio_value"]), now=now, bar_ts=bar_ts,
+                                   session_date=session_date, reconciliation_mismatch=int(acct["n_mismatched"]),
+                                   mismatched=mismatched, bar_key=bar, pending=pending, session_open=session_open,
+                                   fresh_share=fresh_share)
+    # the working orders, for the record of any cancel (asked only when something may be cancelled)
+    working = ({o.client_order_id: o for o in broker.open_orders()} if flatten or check.cancel_open_orders
+               else {})
     enforced = switch_enforce(check, broker)
+    if flatten:
+        cancelled = cancel_working(broker, set(frame["client_order_id"]))
+        enforced += cancelled
+        flatten_ids = {r.client_order_id for r in cancelled}
+    else:
+        flatten_ids = set()
     verdicts = check.verdicts.reset_index(drop=True)
     results = _submit_all(broker, frame, (verdicts["verdict"] == "ALLOW").to_numpy()) + enforced
     outcome = switch.record_broker_outcomes([not r.error for r in results], now) if results else None
     by_id = {r.client_order_id: r for r in results}
-    execs = pd.DataFrame({
-        "client_order_id": frame["client_order_id"], "symbol": frame["symbol"], "side": frame["side"],
-        "quantity": frame["quantity"], "verdict": verdicts["verdict"].to_numpy() if len(frame) else [],
-        "verdict_reason": verdicts["reason"].fillna("").to_numpy() if len(frame) else [],
-    })
-    for col, attr in (("status", "status"), ("reason_code", "reason_code"), ("filled_quantity", "filled_quantity"),
-                      ("avg_price", "avg_price"), ("error", "error")):
-        execs[col] = [_attr(by_id.get(c), attr) for c in execs["client_order_id"]]
-    execs["status"] = execs["status"].replace("", "NOT_SENT")
+    execs = _record(frame, verdicts["verdict"].to_numpy() if len(frame) else np.array([], dtype=object),
+                    verdicts["reason"].fillna("").to_numpy() if len(frame) else np.array([], dtype=object),
+                    by_id, account)
     extra = [r for r in enforced if r.client_order_id not in set(frame["client_order_id"])]
-    if extra:  # kill-switch cancels and flatten orders: recorded like any other broker answer
-        execs = pd.concat([execs, pd.DataFrame({
-            "client_order_id": [r.client_order_id for r in extra], "symbol": "", "side": "", "quantity": np.nan,
-            "verdict": "KILL_SWITCH", "verdict_reason": check.trading_state.value,
+    if extra:  # kill-switch cancels and flatten orders, session-rule cancels: recorded like any broker answer
+        info = {o: (w.symbol, str(w.side), float(w.quantity)) for o, w in working.items()}
+        info.update({r["client_order_id"]: (r["symbol"], r["side"], float(r["quantity"]))
+                     for r in check.flatten_orders.to_dict("records")})
+        known = [info.get(r.client_order_id, ("", "", np.nan)) for r in extra]
+        rows = pd.DataFrame({
+            "client_order_id": [r.client_order_id for r in extra],
+            "symbol": [k[0] for k in known], "side": [k[1] for k in known], "quantity": [k[2] for k in known],
+            "order_type": OrderType.MARKET.value, "decision_price": np.nan,
+            "verdict": ["FLATTEN_BEFORE_CLOSE" if r.client_order_id in flatten_ids else "KILL_SWITCH" for r in extra],
+            "verdict_reason": ["cancel working orders before the flatten" if r.client_order_id in flatten_ids
+                               else check.trading_state.value for r in extra],
             **{c: [_attr(r, c) for r in extra] for c in ("status", "reason_code", "filled_quantity", "avg_price",
-                                                         "error")}})], ignore_index=True)
-    ids = set(by_id)
-    got = [f for f in broker.fills_since(bar_ts) if f.client_order_id in ids]
-    fills = fills_frame(got) if got else empty_fills()
+                                                         "error")}})
+        rows["decision_price"] = rows["symbol"].map(prices).astype(float)
+        execs = pd.concat([execs, rows.assign(account=account)], ignore_index=True)
+    # fills reported at once for this bar's own orders (its orders and the switch's flatten orders); fills
+    # of older orders were taken in by this bar's positions step, or are the next bar's to take in
+    ids = set(frame["client_order_id"]) | set(check.flatten_orders["client_order_id"])
+    seen = set(positions["positions_fills"]["fill_id"]) if "positions_fills" in positions else set()
+    got = [f for f in broker.fills_since(bar_ts) if f.client_order_id in ids and f.fill_id not in seen]
     events = pd.concat([check.events_frame()] + ([outcome.events_frame()] if outcome else []), ignore_index=True)
-    return {"executions": execs.reindex(columns=EXEC_COLUMNS),
-            "executions_fills": fills.sort_values(["seq", "fill_id"], kind="mergesort").reset_index(drop=True),
-            "executions_killswitch": _events(events)}
+    return {"executions": execs,
+            "executions_fills": executed_fills(got, execs).assign(account=account),
+            "executions_killswitch": _events(events).assign(account=account)}
+
+
+def executed_fills(fills: list, execs: pd.DataFrame) -> pd.DataFrame:
+    """Fills reported at once for this bar's orders, with the decision price and slippage (source executed)."""
+    if not fills:
+        return empty_taken()
+    f = fills_frame(fills)
+    dp = execs.drop_duplicates("client_order_id").set_index("client_order_id")["decision_price"]
+    f = f.assign(source="executed", decision_price=f["client_order_id"].map(dp).astype(float))
+    f = f.assign(slippage_bps=slippage_bps(f))
+    return f.sort_values(["seq", "fill_id"], kind="mergesort").reset_index(drop=True)[FILL_OUT_COLUMNS]
 
 
 def switch_enforce(check, broker: Broker) -> list[SubmitResult]:
@@ -175,7 +238,3 @@ def _events(events: pd.DataFrame) -> pd.DataFrame:
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
     out["ts"] = pd.to_datetime(out["ts"], utc=True)
     return out
-
-
-def quotes_provider(snapshot: pd.DataFrame, features: pd.DataFrame) -> FrameQuotes:
-    return FrameQuotes(quotes_frame(snapshot, features))

@@ -11,9 +11,11 @@ Realised P&L is gross of fees; fees are reported on their own, so that
 ``portfolio_value = initial cash + realised_cum − fees_cum + unrealised`` holds exactly (tested).
 Fills of one symbol within a bar are applied in booking order (``seq``), vectorised across symbols.
 
-Costs per fill: realised = side × (price − mid) × quantity + fee (what the trade paid over the mid at the
-fill); estimated = ``est_cost_bps`` / 1e4 × quantity × mid (the arbitration's cost estimate joined to
-the fill by the caller). Fills without a mid (or estimate) are left out of that sum and counted in
+Costs per fill: realised = side × (price − mid) × quantity + fee (what the trade paid over the reference
+price at the fill: the fill bar's open for a market order); estimated = ``est_cost_bps`` / 1e4 × quantity ×
+mid (the arbitration's cost estimate joined to the fill by the caller); slippage = side × (price −
+decision price) × quantity (what the trade paid over the price its order was decided at, the decision
+bar's close: spread, impact and the move from the decision to the fill). Fills without a mid (or estimate) are left out of that sum and counted in
 ``n_fills_costed``. Daily return = portfolio value / start-of-day equity − 1.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from assets.positions.logic import signed_quantity
+from resources.brokers.quantity import round_qty
 
 BOOK_COLUMNS = ["quantity", "avg_cost", "mark"]
 SYMBOL_COLUMNS = ["symbol", "quantity", "avg_cost", "mark", "mark_stale", "market_value", "unrealised_pnl",
@@ -78,7 +81,7 @@ def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]
         same = (p == 0) | (np.sign(p) == np.sign(d))
         closed = np.where(same, 0.0, np.minimum(np.abs(d), np.abs(p)))
         realised[i] += closed * (x - np.nan_to_num(a)) * np.sign(p)
-        p_new = p + d
+        p_new = round_qty(p + d)
         with np.errstate(invalid="ignore", divide="ignore"):
             added = (np.abs(p) * np.nan_to_num(a) + np.abs(d) * x) / np.abs(p_new)
         a_new = np.where(same, added, np.where(np.abs(d) > np.abs(p), x, a))
@@ -111,10 +114,22 @@ def apply_actions(book: PnlBook, actions: pd.DataFrame | None) -> tuple[PnlBook,
     return PnlBook(cash, pos, realised, book.fees, book.value), paid
 
 
+def _slippage(fills: pd.DataFrame, side: np.ndarray, q: np.ndarray, px: np.ndarray) -> dict[str, float]:
+    """What the fills paid over their orders' decision prices: side × (price − decision) × q, in money and in
+    bps of the decided notional (fills without a decision price are left out)."""
+    dp = fills["decision_price"].to_numpy(dtype=float) if "decision_price" in fills else np.full(len(fills), np.nan)
+    ok = np.isfinite(dp)
+    money = float((side * (px - dp) * q)[ok].sum())
+    decided = float((dp * q)[ok].sum())
+    return {"decided_notional": decided, "slippage": money,
+            "slippage_bps": money / decided * 1e4 if decided else np.nan}
+
+
 def _costs(fills: pd.DataFrame) -> dict[str, float]:
     if not len(fills):
         return {"traded_notional": 0.0, "n_fills_costed": 0, "realised_cost": 0.0, "realised_cost_bps": np.nan,
-                "est_cost": 0.0, "est_cost_bps": np.nan}
+                "est_cost": 0.0, "est_cost_bps": np.nan, "decided_notional": 0.0, "slippage": 0.0,
+                "slippage_bps": np.nan}
     q = fills["quantity"].to_numpy(dtype=float)
     px = fills["price"].to_numpy(dtype=float)
     mid = fills["mid"].to_numpy(dtype=float) if "mid" in fills else np.full(len(fills), np.nan)
@@ -134,6 +149,7 @@ def _costs(fills: pd.DataFrame) -> dict[str, float]:
         "realised_cost_bps": float(realised[costed].sum() / costed_notional * 1e4) if costed_notional else np.nan,
         "est_cost": float(est[est_ok].sum()),
         "est_cost_bps": float(est[est_ok].sum() / est_notional * 1e4) if est_notional else np.nan,
+        **_slippage(fills, side, q, px),
     }
 
 

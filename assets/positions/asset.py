@@ -6,33 +6,25 @@ from dagster import AssetExecutionContext
 
 from assets.asset_helpers import mode_of
 from assets.bars.logic import BarWindow
+from assets.execution_record import LineageRecord
 from assets.pnl.stage import account_of
-from assets.positions.stage import positions_from_broker, typed_book, window_marks
+from assets.positions.stage import positions_step, typed_book, window_marks
+from assets.venue import live_refusal, quotes_provider
 from dagster_project.partitions import bar_partitions
+from resources.brokers.paper import BarClock
 from resources.brokers.resource import BrokerResource
 from resources.lineage.io_manager import load_recorded
 from resources.lineage.resource import LineageResource
-
-
-def recorded_fills(lineage: LineageResource, account: str, before_bar: str) -> pd.DataFrame:
-    """Every fill the engine recorded for the account before this bar (its expected book)."""
-    store = lineage.store()
-    if not store.path.exists():
-        return pd.DataFrame()
-    with store.connect(read_only=True) as con:
-        if not store.has_table(con, "executions_fills"):
-            return pd.DataFrame()
-        return con.execute("SELECT * EXCLUDE (bar, _row) FROM executions_fills WHERE account = ? AND bar < ? "
-                           "ORDER BY seq, fill_id", [account, before_bar]).df()
+from resources.market.calendar import parse_bar_key
 
 
 def recorded_book(lineage: LineageResource, bar: str, account: str | None = None) -> dict[str, pd.DataFrame] | None:
     """The book recorded for ``bar`` (of ``account`` when given), or None when none was recorded.
 
     Why a bar's book is written once: it is the book *before* this bar's orders. A retry after a crash in
-    ``executions`` (orders possibly already filled) or a rematerialized past bar would otherwise read the
-    broker's book *after* them, size different orders, see its own fills as a reconciliation mismatch and
-    overwrite the record of what the bar traded on.
+    ``executions`` (orders possibly already sent) or a rematerialized past bar would otherwise read the
+    broker's book *after* them, size different orders, see its own orders as pending and overwrite the
+    record of what the bar traded on.
     """
     store = lineage.store()
     if not store.path.exists():
@@ -46,18 +38,6 @@ def recorded_book(lineage: LineageResource, bar: str, account: str | None = None
     if account is not None and not str(out["positions_account"]["source"].iloc[0]).endswith(f":{account}"):
         return None
     return typed_book(out)
-
-
-def recorded_actions(lineage: LineageResource, account: str, before_bar: str) -> pd.DataFrame:
-    """The corporate actions the account's broker applied at earlier bars (``positions_adjustments``)."""
-    store = lineage.store()
-    if not store.path.exists():
-        return pd.DataFrame()
-    with store.connect(read_only=True) as con:
-        if not store.has_table(con, "positions_adjustments"):
-            return pd.DataFrame()
-        return con.execute("SELECT * EXCLUDE (bar, _row) FROM positions_adjustments WHERE account = ? AND bar < ? "
-                           "ORDER BY bar, _row", [account, before_bar]).df()
 
 
 def last_recorded_marks(lineage: LineageResource, account: str, bar: str) -> pd.Series:
@@ -76,14 +56,15 @@ def last_recorded_marks(lineage: LineageResource, account: str, bar: str) -> pd.
     group_name="execution",
     io_manager_key="lineage_io",
     kinds={"duckdb"},
-    description="The book before this bar's orders: per symbol quantity, mark (the last good one, flagged stale, "
-                "when the bar has none), weight; cash and portfolio value (broker = source of truth), reconciled "
-                "against the fills the engine recorded; corporate actions applied on their effective date "
-                "(positions_adjustments). In an audit the "
-                "recorded book is used and no broker is asked; a bar whose book was already recorded for the "
-                "account (a retry, a rematerialized past bar) keeps it.",
+    description="The book before this bar's orders: corporate actions due applied at the paper venue "
+                "(positions_adjustments), the venue settled at the bar (fills at its open, MOC and expiries at the "
+                "close), the fills the broker reports for the engine's own orders taken in (settled / broker / "
+                "recovered), the working orders' statuses, and the broker's book (source of truth) marked at the "
+                "last good price (flagged stale when the bar has none) and reconciled against every recorded "
+                "fill. In an audit the recorded book is used and no broker is asked; a bar whose book was "
+                "already recorded for the account keeps it; a past bar in live mode moves nothing at the venue.",
 )
-def positions(context: AssetExecutionContext, bars: BarWindow, broker: BrokerResource,
+def positions(context: AssetExecutionContext, bars: BarWindow, features: pd.DataFrame, broker: BrokerResource,
               lineage: LineageResource) -> dict[str, pd.DataFrame]:
     mode = mode_of(context)
     bar = context.partition_key
@@ -95,18 +76,28 @@ def positions(context: AssetExecutionContext, bars: BarWindow, broker: BrokerRes
         if out is not None:
             context.log.info(f"positions: the book recorded for {bar} ({account}) is kept, not re-read")
         else:
-            out = positions_from_broker(broker.get_broker_for(account), bars.snapshot,
-                                        recorded_fills(lineage, account, bar),
-                                        source=f"{broker.adapter_name()}:{account}",
-                                        marks=window_marks(bars, last_recorded_marks(lineage, account, bar)),
-                                        actions=bars.adjustments,
-                                        applied_before=recorded_actions(lineage, account, bar))
-            out["positions_adjustments"] = out["positions_adjustments"].assign(account=account)
+            bar_ts = parse_bar_key(bar)
+            live = mode == "replay" or live_refusal(bar) is None
+            adapter = broker.get_broker_for(account, quotes=quotes_provider(bars.snapshot, features),
+                                            clock=BarClock(bar_ts.to_pydatetime()))
+            with _batched(adapter):
+                out = positions_step(adapter, bar_ts, bars.snapshot, LineageRecord(lineage.store(), account, bar),
+                                     account, f"{broker.adapter_name()}:{account}", settle=live, take_in=live,
+                                     marks=window_marks(bars, last_recorded_marks(lineage, account, bar)),
+                                     actions=bars.adjustments)
     acct = out["positions_account"].iloc[0]
     context.add_output_metadata({"portfolio_value": float(acct["portfolio_value"]), "cash": float(acct["cash"]),
                                  "stale_marks": int(acct.get("stale_marks", 0)),
                                  "gross_exposure": float(acct["gross_exposure"]),
                                  "held_symbols": int((out["positions"]["qty"] != 0).sum()),
                                  "reconciliation_mismatches": int(acct["n_mismatched"]), "mode": mode,
-                                 "source": str(acct["source"])})
+                                 "source": str(acct["source"]),
+                                 "fills_taken_in": int(acct.get("fills_taken_in", 0)),
+                                 "fills_recovered": int(acct.get("fills_recovered", 0))})
     return out
+
+
+def _batched(adapter):
+    from contextlib import nullcontext
+
+    return adapter.batch() if hasattr(adapter, "batch") else nullcontext()

@@ -17,9 +17,15 @@ import numpy as np
 import pandas as pd
 
 from CONFIG.config_loader import get_cfg
+from resources.brokers.quantity import round_qty
 
 FILL_COLUMNS = ["fill_id", "client_order_id", "symbol", "side", "quantity", "price", "fee", "ts", "seq", "mid"]
 RECON_COLUMNS = ["symbol", "expected", "broker", "difference", "mismatch"]
+#: how the engine learnt of a fill (design: the bar timeline): ``settled`` at this bar's settlement of the
+#: venue, ``broker`` reported by the broker between bars for an order lineage recorded as sent, ``recovered``
+#: for an order lineage only knew as an intent (``sized_orders``: e.g. the run was killed after the submit),
+#: ``executed`` reported at once to the submitting run (``executions_fills``).
+FILL_SOURCES = ("settled", "broker", "recovered", "executed")
 
 
 def fills_frame(fills: Iterable[Any]) -> pd.DataFrame:
@@ -50,7 +56,8 @@ def signed_quantity(fills: pd.DataFrame) -> np.ndarray:
 
 
 def expected_positions(fills: pd.DataFrame, actions: pd.DataFrame | None = None) -> pd.Series:
-    """Symbol → signed quantity implied by the fills (each ``fill_id`` once), flat symbols dropped. ``actions``
+    """Symbol → signed quantity implied by the fills (each ``fill_id`` once), rounded to
+    ``broker.qty_decimals`` (so 0.1 + 0.2 − 0.3 is flat, not 5.55e-17), flat symbols dropped. ``actions``
     (symbol, effective_open, split_ratio): the splits the broker applied to the book; a fill before one counts
     × its ratio (the broker's book is on the post-split basis)."""
     f = fills.drop_duplicates("fill_id", keep="first")
@@ -61,7 +68,56 @@ def expected_positions(fills: pd.DataFrame, actions: pd.DataFrame | None = None)
                                   strict=True):  # a loop over applied actions (a handful), never over fills
             q = np.where((f["symbol"].to_numpy() == sym) & np.asarray(ts < pd.Timestamp(at)), q * float(ratio), q)
     pos = pd.Series(q, index=f["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    pos = pd.Series(round_qty(pos.to_numpy()), index=pos.index, dtype=float)
     return pos[pos != 0].sort_index().rename("quantity")
+
+
+def scaled_by_splits(book: pd.Series, actions: pd.DataFrame | None) -> pd.Series:
+    """An expected book after the splits just applied at the venue (``actions``: symbol, split_ratio): each
+    position × its ratio, rounded to ``broker.qty_decimals``."""
+    if actions is None or not len(actions) or not len(book):
+        return book
+    ratio = actions.groupby("symbol")["split_ratio"].prod().astype(float)
+    scaled = book * ratio.reindex(book.index).fillna(1.0)
+    return pd.Series(round_qty(scaled.to_numpy()), index=book.index, dtype=float, name=book.name)
+
+
+def with_fills(book: pd.Series, fills: pd.DataFrame) -> pd.Series:
+    """An expected book (symbol → signed qty) plus fills, rounded to ``broker.qty_decimals``, flat dropped."""
+    if not len(fills):
+        return book
+    add = pd.Series(signed_quantity(fills), index=fills["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    total = book.add(add, fill_value=0.0).sort_index()
+    total = pd.Series(round_qty(total.to_numpy()), index=total.index, dtype=float, name="quantity")
+    return total[total != 0]
+
+
+def classify_fills(incoming: pd.DataFrame, recorded_ids: set[str], orders: pd.DataFrame,
+                   bar_ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the fills a broker reports into the engine's own fills that lineage lacks and foreign ones.
+
+    ``incoming`` has :data:`FILL_COLUMNS`; ``recorded_ids`` the fill ids lineage already holds (dropped:
+    each fill is recorded once ever); ``orders`` what lineage knows of the fills' orders (columns
+    client_order_id, sent, decision_price; an id absent from it is not the engine's). Returns (own fills
+    with ``source`` and ``decision_price``, foreign fills), both in booking order.
+    """
+    new = incoming[~incoming["fill_id"].isin(recorded_ids)].drop_duplicates("fill_id")
+    info = orders.set_index("client_order_id").reindex(new["client_order_id"])
+    own = info["sent"].notna().to_numpy()
+    sent = info["sent"].fillna(False).astype(bool).to_numpy()
+    at_bar = (pd.to_datetime(new["ts"], utc=True) == pd.Timestamp(bar_ts).tz_convert("UTC")).to_numpy(bool)
+    source = np.where(~sent, "recovered", np.where(at_bar, "settled", "broker"))
+    mine = new.assign(source=source, decision_price=info["decision_price"].to_numpy(dtype=float))[own]
+    return mine.reset_index(drop=True), new[~own].reset_index(drop=True)
+
+
+def slippage_bps(fills: pd.DataFrame) -> np.ndarray:
+    """Per fill: what it paid over the decision price, in bps of the decision price (positive = worse):
+    side × (price − decision price) / decision price × 1e4. NaN without a decision price."""
+    side = np.sign(signed_quantity(fills))
+    dp = fills["decision_price"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return side * (fills["price"].to_numpy(dtype=float) - dp) / dp * 1e4
 
 
 @dataclass(frozen=True)
@@ -82,13 +138,15 @@ class Reconciliation:
 
 def reconcile(expected: Mapping[str, float] | pd.Series, broker: Mapping[str, float] | pd.Series,
               tolerance: float | None = None) -> Reconciliation:
-    """Per-symbol difference broker − expected; a mismatch where |difference| > tolerance
-    (default ``kill_switch.reconciliation_tolerance_shares``). A non-finite quantity is a mismatch."""
+    """Per-symbol difference broker − expected, both sides rounded to ``broker.qty_decimals``; a mismatch
+    where |difference| > tolerance (default ``kill_switch.reconciliation_tolerance_shares``). A non-finite
+    quantity is a mismatch."""
     tol = get_cfg("kill_switch.reconciliation_tolerance_shares") if tolerance is None else tolerance
     exp, brk = pd.Series(expected, dtype=float), pd.Series(broker, dtype=float)
     symbols = exp.index.union(brk.index).sort_values()
-    e, b = exp.reindex(symbols, fill_value=0.0).to_numpy(), brk.reindex(symbols, fill_value=0.0).to_numpy()
-    diff = b - e
+    e = round_qty(exp.reindex(symbols, fill_value=0.0).to_numpy())
+    b = round_qty(brk.reindex(symbols, fill_value=0.0).to_numpy())
+    diff = round_qty(b - e)
     table = pd.DataFrame({"symbol": symbols.astype(str), "expected": e, "broker": b, "difference": diff,
                           "mismatch": ~(np.abs(diff) <= tol)}, columns=RECON_COLUMNS)
     held = (e != 0) | (b != 0) | table["mismatch"].to_numpy()

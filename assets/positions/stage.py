@@ -1,17 +1,32 @@
-"""The ``positions`` stage: the book before this bar's orders, from the broker, reconciled.
+"""The ``positions`` stage: the book before this bar's orders, from the broker, reconciled (design: bar timeline).
 
-The broker is the source of truth. The engine's expected book is the sum of the fills it recorded; a
-difference beyond ``kill_switch.reconciliation_tolerance_shares`` is a mismatch, recorded here and acted on
-by the kill switch (``kill_switch.on_reconciliation_mismatch``).
-Tables: ``positions`` (symbol, qty, price, market_value, weight, expected_qty, difference, mark_stale) and
-``positions_account`` (one row: cash, equity, portfolio_value, gross/net exposure, mismatch count, stale marks,
-source).
+Per bar, in this order:
+
+1. the paper venue is **settled** at the bar (fills due at its open, MOC fills and expiries at the closing
+   bar: ``resources.brokers.paper``); a real broker fills on its own;
+2. every fill the broker reports (since the recorded fill cursor) for the engine's own orders that lineage
+   lacks is **taken in** (``positions_fills``, with its source: ``settled`` | ``broker`` | ``recovered``,
+   its decision price and slippage); fills of orders the engine never decided are recorded in
+   ``positions_foreign_fills`` and not booked, so the reconciliation shows them;
+3. every order the engine last recorded as working, is working now, or was just filled, is looked up:
+   its status as the broker holds it, and whether it changed (``positions_orders``); working orders'
+   remaining quantity is the ``pending_qty`` sizing nets against its target;
+4. the broker's book (cash, positions, cost basis) is read, marked at the bar's closes and reconciled
+   against the sum of every recorded fill (the expected book), both rounded to ``broker.qty_decimals``.
+
+Before the settlement, the window's corporate actions in effect that the venue has not applied yet are applied
+to it (a split scales the position and cost basis, a cash dividend pays cash), once each, recorded in
+``positions_adjustments``; the expected book follows (a fill before a split counts × its ratio).
 
 Marks (SPEC §9 "a held name with no bar is valued at its last good mark, flagged stale"): a held symbol is
 marked at this bar's close when its row is ``ok`` and it is not held for a split-like jump; otherwise at its
 last good close in the window (adjusted to today's basis), else at the last mark the P&L book recorded, and
 ``mark_stale`` says so. A missing, skipped or phantom price therefore never moves the portfolio value, so no
 loss limit of the kill switch fires on it and no order is sized on a value it invented.
+
+The broker is the source of truth; a difference beyond ``kill_switch.reconciliation_tolerance_shares`` is
+a mismatch, recorded here and acted on by the kill switch. A bar that is not the live bar (``settle`` and
+``take_in`` False) reads the book without moving the venue or taking fills in: those belong to the live bar.
 """
 
 from __future__ import annotations
@@ -20,11 +35,27 @@ import numpy as np
 import pandas as pd
 
 from assets.bars.logic import BarWindow
-from assets.positions.logic import expected_positions, reconcile
-from resources.brokers.protocol import Broker
+from assets.execution_record import ExecutionRecord
+from assets.positions.logic import (
+    FILL_COLUMNS,
+    classify_fills,
+    fills_frame,
+    reconcile,
+    scaled_by_splits,
+    slippage_bps,
+    with_fills,
+)
+from resources.brokers.protocol import OPEN_STATUSES, Broker, Order
+from resources.brokers.quantity import round_qty
 
 POSITION_COLUMNS = {"symbol": object, "qty": float, "price": float, "market_value": float, "weight": float,
-                    "expected_qty": float, "difference": float, "mark_stale": bool}
+                    "expected_qty": float, "difference": float, "pending_qty": float, "cost_basis": float,
+                    "mark_stale": bool}
+ORDER_COLUMNS = {"client_order_id": object, "symbol": object, "side": object, "order_type": object,
+                 "quantity": float, "filled_quantity": float, "remaining": float, "prev_status": object,
+                 "status": object, "reason_code": object, "changed": bool, "source": object}
+TAKEN_COLUMNS = [*FILL_COLUMNS, "source", "decision_price", "slippage_bps"]
+_OPEN = {s.value for s in OPEN_STATUSES}
 
 
 def typed_book(out: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -33,7 +64,12 @@ def typed_book(out: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     pos = out["positions"]
     if pos.empty:
         pos = pd.DataFrame({c: pd.Series(dtype=t) for c, t in POSITION_COLUMNS.items()})
-    return {**out, "positions": pos}
+    pos = pos.assign(**{c: 0.0 for c in ("pending_qty",) if c not in pos})
+    typed = {"positions_fills": empty_taken(), "positions_foreign_fills": fills_frame([]),
+             "positions_adjustments": empty_actions(),
+             "positions_orders": pd.DataFrame({c: pd.Series(dtype=t) for c, t in ORDER_COLUMNS.items()})}
+    empty = {t: f for t, f in typed.items() if len(out.get(t, pd.DataFrame()).columns) == 0}
+    return {**out, **empty, "positions": pos}
 
 
 def marks_from(snapshot: pd.DataFrame) -> pd.Series:
@@ -84,12 +120,26 @@ def window_marks(window: BarWindow, fallback: pd.Series | None = None) -> pd.Dat
     return out.sort_values("symbol", kind="mergesort").reset_index(drop=True)[MARK_COLUMNS]
 
 
+_TAKEN_TYPES = {"fill_id": object, "client_order_id": object, "symbol": object, "side": object, "quantity": float,
+                "price": float, "fee": float, "ts": "datetime64[us, UTC]", "seq": np.int64, "mid": float,
+                "source": object, "decision_price": float, "slippage_bps": float}
+
+
+def empty_taken() -> pd.DataFrame:
+    """A typed, empty fills table (its first recording gets real column types)."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _TAKEN_TYPES.items()})
+
+
 def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Series, source: str,
+                pending: pd.Series | None = None, cost_basis: pd.Series | None = None,
                 stale: pd.Series | None = None) -> dict:
     """Positions and account tables from quantities, marks, cash and the expected book (pure); ``stale``
     (symbol → bool) flags marks that are not this bar's close."""
+    qty = pd.Series(round_qty(qty.to_numpy(dtype=float)), index=qty.index, dtype=float)
+    qty = qty[qty != 0]
     rec = reconcile(expected, qty)
-    symbols = qty.index.union(expected.index).sort_values()
+    pending = pending if pending is not None else pd.Series(dtype=float)
+    symbols = qty.index.union(expected.index).union(pending[pending != 0].index).sort_values()
     q = qty.reindex(symbols).fillna(0.0).to_numpy(dtype=float)
     px = marks.reindex(symbols).to_numpy(dtype=float)
     mv = q * px
@@ -100,18 +150,23 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
         "symbol": symbols.astype(str), "qty": q, "price": px, "market_value": mv,
         "weight": mv / equity if equity else np.nan,
         "expected_qty": expected.reindex(symbols).fillna(0.0).to_numpy(dtype=float),
-        "difference": table.reindex(symbols)["difference"].to_numpy(dtype=float) if "difference" in table else 0.0,
+        "difference": table.reindex(symbols)["difference"].fillna(0.0).to_numpy(dtype=float)
+        if "difference" in table else 0.0,
+        "pending_qty": pending.reindex(symbols).fillna(0.0).to_numpy(dtype=float),
+        "cost_basis": (cost_basis if cost_basis is not None else pd.Series(dtype=float)).reindex(
+            symbols).to_numpy(dtype=float),
     })
-    if stale is not None:
-        positions["mark_stale"] = (pd.Series(stale, dtype=bool).reindex(symbols).fillna(False).to_numpy(dtype=bool)
-                                   & (q != 0))
+    positions["mark_stale"] = (pd.Series(stale if stale is not None else {}, dtype=bool).reindex(symbols)
+                               .fillna(False).to_numpy(dtype=bool) & (q != 0))
+    mismatched = rec.table.loc[rec.table["mismatch"], "symbol"].tolist() if len(rec.table) else []
     account = pd.DataFrame([{
         "cash": float(cash), "equity": equity, "portfolio_value": equity,
         "gross_exposure": float(np.abs(mv_known).sum()) / equity if equity else np.nan,
         "net_exposure": float(mv_known.sum()) / equity if equity else np.nan,
         "unpriced_symbols": int((~np.isfinite(px) & (q != 0)).sum()),
-        **({"stale_marks": int(positions["mark_stale"].sum())} if stale is not None else {}),
-        "mismatch": bool(rec.mismatch), "n_mismatched": int(rec.n_mismatched), "source": source,
+        "stale_marks": int(positions["mark_stale"].sum()),
+        "mismatch": bool(rec.mismatch), "n_mismatched": int(rec.n_mismatched),
+        "mismatched_symbols": ",".join(mismatched), "source": source,
     }])
     return {"positions": positions, "positions_account": account}
 
@@ -147,22 +202,80 @@ def apply_corporate_actions(broker: Broker, actions: pd.DataFrame | None) -> pd.
     return pd.DataFrame(rows, columns=ACTION_COLUMNS) if rows else empty_actions()
 
 
-def positions_from_broker(broker: Broker, snapshot: pd.DataFrame, recorded_fills: pd.DataFrame,
-                          source: str, marks: pd.DataFrame | None = None, actions: pd.DataFrame | None = None,
-                          applied_before: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Ask the broker for its book, mark it, reconcile against the recorded fills. ``marks`` (from
-    :func:`window_marks`): last good marks, stale ones flagged; without them, this bar's closes only.
-    ``actions``: the window's corporate actions, applied to the broker first (once each); ``applied_before``:
-    the actions applied at earlier bars (the expected book counts a fill before a split × its ratio)."""
-    applied = apply_corporate_actions(broker, actions)
-    qty = pd.Series(broker.positions(), dtype=float).sort_index()
-    cash = float(broker.account().cash)
-    every = pd.concat([a for a in (applied_before, applied) if a is not None and len(a)], ignore_index=True) \
-        if (applied_before is not None and len(applied_before)) or len(applied) else None
-    expected = expected_positions(recorded_fills, every) if len(recorded_fills) else pd.Series(dtype=float)
-    if marks is None:
-        out = book_tables(qty[qty != 0], marks_from(snapshot), cash, expected, source)
-    else:
-        m = marks.set_index("symbol")
-        out = book_tables(qty[qty != 0], m["mark"], cash, expected, source, stale=m["stale"])
-    return {**out, "positions_adjustments": applied}
+def _order_rows(ids: list[str], known_open: pd.DataFrame, now: dict[str, Order], info: pd.DataFrame) -> pd.DataFrame:
+    """One row per order looked at: its last recorded status, its status at the broker now, changed or not,
+    and whether lineage knew it as sent (``engine``) or only as an intent (``recovered``)."""
+    prev = known_open.set_index("client_order_id")
+    sent = info.set_index("client_order_id")["sent"] if len(info) else pd.Series(dtype=bool)
+    rows = []
+    for cid in ids:  # the working orders of one account: a handful
+        o = now.get(cid)
+        if o is None:
+            continue
+        before = prev["status"].get(cid, "") if len(prev) else ""
+        filled_before = float(prev["filled_quantity"].get(cid, 0.0)) if len(prev) else 0.0
+        rows.append({"client_order_id": cid, "symbol": o.symbol, "side": str(o.side), "order_type": str(o.order_type),
+                     "quantity": float(o.quantity), "filled_quantity": float(o.filled_quantity),
+                     "remaining": float(o.remaining), "prev_status": str(before), "status": str(o.status),
+                     "reason_code": str(o.reason_code or ""),
+                     "changed": str(before) != str(o.status) or filled_before != float(o.filled_quantity),
+                     "source": "engine" if bool(sent.get(cid, False)) else "recovered"})
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in ORDER_COLUMNS.items()})
+    return pd.DataFrame(rows, columns=list(ORDER_COLUMNS))
+
+
+def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame, record: ExecutionRecord,
+                   account: str, source: str, *, settle: bool = True, take_in: bool = True,
+                   marks: pd.DataFrame | None = None, actions: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Apply due corporate actions, settle, take in, look up working orders, read and reconcile the book (see
+    the module docstring). ``marks``: :func:`window_marks` (last good marks, stale ones flagged; without them,
+    this bar's closes only); ``actions``: the window's corporate actions (``BarWindow.adjustments``), applied
+    to the venue only on a bar that may move it (``settle``).
+
+    Tables: ``positions`` (per symbol: qty, mark, weight, expected qty, difference, pending qty, cost basis,
+    mark_stale), ``positions_account`` (cash, equity, exposures, mismatches, stale marks, fill cursor, what was
+    taken in), ``positions_fills``, ``positions_orders``, ``positions_foreign_fills`` and
+    ``positions_adjustments``.
+    """
+    applied = apply_corporate_actions(broker, actions) if settle else empty_actions()
+    settled = broker.settle(bar_ts.to_pydatetime()) if settle and hasattr(broker, "settle") else None
+    cursor = record.fill_cursor()
+    incoming = fills_frame(broker.fills_since(cursor)) if take_in else fills_frame([])
+    new_cursor = max([cursor, *incoming["seq"].astype("int64").tolist()]) if len(incoming) else cursor
+    known_open = record.open_orders()
+    working = {o.client_order_id: o for o in broker.open_orders()}
+    changed = {o.client_order_id: o for o in settled.orders} if settled is not None else {}
+    ids = sorted(set(known_open["client_order_id"]) | set(working) | set(changed)
+                 | set(incoming["client_order_id"]))
+    info = record.order_info(ids)
+    own, foreign = classify_fills(incoming, record.recorded_fill_ids(incoming["fill_id"].tolist()), info, bar_ts)
+    own = own.assign(slippage_bps=slippage_bps(own)) if len(own) else empty_taken()
+    engine_ids = set(info["client_order_id"])
+    mine = [c for c in ids if c in engine_ids]
+    now = {**changed, **working}
+    for cid in mine:  # orders that left the working set without a settlement here (a real broker)
+        if cid not in now:
+            found = broker.order_status(cid)
+            if found is not None:
+                now[cid] = found
+    orders = _order_rows(mine, known_open, now, info)
+    open_rows = orders[orders["status"].isin(_OPEN)]
+    pending = pd.Series(np.where(open_rows["side"] == "BUY", 1.0, -1.0) * open_rows["remaining"].to_numpy(dtype=float),
+                        index=open_rows["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    acct = broker.account()
+    expected = with_fills(scaled_by_splits(record.expected_book(), applied), own)
+    m = marks.set_index("symbol") if marks is not None else None
+    out = book_tables(pd.Series(acct.positions, dtype=float).sort_index(),
+                      m["mark"] if m is not None else marks_from(snapshot), float(acct.cash), expected, source,
+                      pending, pd.Series(dict(acct.cost_basis or {}), dtype=float),
+                      m["stale"] if m is not None else None)
+    out["positions_account"] = out["positions_account"].assign(
+        account=account, fill_cursor=np.int64(new_cursor), settled=settled is not None, fills_taken_in=len(own),
+        fills_recovered=int((own["source"] == "recovered").sum()), foreign_fills=len(foreign),
+        orders_changed=int(orders["changed"].sum()))
+    out["positions_fills"] = own[TAKEN_COLUMNS].assign(account=account)
+    out["positions_orders"] = orders.assign(account=account)
+    out["positions_foreign_fills"] = (foreign if len(foreign) else fills_frame([])).assign(account=account)
+    out["positions_adjustments"] = applied.assign(account=account)
+    return out

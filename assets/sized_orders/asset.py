@@ -6,7 +6,7 @@ import pandas as pd
 from dagster import AssetExecutionContext
 
 from assets.history import LineageHistory
-from assets.sized_orders.stage import compute_sized
+from assets.sized_orders.stage import compute_sized, pending_of
 from CONFIG.config_loader import get_cfg
 from dagster_project.partitions import bar_partitions
 from resources.lineage.resource import LineageResource
@@ -15,7 +15,7 @@ from resources.lineage.resource import LineageResource
 def cap_breaches(sized: pd.DataFrame, features: pd.DataFrame, pv: float) -> int:
     """Orders whose trade breaches the participation cap or whose target breaches the per-name risk cap."""
     f = features.set_index("symbol").reindex(sized["symbol"])
-    orders = sized["has_order"].to_numpy() & (sized["gate"] != "exit").to_numpy()
+    orders = sized["has_order"].to_numpy() & ~sized["reduce_only"].to_numpy(bool)
     part = np.abs(sized["trade_notional"].to_numpy()) > get_cfg("sizing.participation_beta") * f[
         "adv_bar_dollars"].to_numpy() * (1 + 1e-9)
     risk = np.minimum(get_cfg("sizing.max_position_pct") * pv,
@@ -29,9 +29,11 @@ def cap_breaches(sized: pd.DataFrame, features: pd.DataFrame, pv: float) -> int:
     group_name="signals",
     io_manager_key="lineage_io",
     kinds={"pandas", "duckdb"},
-    description="Per symbol: z (robust, clipped ±3), target and current weight, every cap that bit (risk, "
-                "participation, gross), the no-trade band, shares rounded toward zero, side and a deterministic "
-                "client_order_id (same decision → same id, so a rerun can never place an order twice).",
+    description="Per symbol: z (robust, clipped ±3), target and current weight (book + working orders), every "
+                "cap that bit (risk, participation, gross), the no-trade band, shares rounded toward zero, side, "
+                "order type and a deterministic client_order_id (same decision → same id, so a rerun can never "
+                "place an order twice). The session's closing bar is observe-only (no order); the bar before it "
+                "may flatten every position (execution.flatten_before_close).",
     check_specs=[
         dg.AssetCheckSpec("gross_within_target", asset="sized_orders", description="Σ|w| ≤ sizing.gross_target"),
         dg.AssetCheckSpec("orders_within_caps", asset="sized_orders",
@@ -41,12 +43,14 @@ def cap_breaches(sized: pd.DataFrame, features: pd.DataFrame, pv: float) -> int:
 def sized_orders(context: AssetExecutionContext, gated_signals: pd.DataFrame, features: pd.DataFrame,
                  positions: dict[str, pd.DataFrame], lineage: LineageResource):
     pv = float(positions["positions_account"]["portfolio_value"].iloc[0])
-    out = compute_sized(context.partition_key, gated_signals, features, pv, LineageHistory(lineage.store()))
+    out = compute_sized(context.partition_key, gated_signals, features, pv, LineageHistory(lineage.store()),
+                        pending=pending_of(positions))
     orders = out[out["has_order"]]
     gross = float(out["gross_after"].iloc[0]) if len(out) else 0.0
-    meta = ({"rows": len(out), "orders": len(orders), "gross_after": gross,
-                                 "buy": int((orders["side"] == "BUY").sum()),
-                                 "sell": int((orders["side"] == "SELL").sum())})
+    meta = {"rows": len(out), "orders": len(orders), "gross_after": gross,
+            "buy": int((orders["side"] == "BUY").sum()), "sell": int((orders["side"] == "SELL").sum()),
+            "session_phase": str(out["session_phase"].iloc[0]) if len(out) else "",
+            "pending_symbols": int((out["pending_qty"] != 0).sum())}
     yield dg.Output(out, metadata=meta)
     mode_cap = get_cfg("sizing.gross_mode") == "cap"
     yield dg.AssetCheckResult(check_name="gross_within_target",

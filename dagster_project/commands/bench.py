@@ -41,11 +41,18 @@ SENSOR_BENCH_BARS = 8
 
 
 def _env(home: Path, registry: Path, **extra: str) -> None:
+    """A fresh home for one benchmark, with its live and replay kill switches armed (``init``)."""
+    import datetime as dt
+
+    from resources.kill_switch.resource import switch_for
+
     os.environ["TRADEGRAPH_HOME"] = str(home)
     os.environ["TRADEGRAPH__PATHS__REGISTRY"] = str(registry)
     for k, v in extra.items():
         os.environ[k] = v
     reset_config()
+    for account in ("live", "replay"):
+        switch_for(account).init(dt.datetime.now(dt.UTC), "make bench")
 
 
 def bench_sensor_path(work: Path, registry: Path, bars_wanted: int = SENSOR_BENCH_BARS,

@@ -19,6 +19,7 @@ from dagster_project.commands.data_check import data
 from dagster_project.commands.kill_switch import kill_switch
 from dagster_project.commands.metrics import metrics
 from resources.credentials import CredentialsError
+from resources.kill_switch.logic import KillSwitchError
 from resources.lineage.store import LineageLocked
 from resources.market.contract import DataError
 from TRAINING.common.utils.cli import run_command
@@ -27,7 +28,8 @@ from TRAINING.train import train_command
 
 PROG = "tradegraph"
 USER_ERRORS: tuple[type[BaseException], ...] = (LookupError, FileNotFoundError, LineageLocked, ConfigError,
-                                                 RegistryError, CredentialsError, DataError)
+                                                 RegistryError, CredentialsError, DataError,
+                                                 KillSwitchError)
 
 
 def _apply(ctx: click.Context) -> None:

@@ -18,9 +18,9 @@ from resources.lineage.records import LOG_TABLE
 from resources.lineage.store import LineageStore
 
 REPORT_COLUMNS = ["bar", "start_of_day_equity", "portfolio_value", "cash", "pnl", "realised_pnl", "unrealised_pnl", "fees",
-                  "realised_cost", "est_cost", "traded_notional", "n_fills", "orders", "sent", "denied",
-                  "ks_trips", "ks_transitions", "daily_return"]
-MD_COLUMNS = [c for c in REPORT_COLUMNS if c != "start_of_day_equity"]
+                  "realised_cost", "est_cost", "slippage", "decided_notional", "traded_notional", "n_fills", "orders",
+                  "sent", "denied", "ks_trips", "ks_transitions", "daily_return"]
+MD_COLUMNS = [c for c in REPORT_COLUMNS if c not in ("start_of_day_equity", "decided_notional")]
 
 
 def _query(store: LineageStore, sql: str, params: list, table: str) -> pd.DataFrame:
@@ -40,9 +40,12 @@ def daily_rows(store: LineageStore, session: dt.date, account: str) -> tuple[pd.
     if pnl.empty:
         return pd.DataFrame(columns=REPORT_COLUMNS), pd.DataFrame()
     bars = pnl["bar"].tolist()
-    orders = _query(store, """SELECT bar, count(*) AS orders, count(*) FILTER (WHERE status <> 'NOT_SENT') AS sent,
-                              count(*) FILTER (WHERE verdict = 'DENY') AS denied
-                              FROM executions WHERE bar IN (SELECT unnest(?)) GROUP BY bar""", [bars], "executions")
+    # executions are append-only (a rerun adds rows): orders are counted once each, by client order id
+    orders = _query(store, """SELECT bar, count(DISTINCT client_order_id) AS orders,
+                              count(DISTINCT client_order_id) FILTER (WHERE status <> 'NOT_SENT') AS sent,
+                              count(DISTINCT client_order_id) FILTER (WHERE verdict = 'DENY') AS denied
+                              FROM executions WHERE bar IN (SELECT unnest(?)) AND account = ? GROUP BY bar""",
+                    [bars, account], "executions")
     events = _query(store, """SELECT bar, ts, "check", verdict, reason, transition FROM executions_killswitch
                               WHERE bar IN (SELECT unnest(?)) ORDER BY bar, ts""", [bars], "executions_killswitch")
     notable = events[events["verdict"].isin(["TRIP", "RECORD"]) | (events["transition"] != "")] \
@@ -57,7 +60,8 @@ def daily_rows(store: LineageStore, session: dt.date, account: str) -> tuple[pd.
         notable = pd.concat([f for f in (notable, ops) if len(f)], ignore_index=True).sort_values("ts", kind="stable")
     per_bar = pnl.set_index("bar")
     counts = (orders.set_index("bar") if len(orders) else pd.DataFrame(columns=["orders", "sent", "denied"]))
-    out = pd.DataFrame({c: per_bar[c] for c in REPORT_COLUMNS if c in per_bar})
+    out = pd.DataFrame({c: per_bar[c] if c in per_bar else 0.0 for c in REPORT_COLUMNS
+                        if c in per_bar or c in ("slippage", "decided_notional")})
     for c in ("orders", "sent", "denied"):
         out[c] = counts[c].reindex(out.index).fillna(0).astype(int) if c in counts else 0
     trips = notable[notable["verdict"].isin(["TRIP", "RECORD"])].groupby("bar").size() if len(notable) else None
@@ -89,6 +93,7 @@ def report_summary(rows: pd.DataFrame) -> dict[str, float]:
             "daily_return": float(rows["daily_return"].iloc[-1]), "realised_pnl": float(rows["realised_pnl"].sum()),
             "unrealised_pnl": float(rows["unrealised_pnl"].iloc[-1]), "fees": float(rows["fees"].sum()),
             "realised_cost": float(rows["realised_cost"].sum()), "est_cost": float(rows["est_cost"].sum()),
+            "slippage": float(rows["slippage"].sum()), "decided_notional": float(rows["decided_notional"].sum()),
             "traded_notional": float(rows["traded_notional"].sum()), "fills": int(rows["n_fills"].sum()),
             "orders": int(rows["orders"].sum()), "sent": int(rows["sent"].sum()),
             "denied": int(rows["denied"].sum()), "ks_trips": int(rows["ks_trips"].sum()),
@@ -99,6 +104,7 @@ def _summary_table(s: dict, rows: pd.DataFrame) -> pd.DataFrame:
     notional = s["traded_notional"]
     bps = s["realised_cost"] / notional * 1e4 if notional else np.nan
     est_bps = s["est_cost"] / notional * 1e4 if notional else np.nan
+    slip_bps = s["slippage"] / s["decided_notional"] * 1e4 if s["decided_notional"] else np.nan
     return pd.DataFrame([
         ("bars", f"{s['bars']} ({rows['bar'].iloc[0]} … {rows['bar'].iloc[-1]})"),
         ("start-of-day equity", _money(s["start_of_day_equity"])),
@@ -110,6 +116,7 @@ def _summary_table(s: dict, rows: pd.DataFrame) -> pd.DataFrame:
         ("fees", _money(s["fees"])),
         ("realised costs (fill vs mid + fees)", f"{_money(s['realised_cost'])} ({bps:.2f} bps)"),
         ("estimated costs", f"{_money(s['est_cost'])} ({est_bps:.2f} bps)"),
+        ("slippage vs the decision price", f"{_money(s['slippage'])} ({slip_bps:.2f} bps)"),
         ("traded notional", _money(notional)),
         ("orders / sent / denied / fills", f"{s['orders']} / {s['sent']} / {s['denied']} / {s['fills']}"),
         ("kill-switch trips / transitions", f"{s['ks_trips']} / {s['ks_transitions']}"),

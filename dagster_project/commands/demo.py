@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 
@@ -21,7 +22,7 @@ from CONFIG.config_loader import ConfigError, get_cfg, load_config, resolve_path
 from dagster_project.commands.audit import QUIET
 from dagster_project.commands.replay import ReplayEngine, bars_between
 from dagster_project.commands.report import summary, write_report
-from resources.kill_switch.resource import state_path_for
+from resources.kill_switch.resource import state_path_for, switch_for
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
 from resources.market.calendar import get_calendar
@@ -34,9 +35,12 @@ def use_demo_lineage() -> None:
 
 
 def fresh_demo_book() -> None:
+    """Delete the demo's lineage file, the replay paper account and its kill switch, then arm the switch
+    again (``init``: a never-armed switch denies every order)."""
     for path in (resolve_path("paths.lineage_db"), resolve_path("paths.replay_broker_db"), state_path_for("replay")):
         for p in (path, path.with_name(path.name + ".wal")):
             p.unlink(missing_ok=True)
+    switch_for("replay").init(dt.datetime.now(dt.UTC), "make demo: a fresh demo book")
 
 
 def period() -> list[str]:

@@ -1,8 +1,11 @@
 """``tradegraph explain --bar KEY --symbol SYM``: the whole chain of one decision, read from lineage.
 
 features → predictions per horizon and family → family weights → α → costs and net → gate → size →
-order → fills, as text for a person or ``--json`` for machines. Opens the DuckDB file read-only (bounded
-wait if a run holds it) and never writes.
+order → its lifecycle → fills, as text for a person or ``--json`` for machines. An order decided at a bar
+fills at a later bar (the next bar's open, or later when carried): its status changes (``positions_orders``)
+and its fills (``positions_fills`` ∪ ``executions_fills``, with the decision price and the slippage in bps)
+are found by its ``client_order_id`` at whatever bar they were recorded. Opens the DuckDB file read-only
+(bounded wait if a run holds it) and never writes.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ SECTIONS = [  # (title, table, filter on symbol)
     ("gate", "gated_signals", True),
     ("size", "sized_orders", True),
     ("execution", "executions", True),
-    ("fills", "executions_fills", True),
+    ("lifecycle", "positions_orders", True),      # by the order's client_order_id, at any later bar
+    ("fills", "positions_fills", True),           # ∪ executions_fills, by client_order_id, at any bar
 ]
+BY_ORDER = {"positions_orders": ("positions_orders",), "positions_fills": ("executions_fills", "positions_fills")}
 
 
 def _clean(v: Any) -> Any:
@@ -49,6 +54,7 @@ def explain(bar: str, symbol: str, store: LineageStore | None = None) -> dict[st
     """Every recorded row on the path of (bar, symbol), section by section (empty where nothing was recorded)."""
     store = store or LineageStore()
     out: dict[str, list[dict]] = {}
+    orders: list[str] = []
     with store.connect(read_only=True) as con:
         have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         universe = store.read_partition("bars", bar, con) if "bars" in have else pd.DataFrame()
@@ -58,14 +64,29 @@ def explain(bar: str, symbol: str, store: LineageStore | None = None) -> dict[st
             raise LookupError(f"symbol {symbol} is not in the universe recorded at bar {bar} "
                               f"({len(universe)} symbols, e.g. {', '.join(sorted(universe['symbol'])[:3])})")
         for title, table, by_symbol in SECTIONS:
-            if table not in have:
+            if table in BY_ORDER:
+                frame = _of_orders(con, [t for t in BY_ORDER[table] if t in have], orders)
+            elif table not in have:
                 out[title] = []
                 continue
-            frame = store.read_partition(table, bar, con)
+            else:
+                frame = store.read_partition(table, bar, con)
             if by_symbol and "symbol" in frame:
                 frame = frame[frame["symbol"] == symbol]
+            if table == "executions":
+                orders = sorted(set(frame["client_order_id"]))
             out[title] = [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
     return out
+
+
+def _of_orders(con, tables: list[str], orders: list[str]) -> pd.DataFrame:
+    """Rows of ``tables`` about these orders, whatever bar recorded them, in recording order."""
+    if not tables or not orders:
+        return pd.DataFrame()
+    sql = " UNION ALL BY NAME ".join(f"SELECT * EXCLUDE (_row), _row, '{t}' AS tbl FROM {t} "
+                                     "WHERE client_order_id IN (SELECT unnest(?))" for t in tables)
+    return con.execute(f"SELECT * FROM ({sql}) ORDER BY bar, tbl, _row", [orders] * len(tables)).df().drop(
+        columns=["_row"])
 
 
 def render(bar: str, symbol: str, chain: dict[str, list[dict]]) -> str:

@@ -20,20 +20,21 @@ import pandas as pd
 
 from assets.arbitrated_scores.stage import compute_arbitrated
 from assets.blended_alpha.stage import compute_blended_alpha
-from assets.executions.stage import execute, fresh_share, quotes_provider
+from assets.execution_record import MemoryRecord, pnl_fills
+from assets.executions.stage import execute, fresh_share
 from assets.features.logic import features_for_window
 from assets.gated_signals.stage import compute_gated
 from assets.history import LineageHistory, MemoryHistory, PredictionGrid
 from assets.model_skill.stage import compute_model_skill
-from assets.pnl.stage import compute_pnl, est_costs, previous_book
-from assets.positions.stage import marks_from, positions_from_broker, window_marks
+from assets.pnl.stage import compute_pnl, est_costs, previous_book, start_of_bar
+from assets.positions.stage import marks_from, positions_step, window_marks
 from assets.predictions.models import ModelSet, load_models
 from assets.predictions.stage import compute_predictions
-from assets.sized_orders.stage import compute_sized
+from assets.sized_orders.stage import cancels_working_orders, compute_sized, pending_of, session_phase
+from assets.venue import quotes_provider
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, resolve_path
 from resources.brokers.paper import BarClock, PaperBroker
-from resources.kill_switch.logic import KillSwitch
-from resources.kill_switch.resource import state_path_for
+from resources.kill_switch.resource import switch_for
 from resources.lineage.io_manager import record_batch
 from resources.lineage.store import RUN_COLUMNS, LineageStore
 from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
@@ -46,12 +47,16 @@ ORDER = ["bars", "features", "predictions", "model_skill", "blended_alpha", "pos
 UPSTREAM = {  # the graph's edges (checked against the Dagster asset graph in tests)
     "bars": [], "features": ["bars"], "predictions": ["bars", "features"],
     "model_skill": ["bars", "features", "predictions"], "blended_alpha": ["model_skill", "predictions"],
-    "positions": ["bars"], "arbitrated_scores": ["blended_alpha", "features", "positions"],
+    "positions": ["bars", "features"], "arbitrated_scores": ["blended_alpha", "features", "positions"],
     "gated_signals": ["arbitrated_scores", "positions", "predictions"],
     "sized_orders": ["features", "gated_signals", "positions"],
     "executions": ["bars", "features", "positions", "sized_orders"],
-    "pnl": ["arbitrated_scores", "bars", "executions"],
+    "pnl": ["arbitrated_scores", "bars", "executions", "positions"],
 }
+
+
+class KillSwitchNotArmed(LookupError):
+    """The replay account's kill switch was never armed: every order would be denied."""
 
 
 class ReplayHistory:
@@ -109,13 +114,8 @@ class ReplayEngine:
             "market.bar_minutes"), get_cfg("standardization.window_bars"), get_cfg("sizing.z_window_bars")) + 1
         self.history = ReplayHistory(MemoryHistory(keep), LineageHistory(self.store))
         self.clock = BarClock()
-        self.switch = KillSwitch(state_path_for(ACCOUNT))
-        self.fills = self._recorded(lambda con: con.execute(
-            "SELECT * EXCLUDE (bar, _row) FROM executions_fills WHERE account = ? ORDER BY seq, fill_id",
-            [ACCOUNT]).df(), "executions_fills")
-        self.actions = self._recorded(lambda con: con.execute(
-            "SELECT * EXCLUDE (bar, _row) FROM positions_adjustments WHERE account = ? ORDER BY bar, _row",
-            [ACCOUNT]).df(), "positions_adjustments")
+        self.switch = switch_for(ACCOUNT)
+        self.record = MemoryRecord.from_lineage(self.store, ACCOUNT)
         self._book = None
         # one paper account and one connection to it for the whole replay (the account file is the replay's
         # own): opening it bar after bar cost ~15 ms a bar
@@ -124,23 +124,20 @@ class ReplayEngine:
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
         self.timing: dict[str, float] = {}
 
-    def _recorded(self, query, table: str) -> pd.DataFrame:
-        if not self.store.path.exists():
-            return pd.DataFrame()
-        with self.store.connect(read_only=True) as con:
-            return query(con) if self.store.has_table(con, table) else pd.DataFrame()
-
     def _previous_pnl(self, bar: str):
         if self._book is not None:
             return self._book
         from assets.pnl.asset import recorded_previous
 
         row, book = recorded_previous(self.store, ACCOUNT, bar)
-        return previous_book(row, book, get_cfg("broker.initial_cash"))
+        return previous_book(row, book)
 
     def _last_marks(self, bar: str) -> pd.Series:
         """The P&L book's last marks (what the positions asset reads from lineage as its fallback)."""
-        book = self._previous_pnl(bar)[0].positions
+        previous = self._previous_pnl(bar)
+        if previous is None:
+            return pd.Series(dtype=float)
+        book = previous[0].positions
         return pd.Series(book["mark"].to_numpy(dtype=float), index=book.index.to_numpy(), dtype=float)
 
     def _timed(self, name: str, fn, *args):
@@ -168,28 +165,26 @@ class ReplayEngine:
         self.clock.set(ts.to_pydatetime())
         with broker.batch():
             marks = window_marks(window, self._last_marks(bar))
-            positions = self._timed("positions", positions_from_broker, broker, window.snapshot, self.fills,
-                                    f"{get_cfg('broker.kind')}:{ACCOUNT}", marks, window.adjustments,
-                                    self.actions)
-            positions["positions_adjustments"] = positions["positions_adjustments"].assign(account=ACCOUNT)
-            if len(positions["positions_adjustments"]):
-                self.actions = pd.concat([a for a in (self.actions, positions["positions_adjustments"]) if len(a)],
-                                         ignore_index=True)
+            positions = self._timed("positions", lambda: positions_step(
+                broker, ts, window.snapshot, self.record, ACCOUNT, f"{get_cfg('broker.kind')}:{ACCOUNT}",
+                marks=marks, actions=window.adjustments))
             pv = float(positions["positions_account"]["portfolio_value"].iloc[0])
             arb = self._timed("arbitrated_scores", compute_arbitrated, blended["blended_alpha"], features, pv)
             gated = self._timed("gated_signals", compute_gated, arb["arbitrated_scores"],
                                 preds["predictions_barrier"], positions["positions"])
-            sized = self._timed("sized_orders", compute_sized, bar, gated, features, pv, self.history)
+            sized = self._timed("sized_orders", compute_sized, bar, gated, features, pv, self.history, None,
+                                pending_of(positions))
             execs = self._timed("executions", execute, bar, ts.to_pydatetime(), ts.to_pydatetime(), sized,
-                                positions, broker, self.switch, session, fresh_share(window.snapshot))
-        execs["executions_fills"] = execs["executions_fills"].assign(account=ACCOUNT)
-        book, sod, prev_session = self._previous_pnl(bar)
-        new_book, pnl = self._timed("pnl", compute_pnl, execs["executions_fills"], marks_from(window.snapshot),
+                                positions, broker, self.switch, session, ACCOUNT, session_phase(bar) != "closing",
+                                cancels_working_orders(bar), fresh_share(window.snapshot))
+        book, sod, prev_session, fills, source = start_of_bar(
+            self._previous_pnl(bar), positions,
+            pnl_fills([positions["positions_fills"], execs["executions_fills"]]), execs["executions_fills"])
+        new_book, pnl = self._timed("pnl", compute_pnl, fills, marks_from(window.snapshot),
                                     est_costs(arb["arbitrated_scores"]), book, sod, prev_session, session, ACCOUNT,
-                                    window.adjustments)
+                                    source, window.adjustments)
         self._book = (new_book, float(pnl["pnl"]["start_of_day_equity"].iloc[0]), session.isoformat())
-        if len(execs["executions_fills"]):
-            self.fills = pd.concat([f for f in (self.fills, execs["executions_fills"]) if len(f)], ignore_index=True)
+        self.record.add_bar(bar, positions, sized, execs)
         self.history.memory.add(bar, preds["predictions"], sized)
         outputs = {"bars": window, "features": features, "predictions": preds, "model_skill": skill,
                    "blended_alpha": blended, "positions": positions, "arbitrated_scores": arb,
@@ -233,6 +228,9 @@ class ReplayEngine:
                 self._broker_session = None
 
     def run(self, bars: list[str], progress: bool = False) -> ReplayResult:
+        if not self.switch.is_armed():
+            raise KillSwitchNotArmed(f"the replay account's kill switch ({self.switch.path}) was never armed: "
+                                     "every order would be denied; run `tradegraph kill-switch init --account replay`")
         t0 = time.perf_counter()
         orders = fills = 0
         iterator = bars
@@ -244,7 +242,7 @@ class ReplayEngine:
             for bar in iterator:
                 out = self.step(bar)
                 orders += int(out["sized_orders"]["has_order"].sum())
-                fills += len(out["executions"]["executions_fills"])
+                fills += len(out["positions"]["positions_fills"]) + len(out["executions"]["executions_fills"])
         finally:
             self.close()
         return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing))

@@ -2,7 +2,9 @@
 
 Sharpe is annualised from bar returns (√(bars per session × 252)); turnover is traded notional over the
 mean portfolio value, per session; the hit rate is the share of symbol-bars with a realised P&L that were
-profitable; costs are fees plus realised execution costs (fill vs mid) in bps of traded notional.
+profitable; costs are fees plus realised execution costs (fill vs the fill bar's reference price) in bps of
+traded notional; slippage is what the fills paid over the price each order was decided at (the decision
+bar's close; fills come at a later bar's open), in bps of the decided notional.
 """
 
 from __future__ import annotations
@@ -57,9 +59,16 @@ def summary(store: LineageStore, account: str) -> dict[str, float]:
         "fills": int(pnl["n_fills"].sum()), "traded_notional": traded,
         "fees": float(pnl["fees"].sum()), "costs_bps": costs / traded * 1e4 if traded else float("nan"),
         "est_cost": float(pnl["est_cost"].sum()), "realised_cost": float(pnl["realised_cost"].sum()),
+        "slippage_vs_decision_bps": _slippage_bps(pnl),
         "mean_gross_exposure_pct": float((pnl["gross_exposure"] / pnl["portfolio_value"]).mean() * 100),
         "kill_switch_transitions": int(ks["n"].iloc[0]),
     }
+
+
+def _slippage_bps(pnl: pd.DataFrame) -> float:
+    """Σ slippage / Σ decided notional over the period, in bps."""
+    decided = float(pnl["decided_notional"].sum()) if "decided_notional" in pnl else 0.0
+    return float(pnl["slippage"].sum() / decided * 1e4) if decided else float("nan")
 
 
 def plots(store: LineageStore, account: str, out: Path) -> list[Path]:

@@ -32,6 +32,24 @@ def clock_start(now: dt.datetime | None = None) -> pd.Timestamp:
     return first_bar - pd.Timedelta(seconds=2 * get_cfg("clock.speed"))
 
 
+def arm_live_switch() -> None:
+    """Arm the live kill switch on a first start (a never-armed switch denies every order); an armed one is
+    left as it is, and a missing state file with a witness stays HALTED until a person resets it."""
+    from resources.kill_switch.logic import KillSwitchError
+    from resources.kill_switch.resource import switch_for
+    from resources.lineage.records import record_switch_events
+    from resources.lineage.store import LineageStore
+
+    try:
+        result = switch_for("live").init(dt.datetime.now(dt.UTC), "make ui: first start")
+    except KillSwitchError as exc:
+        print(f"kill switch: {exc}")
+        return
+    if any(e.transition for e in result.events):
+        record_switch_events(LineageStore(), "make-ui", "make ui", "live", result)
+    print(f"kill switch (live): {result.trading_state}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=get_cfg("orchestration.ui_port"))
@@ -50,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     if registry_is_empty():
         print("registry is empty: training the models once (python -m TRAINING.train)")
         train_all()
+    arm_live_switch()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     dagster = str(Path(sys.executable).parent / "dagster")
     print(f"Dagster UI: http://127.0.0.1:{args.port}")

@@ -138,8 +138,9 @@ class OrderRequest:
 @dataclass(frozen=True)
 class SubmitResult:
     """The broker's answer to a submit or cancel. ``filled_quantity``/``avg_price`` summarise fills made
-    at once (the paper broker fills market orders immediately); the fills themselves are read with
-    :meth:`Broker.fills_since`. ``error`` carries the text of a broker error that preceded a lookup."""
+    so far (a real venue may fill at once; the paper venue fills at a later bar's settlement); the fills
+    themselves are read with :meth:`Broker.fills_since`. ``error`` carries the text of a broker error that
+    preceded a lookup."""
 
     client_order_id: str
     status: OrderStatus

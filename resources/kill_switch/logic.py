@@ -26,7 +26,19 @@ BROKER_ERRORS                 consecutive broker errors >= broker_error_limit   
 RECONCILIATION_MISMATCH       expected book ≠ broker book                        per config  ``reset``
 MANUAL                        an operator's ``trip``                             HALTED*     ``reset``
 STATE_CORRUPT                 the state file is unreadable or inconsistent       HALTED      ``reset``
+STATE_MISSING                 the switch was armed and its state file is gone    HALTED      ``reset``
+NOT_ARMED                     the switch was never armed (no state, no witness)  HALTED      ``init``
 ============================  =================================================  ==========  =========================
+
+Failing closed when the state file is missing (SPEC §9). The switch is *armed* by ``init`` (``tradegraph
+kill-switch init``, the ``make ui`` launcher, the demo's replay account, test fixtures) or by its first
+write (a manual trip). A missing file is then ambiguous: a first start, or a deleted file. A second witness
+outside the state file decides (:class:`KillSwitch` takes it as a callable: ``resources.kill_switch.witness``
+asks the lineage file's kill-switch records and the broker account's positions, working orders and fills —
+the broker is the truth). Witnessed: HALTED / STATE_MISSING, written back so it persists until a person
+resets it. Not witnessed: NOT_ARMED, every order denied, and nothing written — deleting the file can
+never silently re-arm the switch; only ``init`` does, and ``init`` refuses when a witness says the switch
+was armed before (that is a ``reset``, with a reason).
 
 ``on_reconciliation_mismatch``: ``halt`` → HALTED, ``reducing`` → REDUCING, ``record`` → an event only.
 (*) a manual trip may ask for REDUCING instead. Why these choices: losses, a runaway order count, stale
@@ -37,8 +49,16 @@ reason, which may re-base the high-water mark to current equity so a drawdown tr
 
 Per-order denials that leave the state unchanged: MAX_ORDER_NOTIONAL (|qty| × price > max_order_notional:
 a fat-finger order is the sizer's error, not the book's risk, so only that order is denied, as Nautilus
-does), INVALID_ORDER (quantity NaN/≤0 or unknown side), MISSING_PRICE, plus HALTED / REDUCING from the
-state. The state checks run first, so a limit breached by this bar's inputs denies this bar's orders.
+does), GROSS_EXPOSURE (the gross exposure *after* the bar's orders would exceed gross_exposure_max × equity),
+INVALID_ORDER (quantity NaN/≤0 or unknown side), MISSING_PRICE, plus HALTED / REDUCING from the state.
+The state checks run first, so a limit breached by this bar's inputs denies this bar's orders.
+
+Gross after the bar's orders (why denied, not scaled: a scaled order is a different decision, with a
+different client_order_id, that the sizer never made and the audit cannot reproduce). The base is the book
+plus the working orders' remaining quantity (``pending``); every order's change of |position| × price is
+taken cumulatively per symbol in input order; exposure-reducing orders always pass (only HALTED stops
+them) and free room for the rest; the increasing ones pass in input order while the running gross stays
+≤ the limit (equal passes), the first one that would cross it and every later increasing order is denied.
 Flatten orders are the switch's own and skip the per-order checks (reduce-only at the broker).
 
 Every check, verdict and transition comes back as a :class:`KillSwitchEvent` for lineage. The state is
@@ -91,14 +111,22 @@ class TripReason(StrEnum):
     RECONCILIATION_MISMATCH = "RECONCILIATION_MISMATCH"
     MANUAL = "MANUAL"
     STATE_CORRUPT = "STATE_CORRUPT"
+    STATE_MISSING = "STATE_MISSING"
+    NOT_ARMED = "NOT_ARMED"
 
 
 class DenyReason(StrEnum):
     HALTED = "HALTED"
     REDUCING = "REDUCING"                      # the order would not reduce |position|
     MAX_ORDER_NOTIONAL = "MAX_ORDER_NOTIONAL"
+    GROSS_EXPOSURE = "GROSS_EXPOSURE"          # gross after the bar's orders would exceed gross_exposure_max
     INVALID_ORDER = "INVALID_ORDER"
     MISSING_PRICE = "MISSING_PRICE"
+
+
+class KillSwitchError(RuntimeError):
+    """An operation the switch's state does not allow (init over a witnessed state, reset of a never-armed
+    switch): said to the operator, nothing changed."""
 
 
 class Verdict(StrEnum):
@@ -135,7 +163,8 @@ class Limits:
 _TRIP_STATE = {TripReason.DAILY_LOSS: TradingState.HALTED, TripReason.DRAWDOWN: TradingState.HALTED,
                TripReason.GROSS_EXPOSURE: TradingState.REDUCING, TripReason.ORDER_RATE: TradingState.HALTED,
                TripReason.STALE_DATA: TradingState.HALTED, TripReason.BROKER_ERRORS: TradingState.HALTED,
-               TripReason.MANUAL: TradingState.HALTED, TripReason.STATE_CORRUPT: TradingState.HALTED}
+               TripReason.MANUAL: TradingState.HALTED, TripReason.STATE_CORRUPT: TradingState.HALTED,
+               TripReason.STATE_MISSING: TradingState.HALTED, TripReason.NOT_ARMED: TradingState.HALTED}
 
 
 @dataclass(frozen=True)
@@ -337,16 +366,21 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
                     positions: Mapping[str, float] | pd.Series, prices: Mapping[str, float] | pd.Series,
                     equity: float, now: dt.datetime, bar_ts: dt.datetime, session_date: dt.date,
                     limits: Limits, reconciliation_mismatch: bool | int | None = None,
-                    bar_key: str | None = None, fresh_share: float | None = None) -> CheckResult:
+                    bar_key: str | None = None, pending: Mapping[str, float] | pd.Series | None = None,
+                    mismatched: Sequence[str] = (), session_open: bool = True,
+                    fresh_share: float | None = None) -> CheckResult:
     """The verdict on one bar's orders, given the book before them.
 
     ``positions`` symbol → signed quantity, ``prices`` symbol → last price (pass the last mark for held
     symbols without a fresh price: held symbols left unpriced are named in the gross-exposure event and
     left out of its value), ``equity`` current portfolio value, ``now`` the decision time, ``bar_ts`` the
-    bar's close, ``reconciliation_mismatch`` from the positions reconciliation (None: not checked),
+    bar's close, ``reconciliation_mismatch`` the number of mismatched symbols from the positions
+    reconciliation (None: not checked; ``mismatched`` names them), ``pending`` symbol → signed remaining
+    quantity of working orders (counted in the gross after the bar's orders). Orders of one symbol are
+    taken cumulatively in input order to decide whether each reduces. ``session_open`` False (the
+    session's closing bar): flatten orders are held back (still pending) for the next open session.
     ``fresh_share`` the share of the universe with a row at this bar (None: not checked; below
     ``min_fresh_share`` the feed has stalled: STALE_DATA; NaN fails closed).
-    Orders of one symbol are taken cumulatively in input order to decide whether each reduces.
     """
     bar_key = bar_key or bar_ts.isoformat()
     events: list[KillSwitchEvent] = []
@@ -397,9 +431,11 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
                        f"{fresh_share:.0%} of the universe has a row at bar {bar_ts.isoformat()} "
                        f"(stalled feed below {limits.min_fresh_share:.0%})"))
     if reconciliation_mismatch is not None:
-        checks.append(("reconciliation", float(reconciliation_mismatch), 0.0, bool(reconciliation_mismatch),
+        n_bad = int(reconciliation_mismatch)
+        named = f" ({', '.join(mismatched)})" if mismatched else ""
+        checks.append(("reconciliation", float(n_bad), 0.0, n_bad > 0,
                        TripReason.RECONCILIATION_MISMATCH, recon_action,
-                       f"expected vs broker book: {int(reconciliation_mismatch)} mismatch(es); "
+                       f"expected vs broker book: {n_bad} symbol(s) mismatched{named}; "
                        f"action {limits.on_reconciliation_mismatch}"))
     new_trips = []
     for name, value, limit, breached, reason, target, note in checks:
@@ -412,12 +448,22 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
     trip_text = ", ".join(t.reason for t in new_trips if t.reason not in old.trips) or "state checks"
     new, transition = _apply(old, new, now, trip_text, limits)
     events += transition
-    verdicts = _order_verdicts(o, pos, px, new.state, limits)
+    base = pos.add(pd.Series(pending if pending is not None else {}, dtype=float), fill_value=0.0)
+    verdicts, gross_after = _order_verdicts(o, base, px, new.state, limits, equity)
+    n_gross = int((verdicts["reason"] == DenyReason.GROSS_EXPOSURE).sum())
+    events.append(KillSwitchEvent(now, "gross_after_orders", _ratio(gross_after, equity), limits.gross_exposure_max,
+                                  "RECORD" if n_gross else "PASS",
+                                  f"gross after the bar's allowed orders {gross_after} / equity {equity}; "
+                                  f"{n_gross} order(s) denied for it"))
     events += [KillSwitchEvent(now, "order", None if math.isnan(r["notional"]) else r["notional"],
                                limits.max_order_notional, r["verdict"], r["reason"], subject=r["client_order_id"])
                for r in verdicts.to_dict("records")]
     flatten = pd.DataFrame(columns=_ORDER_COLS)
-    if new.state is TradingState.HALTED and new.flatten_pending:
+    if new.state is TradingState.HALTED and new.flatten_pending and not session_open:
+        events.append(KillSwitchEvent(now, "flatten", None, None, "SKIP",
+                                      f"the session has closed at bar {bar_key}: flatten orders wait for the "
+                                      "next open session"))
+    elif new.state is TradingState.HALTED and new.flatten_pending:
         flatten = flatten_orders(pos, bar_key)
         new = replace(new, flatten_pending=False)
         events.append(KillSwitchEvent(now, "flatten", float(len(flatten)), None, "INFO",
@@ -425,13 +471,14 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
     return CheckResult(new, events, verdicts, flatten)
 
 
-def _order_verdicts(o: pd.DataFrame, pos: pd.Series, px: pd.Series, state: TradingState,
-                    limits: Limits) -> pd.DataFrame:
-    """Per-order ALLOW/DENY, vectorised over the bar's orders."""
+def _order_verdicts(o: pd.DataFrame, base: pd.Series, px: pd.Series, state: TradingState,
+                    limits: Limits, equity: float) -> tuple[pd.DataFrame, float]:
+    """Per-order ALLOW/DENY, vectorised over the bar's orders; and the gross after the allowed ones.
+    ``base`` is symbol → signed quantity before the orders (book + working orders)."""
     sign = np.select([o["side"].str.upper() == "BUY", o["side"].str.upper() == "SELL"], [1.0, -1.0], 0.0)
     q = o["quantity"].to_numpy()
     d = sign * np.nan_to_num(q)
-    before = pos.reindex(o["symbol"]).fillna(0.0).to_numpy() + (
+    before = base.reindex(o["symbol"]).fillna(0.0).to_numpy() + (
         pd.Series(d).groupby(o["symbol"].to_numpy()).cumsum().to_numpy() - d)
     after = before + d
     reduces = (np.abs(after) < np.abs(before)) & (np.sign(after) * np.sign(before) >= 0)
@@ -444,11 +491,25 @@ def _order_verdicts(o: pd.DataFrame, pos: pd.Series, px: pd.Series, state: Tradi
          (state is TradingState.REDUCING) & ~reduces, notional > limits.max_order_notional],
         [DenyReason.INVALID_ORDER.value, DenyReason.MISSING_PRICE.value, DenyReason.HALTED.value,
          DenyReason.REDUCING.value, DenyReason.MAX_ORDER_NOTIONAL.value], "")
+    # gross after the bar's orders: reducing orders always pass and free room; increasing ones pass in
+    # input order while the running gross stays within the limit
+    held = base[base != 0]
+    held_px = px.reindex(held.index).to_numpy()
+    gross_before = float(np.nansum(np.abs(held.to_numpy() * held_px)))
+    with np.errstate(invalid="ignore"):
+        change = np.where(reason == "", (np.abs(after) - np.abs(before)) * price, 0.0)
+    freed = float(change[change < 0].sum())
+    inc = np.where(change > 0, change, 0.0)
+    room = limits.gross_exposure_max * equity - gross_before - freed if math.isfinite(equity) else math.nan
+    over = (change > 0) & ~(np.cumsum(inc) <= room)
+    over = np.maximum.accumulate(over) & (change > 0)  # once one is over, every later increasing one is too
+    reason = np.where(over, DenyReason.GROSS_EXPOSURE.value, reason)
+    gross_after = gross_before + freed + float(inc[~over].sum())
     return pd.DataFrame({"client_order_id": o["client_order_id"].astype(str), "symbol": o["symbol"],
                          "side": o["side"], "quantity": q, "price": price, "notional": notional,
                          "reduces": reduces, "verdict": np.where(reason == "", Verdict.ALLOW.value,
                                                                  Verdict.DENY.value),
-                         "reason": reason}, columns=_VERDICT_COLS)
+                         "reason": reason}, columns=_VERDICT_COLS), gross_after
 
 
 def flatten_orders(positions: pd.Series, bar_key: str) -> pd.DataFrame:
@@ -522,31 +583,52 @@ def state_from_dict(d: Mapping[str, Any]) -> KillSwitchState:
     return state
 
 
-def load_state(path: Path, now: dt.datetime) -> tuple[KillSwitchState, list[KillSwitchEvent], bool]:
-    """(state, events, corrupt). No file → a fresh ACTIVE state. A file that cannot be read or parsed
-    → HALTED with STATE_CORRUPT (fail closed), said loudly in the event."""
+Witness = Callable[[], "str | None"]
+
+
+def load_state(path: Path, now: dt.datetime, witness: Witness | None = None, loud: bool = True) -> tuple[
+        KillSwitchState, list[KillSwitchEvent], str]:
+    """(state, events, how) with ``how`` one of ``ok``, ``corrupt``, ``missing`` (armed, file gone) and
+    ``unarmed``. A file that cannot be read or parsed → HALTED / STATE_CORRUPT. No file: if ``witness()``
+    names evidence that the switch was armed → HALTED / STATE_MISSING; else HALTED / NOT_ARMED (never
+    persisted by the caller). Every failing-closed case is said loudly in an event."""
     if not path.exists():
-        return KillSwitchState(), [], False
+        evidence = witness() if witness is not None else None
+        if evidence:
+            detail = (f"kill switch state file {path} is missing but the switch was armed ({evidence}); "
+                      "FAILING CLOSED: HALTED until a person inspects it and runs `reset --reason ...`")
+            reason, how = TripReason.STATE_MISSING, "missing"
+        else:
+            detail = (f"kill switch never armed (no state file {path}, no trace of trading): every order is "
+                      "denied until `tradegraph kill-switch init`")
+            reason, how = TripReason.NOT_ARMED, "unarmed"
+        state = KillSwitchState(trips={reason: Trip(reason, TradingState.HALTED, now, detail=detail)}, updated_at=now)
+        if loud:
+            log.error(detail)
+        return state, [KillSwitchEvent(now, "state_file", None, None, "TRIP", detail, "?->HALTED")], how
     try:
-        return state_from_dict(read_json(path)), [], False
+        return state_from_dict(read_json(path)), [], "ok"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         detail = (f"kill switch state file {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
                   "FAILING CLOSED: HALTED until a person inspects it and runs `reset --reason ...`")
         state = KillSwitchState(trips={TripReason.STATE_CORRUPT: Trip(
             TripReason.STATE_CORRUPT, TradingState.HALTED, now, detail=detail)}, updated_at=now)
         log.error(detail)
-        return state, [KillSwitchEvent(now, "state_file", None, None, "TRIP", detail, "?->HALTED")], True
+        return state, [KillSwitchEvent(now, "state_file", None, None, "TRIP", detail, "?->HALTED")], "corrupt"
 
 
 class KillSwitch:
     """The file-backed kill switch: each operation locks the state file (``fcntl``, so a manual trip from
     the CLI is never lost to a concurrent run), loads it (fail closed), applies one pure function, saves
     it with ``write_atomic_json`` and returns the :class:`CheckResult`. A corrupt file is kept beside the
-    state as ``<name>.corrupt`` for inspection before it is replaced by the HALTED state."""
+    state as ``<name>.corrupt`` for inspection before it is replaced by the HALTED state. ``witness``
+    (see :func:`load_state`) is asked only when the state file is missing."""
 
-    def __init__(self, path: str | Path | None = None, limits: Limits | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, limits: Limits | None = None,
+                 witness: Witness | None = None) -> None:
         self.path = Path(path) if path is not None else resolve_path("paths.kill_switch_state")
         self._limits = limits
+        self.witness = witness
 
     @property
     def limits(self) -> Limits:
@@ -562,19 +644,46 @@ class KillSwitch:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _transact(self, now: dt.datetime, op: Callable[[KillSwitchState], CheckResult]) -> CheckResult:
+    def _transact(self, now: dt.datetime, op: Callable[[KillSwitchState], CheckResult], *,
+                  arms: bool = False) -> CheckResult:
+        """Load, apply ``op``, save. A never-armed switch is saved only by an operation that ``arms`` it
+        (a manual trip); any other result on it is returned but not written (it stays unarmed)."""
         with self._locked():
-            state, events, corrupt = load_state(self.path, now)
-            if corrupt:
+            state, events, how = load_state(self.path, now, self.witness)
+            if how == "corrupt":
                 shutil.copyfile(self.path, self.path.with_name(self.path.name + ".corrupt"))
+            if how == "unarmed" and arms:
+                state = replace(state, trips={})
             result = op(state)
-            write_atomic_json(self.path, state_to_dict(result.state))
+            if how != "unarmed" or arms:
+                write_atomic_json(self.path, state_to_dict(result.state))
         return replace(result, events=[*events, *result.events])
 
-    def status(self, now: dt.datetime) -> CheckResult:
-        """The persisted state, read only (a corrupt file reads as HALTED / STATE_CORRUPT)."""
+    def is_armed(self) -> bool:
+        """The switch has a state file (any state), or a witness says it was armed."""
+        return self.path.exists() or bool(self.witness and self.witness())
+
+    def init(self, now: dt.datetime, reason: str = "first start") -> CheckResult:
+        """Arm a switch that was never armed: a fresh ACTIVE state. Already armed: nothing changes (the
+        current state is returned). A missing state file with a witness: :class:`KillSwitchError` (a
+        deleted file is never re-armed silently; inspect, then ``reset`` with a reason)."""
         with self._locked():
-            state, events, _ = load_state(self.path, now)
+            state, events, how = load_state(self.path, now, self.witness, loud=False)
+            if how == "missing":
+                raise KillSwitchError(f"{events[0].reason}; `init` does not re-arm it")
+            if how in ("ok", "corrupt"):
+                return CheckResult(state, [*events, KillSwitchEvent(now, "init", None, None, "SKIP",
+                                                                     f"already armed ({self.path})")])
+            fresh = KillSwitchState(updated_at=now)
+            write_atomic_json(self.path, state_to_dict(fresh))
+        return CheckResult(fresh, [KillSwitchEvent(now, "init", None, None, "INFO", f"armed: {reason}",
+                                                   "NOT_ARMED->ACTIVE")])
+
+    def status(self, now: dt.datetime) -> CheckResult:
+        """The persisted state, read only (a corrupt file reads as HALTED / STATE_CORRUPT, a missing one as
+        HALTED / STATE_MISSING or NOT_ARMED)."""
+        with self._locked():
+            state, events, _ = load_state(self.path, now, self.witness)
         return CheckResult(state, events)
 
     def pre_trade_check(self, orders: pd.DataFrame | Sequence[Any], **kwargs: Any) -> CheckResult:
@@ -585,10 +694,16 @@ class KillSwitch:
         return self._transact(now, lambda s: record_broker_outcomes(s, outcomes, now, limits=self.limits))
 
     def trip(self, reason: str, now: dt.datetime, target: TradingState = TradingState.HALTED) -> CheckResult:
-        return self._transact(now, lambda s: trip(s, reason, now, limits=self.limits, target=target))
+        return self._transact(now, lambda s: trip(s, reason, now, limits=self.limits, target=target), arms=True)
 
     def reset(self, reason: str, now: dt.datetime, equity: float | None = None) -> CheckResult:
-        return self._transact(now, lambda s: reset(s, reason, now, limits=self.limits, equity=equity))
+        """Clear every trip (a person decided). A never-armed switch is armed by ``init``, not a reset."""
+        def op(s: KillSwitchState) -> CheckResult:
+            if TripReason.NOT_ARMED in s.trips:
+                raise KillSwitchError(f"the kill switch ({self.path}) was never armed: run "
+                                      "`tradegraph kill-switch init` first")
+            return reset(s, reason, now, limits=self.limits, equity=equity)
+        return self._transact(now, op)
 
     def on_session_open(self, session_date: dt.date, equity: float, now: dt.datetime) -> CheckResult:
         return self._transact(now, lambda s: on_session_open(s, session_date, equity, now, limits=self.limits))

@@ -19,6 +19,7 @@ from CONFIG.config_loader import resolve_path
 from resources.brokers.protocol import Broker, BrokerError, OrderRequest, Side, SubmitResult
 from resources.brokers.submit import submit_with_lookup
 from resources.kill_switch.logic import CheckResult, KillSwitch, TradingState
+from resources.kill_switch.witness import armed_witness
 
 
 def state_path_for(account: str, base: str | None = None) -> Path:
@@ -27,17 +28,23 @@ def state_path_for(account: str, base: str | None = None) -> Path:
     return path if account == "live" else path.with_name(f"{path.stem}.{account}{path.suffix}")
 
 
+def switch_for(account: str, base: str | None = None) -> KillSwitch:
+    """The file-backed switch of ``account`` with its second witness (lineage file and broker account)."""
+    return KillSwitch(state_path_for(account, base), witness=armed_witness(account))
+
+
 class KillSwitchResource(ConfigurableResource):
     """``state_path`` defaults to ``paths.kill_switch_state``; limits are read from ``kill_switch.*``."""
 
     state_path: str | None = None
 
     def switch(self) -> KillSwitch:
-        return KillSwitch(self.state_path)
+        return self.switch_for("live")
 
     def switch_for(self, account: str) -> KillSwitch:
-        """The live account's switch, or the replay account's own (so a replay never trips live trading)."""
-        return KillSwitch(state_path_for(account, self.state_path))
+        """The live account's switch, or the replay account's own (so a replay never trips live trading),
+        with the witness it asks when its state file is missing (``resources.kill_switch.witness``)."""
+        return switch_for(account, self.state_path)
 
     def status(self, now: dt.datetime) -> CheckResult:
         return self.switch().status(now)
@@ -48,6 +55,9 @@ class KillSwitchResource(ConfigurableResource):
 
     def record_broker_outcomes(self, outcomes: Sequence[bool], now: dt.datetime) -> CheckResult:
         return self.switch().record_broker_outcomes(outcomes, now)
+
+    def init(self, now: dt.datetime, reason: str = "first start") -> CheckResult:
+        return self.switch().init(now, reason)
 
     def trip(self, reason: str, now: dt.datetime, target: TradingState = TradingState.HALTED) -> CheckResult:
         return self.switch().trip(reason, now, target)

@@ -10,6 +10,13 @@ actions in effect → ``bars_adjustments``, raw history → ``market_bars``), a
 with the asset name). Each table write replaces the bar's rows in one transaction and records a
 ``materializations`` row with its content hash and the content hashes of the upstream tables.
 
+Except the record of trading (:data:`APPEND_ONLY_TABLES`, issue 15): orders, fills, kill-switch events,
+refusals and the working orders seen are **appended**, never deleted or replaced. Every row carries the
+``run_id`` of the run that recorded it (stamped here when the asset did not), a run appends only its own
+rows (rows carrying another run's id — a kept record — are already recorded), and a fill whose ``fill_id``
+is recorded in either fills table is never recorded again. So a rerun of a bar adds what it saw and the
+first run's lineage stays readable.
+
 Audit runs (tag ``tradegraph/mode=audit``) write to ``audit__<table>`` instead, so an audit never
 overwrites what was recorded; their inputs still load from the recorded tables.
 """
@@ -29,6 +36,9 @@ from resources.market.adjustments import empty_adjustments
 from resources.market.calendar import get_calendar, parse_bar_key
 
 MODE_TAG = "tradegraph/mode"
+FILLS_TABLES = ("positions_fills", "executions_fills")
+APPEND_ONLY_TABLES = frozenset({"executions", "executions_fills", "executions_killswitch", "executions_refusals",
+                                "positions_fills", "positions_orders", "positions_foreign_fills"})
 _RUN_CACHE: dict[tuple[str, str, str], Any] = {}
 
 
@@ -84,6 +94,28 @@ class LineageIOManager(dg.ConfigurableIOManager):
         return load_recorded(self._store(), asset, bar)
 
 
+def own_rows(table: str, frame: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """What a run appends to an append-only table: its rows stamped with its id (rows of other runs dropped)."""
+    if "run_id" not in frame:
+        return frame.assign(run_id=run_id)
+    return frame[frame["run_id"] == run_id].reset_index(drop=True)
+
+
+def write_table(store: LineageStore, con: Any, table: str, frames: dict[str, pd.DataFrame]) -> None:
+    """Write bar → frame to ``table``: append-only tables append (fills unique by ``fill_id``), every
+    other table replaces the bars' rows."""
+    base = table.removeprefix("audit__")
+    if base in APPEND_ONLY_TABLES:
+        unique = "fill_id" if base in FILLS_TABLES else None
+        prefix = table[: len(table) - len(base)]
+        store.append_rows(con, table, frames, unique, tuple(prefix + t for t in FILLS_TABLES) if unique else ())
+    elif len(frames) == 1:
+        (bar, frame), = frames.items()
+        store.write_partition(con, table, bar, frame)
+    else:
+        store.write_partitions(con, table, frames)
+
+
 def output_tables(asset: str, obj: Any) -> dict[str, pd.DataFrame]:
     if isinstance(obj, BarWindow):
         adjustments = obj.adjustments if obj.adjustments is not None else empty_adjustments()
@@ -116,7 +148,8 @@ def record_output(store: LineageStore, con: Any, run_id: str, asset: str, bar: s
     upstream = upstream_hashes(con, upstream_names, bar, prefix)
     hashes: dict[str, str] = {}
     for table, frame in output_tables(asset, obj).items():
-        store.write_partition(con, prefix + table, bar, frame)
+        frame = own_rows(table, frame, run_id) if table in APPEND_ONLY_TABLES else frame
+        write_table(store, con, prefix + table, {bar: frame})
         hashes[table] = content_hash(frame)
         store.record_materialization(con, run_id, asset, prefix + table, bar, len(frame), hashes[table], upstream)
     revised = None
@@ -140,7 +173,8 @@ def record_batch(store: LineageStore, con: Any, run_id: str,
     histories = []
     now = dt.datetime.now(dt.UTC)
     for bar, asset, obj, upstream_names in items:
-        tables = output_tables(asset, obj)
+        tables = {t: own_rows(t, f, run_id) if t in APPEND_ONLY_TABLES else f
+                  for t, f in output_tables(asset, obj).items()}
         own = {t: content_hash(f) for t, f in tables.items()}
         hashes[(bar, asset)] = own
         upstream = {t: h for name in sorted(upstream_names) for t, h in sorted(hashes.get((bar, name), {}).items())}
@@ -151,7 +185,7 @@ def record_batch(store: LineageStore, con: Any, run_id: str,
         if isinstance(obj, BarWindow):
             histories.append(obj.history)
     for table, frames in sorted(by_table.items()):
-        store.write_partitions(con, table, frames)
+        write_table(store, con, table, frames)
     store.record_materializations(con, pd.DataFrame(mats, columns=[
         "run_id", "asset", "tbl", "bar", "row_count", "content_hash", "upstream_hashes", "recorded_at"]))
     if histories:

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS materializations (
     run_id VARCHAR, asset VARCHAR, tbl VARCHAR, bar VARCHAR, row_count BIGINT, content_hash VARCHAR,
     upstream_hashes VARCHAR, recorded_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS configs (config_hash VARCHAR PRIMARY KEY, config_json VARCHAR);
+CREATE TABLE IF NOT EXISTS runs_process (
+    run_id VARCHAR PRIMARY KEY, host VARCHAR, pid BIGINT, proc_start VARCHAR, started_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS market_bars (
     ts TIMESTAMPTZ, symbol VARCHAR, open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
     bid DOUBLE, ask DOUBLE, first_run_id VARCHAR, PRIMARY KEY (ts, symbol));
@@ -179,6 +181,45 @@ class LineageStore:
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
         finally:
             con.unregister("_incoming")
+
+    def append_rows(self, con: duckdb.DuckDBPyConnection, table: str, frames: dict[str, pd.DataFrame],
+                    unique: str | None = None, unique_in: tuple[str, ...] = ()) -> int:
+        """Append rows for several bars (bar → frame) without touching any recorded row (call inside a
+        transaction). Each bar's ``_row`` continues after its last recorded one, so reads keep the order of
+        recording. With ``unique`` (a column, e.g. ``fill_id``), a row whose value is already recorded in
+        this table or in any table of ``unique_in`` is not appended (nor a repeat within the batch).
+        Returns the number of rows appended."""
+        table = _check_ident(table)
+        filled = [(b, f) for b, f in frames.items() if len(f)]
+        if not filled:
+            return 0
+        data = pd.concat([f.drop(columns=[c for c in ("bar", "_row") if c in f]) for _, f in filled],
+                         ignore_index=True)
+        lengths = np.array([len(f) for _, f in filled])
+        keys = {"bar": np.repeat(np.array([b for b, _ in filled], dtype=object), lengths),
+                "_row": np.arange(lengths.sum(), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)}
+        data = pd.concat([pd.DataFrame(keys), data], axis=1)
+        if unique:
+            data = data.drop_duplicates(unique, keep="first")
+        known = self._columns.get(table)
+        exists = known is not None or self.has_table(con, table)
+        con.register("_incoming", data)
+        try:
+            if known is None or not set(data.columns) <= known:
+                self._columns[table] = self._ensure_columns(con, table, data, exists)
+            where = ""
+            if unique:
+                others = [t for t in dict.fromkeys((table, *unique_in)) if self.has_table(con, _check_ident(t))]
+                where = f"WHERE i.{unique} NOT IN (" + " UNION ".join(
+                    f"SELECT {unique} FROM {t}" for t in others) + ")"
+            n = con.execute(f"""
+                INSERT INTO {table} BY NAME
+                SELECT i.* EXCLUDE (_row), i._row + coalesce(o.last + 1, 0) AS _row FROM _incoming i
+                LEFT JOIN (SELECT bar, max(_row) AS last FROM {table} WHERE bar IN (SELECT DISTINCT bar FROM _incoming)
+                           GROUP BY bar) o USING (bar) {where}""").fetchall()
+        finally:
+            con.unregister("_incoming")
+        return int(n[0][0]) if n else 0
 
     def _ensure_columns(self, con: duckdb.DuckDBPyConnection, table: str, data: pd.DataFrame,
                         exists: bool) -> set[str]:

@@ -2,8 +2,8 @@
 
 Each harness gives a :class:`Broker` and ``advance(ratio)``: make the venue trade what is due. For a real
 venue that is the next poll answering filled; for the paper venue it is working its open orders at the
-next bar (today it fills at submit; the execution helper's next-bar fill model makes ``advance`` do the
-work, and the expectations below hold either way).
+next bar (its next-bar fill model: a market order fills at the next bar's open, a market-on-close order at the
+session's closing bar, so ``advance`` settles the next bar, and the closing bar when a MOC order is working).
 """
 
 from __future__ import annotations
@@ -37,16 +37,22 @@ class Venue:
 
 
 def _paper(tmp_path) -> Venue:
-    frame = pd.DataFrame({s: (p, p - 0.01, p + 0.01, 1e9, 150.0, 1e9) for s, p in PRICES.items()},
-                         index=["mid", "bid", "ask", "volume", "sigma_daily_bps", "adv"]).T
+    from resources.market.calendar import get_calendar
+
+    frame = pd.DataFrame({s: (p, p - 0.01, p + 0.01, 1e9, 150.0, 1e9, p, p) for s, p in PRICES.items()},
+                         index=["mid", "bid", "ask", "volume", "sigma_daily_bps", "adv", "open", "close"]).T
     clock = BarClock(T0)
     broker = PaperBroker(tmp_path / "paper.duckdb", quotes=FrameQuotes(frame), clock=clock)
+    closing_bar = get_calendar().session_bars(T0.date())[-1].to_pydatetime()
 
     def advance(ratio: float = 1.0) -> None:
         clock.set(clock() + dt.timedelta(minutes=5))
-        broker.work_open_orders()
+        broker.settle()
+        if any(o.order_type is OrderType.MOC for o in broker.open_orders()):
+            clock.set(closing_bar)
+            broker.settle()
 
-    return Venue("paper", broker, advance, frozenset({OrderType.MARKET}), partial=False)
+    return Venue("paper", broker, advance, frozenset({OrderType.MARKET, OrderType.MOC}), partial=False)
 
 
 def _alpaca(rsps: responses.RequestsMock) -> Venue:

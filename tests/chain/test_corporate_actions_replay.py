@@ -20,8 +20,10 @@ SPLIT_DAY = "2025-06-03"
 
 
 def bars_around_the_split() -> list[str]:
+    """The previous session's last 40 bars (with next-bar-open fills the small universe holds a name overnight
+    from there on) and the split day's first 8."""
     cal = get_calendar()
-    return [bar_key(t) for t in cal.session_bars("2025-06-02")[-18:]] + [
+    return [bar_key(t) for t in cal.session_bars("2025-06-02")[-40:]] + [
         bar_key(t) for t in cal.session_bars(SPLIT_DAY)[:8]]
 
 

@@ -19,6 +19,7 @@ import pytest
 from CONFIG.config_loader import reset_config
 from resources.market.calendar import bar_key
 from resources.market.simulator import MarketSimulator
+from tests.conftest import arm_switches
 
 SYMBOLS = [f"S{i:03d}" for i in range(1, 11)]
 FIRST, LAST = "2025-05-01", "2025-06-03"
@@ -51,6 +52,7 @@ def replay(home: Path, files: Path, bars: list[str], monkeypatch, record: bool =
     monkeypatch.setenv("TRADEGRAPH__MARKET__SOURCE", "files")
     monkeypatch.setenv("TRADEGRAPH__MARKET__FILES_DIR", str(files))
     reset_config()
+    arm_switches()  # a fresh home: its replay kill switch is armed as every first start is
     engine = ReplayEngine(record=record)
     try:
         return [engine.step(b) for b in bars]
@@ -65,13 +67,17 @@ def session_bars(n: int) -> list[str]:
 
 
 def held_at(outputs: list[dict]) -> tuple[int, str]:
-    """The first bar index (after the first) where a symbol is held before the bar's orders."""
-    for i, out in enumerate(outputs[1:-5], start=1):
+    """The first bar index where a symbol is held before the bar's orders and was already held at the bar
+    before (so the position exists before the bar's own open: a fill at that open is not the case tested)."""
+    def held(out: dict) -> set[str]:
         pos = out["positions"]["positions"]
-        held = pos[pos["qty"] != 0]
-        if len(held):
-            return i, str(held.sort_values("symbol")["symbol"].iloc[0])
-    pytest.fail("the baseline replay never held a position")
+        return set(pos.loc[pos["qty"] != 0, "symbol"])
+
+    for i in range(2, len(outputs) - 5):
+        both = held(outputs[i - 1]) & held(outputs[i])
+        if both:
+            return i, sorted(both)[0]
+    pytest.fail("the baseline replay never held a position for two bars")
 
 
 def trips(out: dict) -> set[str]:

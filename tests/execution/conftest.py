@@ -10,27 +10,41 @@ import pandas as pd
 import pytest
 
 from CONFIG.config_loader import use_config
-from resources.brokers.paper import BarClock, FrameQuotes, PaperBroker
+from resources.brokers.paper import BarClock, FrameQuotes, PaperBroker, Settlement
 
 T0 = dt.datetime(2025, 6, 2, 14, 0, tzinfo=dt.UTC)  # a bar close (10:00 New York)
+T1 = T0 + dt.timedelta(minutes=5)                    # the next bar: a market order decided at T0 fills here
 SESSION = dt.date(2025, 6, 2)
+CLOSE = dt.datetime(2025, 6, 2, 20, 0, tzinfo=dt.UTC)  # the session's closing bar (16:00 New York)
+QUOTE_COLUMNS = ["mid", "bid", "ask", "volume", "sigma_daily_bps", "adv", "open", "close"]
 
-# mid, bid, ask, bar volume (shares), σ_daily (bps), ADV (shares)
+# mid, bid, ask, bar volume (shares), σ_daily (bps), ADV (shares), the bar's open and close
 MARKET = {
-    "AAA": (100.0, 99.99, 100.01, 1000.0, 150.0, 1_000_000.0),
-    "BBB": (50.0, 49.99, 50.01, 10_000.0, 200.0, 4_000_000.0),
+    "AAA": (100.0, 99.99, 100.01, 1000.0, 150.0, 1_000_000.0, 100.0, 100.0),
+    "BBB": (50.0, 49.99, 50.01, 10_000.0, 200.0, 4_000_000.0, 50.0, 50.0),
 }
 
 
 def make_quotes(**changes: tuple[float, ...]) -> FrameQuotes:
     rows = {**MARKET, **changes}
-    return FrameQuotes(pd.DataFrame.from_dict(rows, orient="index",
-                                              columns=["mid", "bid", "ask", "volume", "sigma_daily_bps", "adv"]))
+    return FrameQuotes(pd.DataFrame.from_dict(rows, orient="index", columns=QUOTE_COLUMNS[:len(next(iter(
+        rows.values())))]))
+
+
+def next_bar(broker: PaperBroker, clock: BarClock, minutes: int = 5, quotes: FrameQuotes | None = None) -> Settlement:
+    """Move the clock ``minutes`` on and settle the venue there (with ``quotes`` as that bar's market)."""
+    clock.set(clock.ts + dt.timedelta(minutes=minutes))
+    if quotes is not None:
+        broker.quotes = quotes
+    return broker.settle()
 
 
 @pytest.fixture
 def configure(tmp_path) -> Iterator[Callable[..., None]]:
-    """``configure(broker={...}, kill_switch={...})``: overrides on top of tmp paths (nesting keeps paths)."""
+    """``configure(broker={...}, kill_switch={...})``: overrides on top of tmp paths (nesting keeps paths).
+    The kill switch at the tmp path is armed (``init``), as every deployment's first start does."""
+    from tests.conftest import arm_switches
+
     stack = ExitStack()
 
     def apply(**sections: dict) -> None:
@@ -41,8 +55,25 @@ def configure(tmp_path) -> Iterator[Callable[..., None]]:
         stack.enter_context(use_config(over))
 
     apply()
+    arm_switches(tmp_path / "kill_switch.json")
     with stack:
         yield apply
+
+
+@pytest.fixture
+def limits(configure):
+    """The kill switch's limits from the test configuration."""
+    from resources.kill_switch.logic import Limits
+
+    return Limits.from_config()
+
+
+@pytest.fixture
+def opened(limits):
+    """A kill-switch state opened for ``SESSION`` at $1 M of equity."""
+    from resources.kill_switch.logic import KillSwitchState, on_session_open
+
+    return on_session_open(KillSwitchState(), SESSION, 1_000_000.0, T0, limits=limits).state
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from resources.kill_switch.logic import (
     DenyReason,
     KillSwitch,
     KillSwitchState,
-    Limits,
     TradingState,
     TripReason,
     load_state,
@@ -35,7 +34,7 @@ from resources.kill_switch.logic import (
     trip,
 )
 from resources.kill_switch.resource import KillSwitchResource
-from tests.execution.conftest import SESSION, T0, make_quotes
+from tests.execution.conftest import SESSION, T0, make_quotes, next_bar
 
 EQ = 1_000_000.0
 PRICES = {"AAA": 100.0, "BBB": 50.0}
@@ -43,16 +42,6 @@ PRICES = {"AAA": 100.0, "BBB": 50.0}
 
 def order(cid: str, side: str, qty: float, symbol: str = "AAA") -> OrderRequest:
     return OrderRequest(cid, symbol, Side(side), qty, "bar")
-
-
-@pytest.fixture
-def limits(configure) -> Limits:
-    return Limits.from_config()
-
-
-@pytest.fixture
-def opened(limits) -> KillSwitchState:
-    return on_session_open(KillSwitchState(), SESSION, EQ, T0, limits=limits).state
 
 
 def check(state, orders, limits, *, positions=None, prices=PRICES, equity=EQ, now=T0, bar_ts=T0,
@@ -254,11 +243,12 @@ def test_halt_cancels_open_orders_and_flattens_once(configure, clock):
     configure(broker={"partial_remainder": "carry"}, kill_switch={"flatten_on_halt": True})
     broker = PaperBroker(quotes=make_quotes(), clock=clock)
     broker.submit(OrderRequest("long", "BBB", Side.BUY, 500, "b0"))
-    broker.submit(OrderRequest("work", "AAA", Side.BUY, 250, "b0"))    # 100 filled, 150 left working
+    broker.submit(OrderRequest("work", "AAA", Side.BUY, 250, "b0"))
+    next_bar(broker, clock)                                            # 100 filled, 150 left working
     ks = KillSwitchResource()
     ks.on_session_open(SESSION, EQ, T0)
     ks.trip("stop everything", T0)
-    clock.set(T0 + dt.timedelta(minutes=5))
+    clock.set(T0 + dt.timedelta(minutes=10))
     kw = dict(positions=broker.positions(), prices=PRICES, equity=EQ, now=clock(), bar_ts=clock(),
               session_date=SESSION)
     res = ks.pre_trade_check([OrderRequest("new", "AAA", Side.BUY, 1, "b1")], **kw)
@@ -266,7 +256,8 @@ def test_halt_cancels_open_orders_and_flattens_once(configure, clock):
     assert sorted(res.flatten_orders["symbol"]) == ["AAA", "BBB"] and res.flatten_orders["reduce_only"].all()
     answers = ks.enforce(res, broker)
     assert broker.order_status("work").status is OrderStatus.CANCELLED
-    assert [a.status for a in answers[1:]] == [OrderStatus.FILLED, OrderStatus.FILLED]
+    assert [a.status for a in answers[1:]] == [OrderStatus.ACCEPTED, OrderStatus.ACCEPTED]
+    next_bar(broker, clock)                                            # the flatten orders fill at the next open
     assert broker.positions() == {}
     again = ks.pre_trade_check([], **{**kw, "positions": {"AAA": 1.0}})
     assert again.flatten_orders.empty                                  # flatten orders are sent once

@@ -1,4 +1,9 @@
-"""Paper broker: rejects with reason codes, fill price, participation cap, idempotence, order FSM."""
+"""Paper broker: the next-bar fill model, rejects with reason codes, participation cap at its edge, the
+order lifecycle (carry, cancel, expiry at the close, MOC), share precision, idempotence, order FSM.
+
+Expressed against the ``Broker`` protocol where the protocol says enough (submit, cancel, open_orders,
+positions, account, fills_since, order_status); ``settle`` is the simulated venue's own step between bars.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import sys
 
 import pytest
 
+from assets.positions.logic import expected_positions, fills_frame, reconcile
 from CONFIG.config_loader import PROJECT_ROOT, get_cfg
 from resources.brokers.paper import BarClock, PaperBroker, fill_id_for
 from resources.brokers.protocol import (
@@ -19,22 +25,25 @@ from resources.brokers.protocol import (
     IllegalTransition,
     OrderRequest,
     OrderStatus,
+    OrderType,
     Overfill,
     RejectReason,
     Side,
     check_transition,
 )
-from tests.execution.conftest import T0, make_quotes
+from tests.execution.conftest import CLOSE, MARKET, T0, T1, make_quotes, next_bar
 
 INITIAL = 1_000_000.0
+# the bar after the decision: AAA opens at 100.04 (the decision bar's mid and close were 100.00)
+OPENS = make_quotes(AAA=(100.10, 100.09, 100.11, 1000.0, 150.0, 1_000_000.0, 100.04, 100.10))
 
 
 def buy(cid: str, qty: float, symbol: str = "AAA", **kw) -> OrderRequest:
-    return OrderRequest(cid, symbol, Side.BUY, qty, "2025-06-02T14:00:00Z", **kw)
+    return OrderRequest(cid, symbol, Side.BUY, qty, "2025-06-02T14:00Z", **kw)
 
 
 def sell(cid: str, qty: float, symbol: str = "AAA", **kw) -> OrderRequest:
-    return OrderRequest(cid, symbol, Side.SELL, qty, "2025-06-02T14:00:00Z", **kw)
+    return OrderRequest(cid, symbol, Side.SELL, qty, "2025-06-02T14:00Z", **kw)
 
 
 def assert_untouched(broker: PaperBroker) -> None:
@@ -48,6 +57,44 @@ def test_paper_broker_satisfies_protocol(broker):
     assert get_cfg("broker.initial_cash") == INITIAL
 
 
+def test_a_market_order_never_fills_at_the_decision_bar_it_fills_at_the_next_open(broker, clock):
+    res = broker.submit(buy("o1", 100))
+    assert (res.status, res.filled_quantity) == (OrderStatus.ACCEPTED, 0.0)
+    assert broker.settle().fills == []                        # the decision bar itself: nothing
+    assert_untouched(broker)
+    assert [o.client_order_id for o in broker.open_orders()] == ["o1"]
+
+    done = next_bar(broker, clock, quotes=OPENS)
+    # impact = Y·σ·sqrt(q/ADV) = 1.0 × 150 × sqrt(100 / 1e6) = 1.5 bps of the open 100.04 = 0.015006
+    # price = open + half spread + impact = 100.04 + 0.01 + 0.015006 = 100.065006 (never the decision's 100.00)
+    # fee = 0.5 bps × 100 × 100.065006 = 0.50032503
+    (fill,) = done.fills
+    assert fill.price == pytest.approx(100.065006, abs=1e-12)
+    assert fill.fee == pytest.approx(0.50032503, abs=1e-12)
+    assert (fill.ts, fill.seq, fill.mid, fill.fill_id, fill.quantity) == (T1, 1, 100.04, fill_id_for("o1", 0), 100)
+    assert [(o.client_order_id, o.status) for o in done.orders] == [("o1", OrderStatus.FILLED)]
+    acct = broker.account()
+    assert acct.cash == pytest.approx(INITIAL - 10_006.5006 - 0.50032503, abs=1e-9)
+    assert acct.positions == {"AAA": 100.0} and acct.cost_basis == {"AAA": pytest.approx(100.065006)}
+    assert broker.fills_since(0) == [fill] and broker.open_orders() == []
+    assert next_bar(broker, clock, minutes=0).fills == []     # settling a bar twice changes nothing
+
+    # a sell pays the half spread and the impact the other way: 100.04 − 0.01 − 0.015006
+    broker.submit(sell("o2", 100))
+    (back,) = next_bar(broker, clock, quotes=OPENS).fills
+    assert back.price == pytest.approx(100.014994, abs=1e-12)
+    assert broker.positions() == {} and broker.account().cost_basis == {}
+
+
+def test_fill_latency_delays_the_fill_bar(configure, clock):
+    configure(broker={"fill_latency_bars": 1})
+    broker = PaperBroker(quotes=make_quotes(), clock=clock)
+    broker.submit(buy("o1", 10))
+    assert next_bar(broker, clock).fills == []                  # t+1: not yet
+    (fill,) = next_bar(broker, clock, quotes=OPENS).fills       # t+2: at its open
+    assert fill.ts == T0 + dt.timedelta(minutes=10) and fill.mid == 100.04
+
+
 @pytest.mark.parametrize(("request_", "reason"), [
     (buy("z", 0), RejectReason.INVALID_QUANTITY),
     (buy("n", -5), RejectReason.INVALID_QUANTITY),
@@ -58,14 +105,36 @@ def test_paper_broker_satisfies_protocol(broker):
     (buy("e", 10, symbol=""), RejectReason.UNKNOWN_SYMBOL),
     (OrderRequest("s", "AAA", "HOLD", 10, "k"), RejectReason.INVALID_SIDE),
     (sell("r", 10, reduce_only=True), RejectReason.REDUCE_ONLY_VIOLATION),  # flat: nothing to reduce
+    (buy("l", 10, order_type=OrderType.LIMIT, limit_price=99.0), RejectReason.UNSUPPORTED_ORDER_TYPE),
 ])
-def test_bad_orders_are_rejected_with_reason_and_change_nothing(broker, request_, reason):
+def test_bad_orders_are_rejected_with_reason_and_change_nothing(broker, clock, request_, reason):
     res = broker.submit(request_)
     assert (res.status, res.reason_code, res.filled_quantity) == (OrderStatus.REJECTED, reason, 0.0)
+    next_bar(broker, clock)
     assert_untouched(broker)
     # the reject is recorded: its fate can be looked up, and the id cannot be reused
     assert broker.order_status(request_.client_order_id).status is OrderStatus.REJECTED
     assert broker.submit(request_).reason_code is RejectReason.DUPLICATE_CLIENT_ORDER_ID
+
+
+HALF_DAY_CLOSE = dt.datetime(2026, 11, 27, 18, 0, tzinfo=dt.UTC)  # 13:00 New York
+
+
+@pytest.mark.parametrize(("when", "before"), [
+    (CLOSE, CLOSE - dt.timedelta(minutes=5)),                                  # the closing bar, 16:00
+    (CLOSE + dt.timedelta(minutes=9, seconds=30), CLOSE - dt.timedelta(minutes=5)),   # 16:09:30
+    (HALF_DAY_CLOSE, HALF_DAY_CLOSE - dt.timedelta(minutes=5)),                # a half day's 13:00 close
+    (HALF_DAY_CLOSE + dt.timedelta(minutes=9, seconds=30), HALF_DAY_CLOSE - dt.timedelta(minutes=5)),
+    (dt.datetime(2025, 6, 7, 15, 0, tzinfo=dt.UTC), None),                      # a Saturday
+])
+@pytest.mark.parametrize("order_type", [OrderType.MARKET, OrderType.MOC])
+def test_no_order_is_taken_once_the_session_has_closed(broker, clock, when, before, order_type):
+    clock.set(when)
+    res = broker.submit(buy("late", 10, order_type=order_type))
+    assert (res.status, res.reason_code) == (OrderStatus.REJECTED, RejectReason.SESSION_CLOSED)
+    if before is not None:                                      # the bar before the close: still taken
+        clock.set(before)
+        assert broker.submit(buy("in-time", 10, order_type=order_type)).status is OrderStatus.ACCEPTED
 
 
 @pytest.mark.parametrize(("quote", "reason"), [
@@ -77,146 +146,204 @@ def test_bad_orders_are_rejected_with_reason_and_change_nothing(broker, request_
     ((100.0, 99.99, 100.01, 1000.0, 150.0, 0.0), RejectReason.INVALID_MARKET_DATA),  # ADV 0
 ])
 def test_bad_quote_rejects(configure, clock, quote, reason):
-    broker = PaperBroker(quotes=make_quotes(AAA=quote), clock=clock)
+    broker = PaperBroker(quotes=make_quotes(AAA=(*quote, 100.0, 100.0)), clock=clock)
     res = broker.submit(buy("o1", 10))
     assert (res.status, res.reason_code) == (OrderStatus.REJECTED, reason)
     assert broker.fills_since() == []
 
 
-def test_fractional_quantity_accepted_when_allowed(configure, clock):
-    configure(broker={"allow_fractional": True})
-    res = PaperBroker(quotes=make_quotes(), clock=clock).submit(buy("f", 10.5))
-    assert (res.status, res.filled_quantity) == (OrderStatus.FILLED, 10.5)
+def test_no_valid_price_at_the_fill_bar_the_order_waits_then_expires_with_its_session(broker, clock):
+    broker.submit(buy("o1", 10))
+    halted = make_quotes(AAA=(100.0, 99.99, 100.01, 1000.0, 150.0, 1e6, math.nan, 100.0))   # no open: halted
+    assert next_bar(broker, clock, quotes=halted).fills == []
+    assert broker.order_status("o1").status is OrderStatus.ACCEPTED
+    clock.set(dt.datetime(2025, 6, 3, 13, 35, tzinfo=dt.UTC))  # the next session's first bar
+    done = broker.settle()
+    assert done.fills == [] and broker.positions() == {}
+    order = broker.order_status("o1")
+    assert (order.status, order.reason_code) == (OrderStatus.EXPIRED, RejectReason.EXPIRED_AT_CLOSE)
+    assert (order.filled_quantity, order.avg_price) == (0.0, None)           # never filled: no price
 
 
-def test_fill_price_spread_impact_fee(broker):
-    res = broker.submit(buy("o1", 100))
-    # impact = Y·σ·sqrt(q/ADV) = 1.0 × 150 × sqrt(100 / 1e6) = 1.5 bps of 100 = 0.015
-    # price = mid + half spread + impact = 100 + 0.01 + 0.015 = 100.025
-    # fee = 0.5 bps × 100 × 100.025 = 0.500125
-    assert res.status is OrderStatus.FILLED and res.filled_quantity == 100
-    (fill,) = broker.fills_since(0)
-    assert fill.price == pytest.approx(100.025, abs=1e-12)
-    assert fill.fee == pytest.approx(0.500125, abs=1e-12)
-    assert (fill.ts, fill.seq, fill.mid, fill.fill_id) == (T0, 1, 100.0, fill_id_for("o1", 0))
-    acct = broker.account()
-    assert acct.cash == pytest.approx(INITIAL - 10_002.5 - 0.500125, abs=1e-9)
-    # marked at the quote mid (quote provider + clock set): equity = cash + 100 × 100
-    assert acct.equity == pytest.approx(acct.cash + 10_000.0, abs=1e-9)
-    assert broker.positions() == {"AAA": 100.0}
-    # a sell pays the half spread and impact the other way: 100 − 0.01 − 0.015
-    broker.submit(sell("o2", 100))
-    assert broker.fills_since(1)[0].price == pytest.approx(99.975, abs=1e-12)
-    assert broker.positions() == {}
-
-
-def test_duplicate_client_order_id_rejected_nothing_changes(broker):
-    first = broker.submit(buy("dup", 50))
-    before = (broker.account(), broker.fills_since(), broker.order_status("dup"))
-    again = broker.submit(buy("dup", 70, symbol="BBB"))
-    assert (again.status, again.reason_code) == (OrderStatus.REJECTED, RejectReason.DUPLICATE_CLIENT_ORDER_ID)
-    assert (broker.account(), broker.fills_since(), broker.order_status("dup")) == before
-    assert broker.order_status("dup").status is OrderStatus.FILLED and first.filled_quantity == 50
-
-
-def test_partial_fill_remainder_cancelled(broker):
-    # bar volume 1000 × participation cap 0.10 = 100 shares at most
-    res = broker.submit(buy("big", 250))
-    assert (res.status, res.reason_code, res.filled_quantity) == (
-        OrderStatus.CANCELLED, RejectReason.INSUFFICIENT_LIQUIDITY, 100.0)
-    assert broker.positions() == {"AAA": 100.0}
-    assert broker.open_orders() == []
+@pytest.mark.parametrize(("qty", "filled", "status"), [
+    (100, 100.0, OrderStatus.FILLED),      # exactly at the cap (0.10 × 1000): uncapped
+    (101, 100.0, OrderStatus.CANCELLED),   # one over: capped to the cap
+    (200, 100.0, OrderStatus.CANCELLED),   # twice the cap: capped to the cap, never more
+])
+def test_participation_cap_at_its_edge(broker, clock, qty, filled, status):
+    broker.submit(buy("o", qty))
+    next_bar(broker, clock)
+    order = broker.order_status("o")
+    assert (order.status, order.filled_quantity) == (status, filled)
+    assert order.reason_code is (RejectReason.INSUFFICIENT_LIQUIDITY if status is OrderStatus.CANCELLED else None)
+    assert broker.positions() == {"AAA": filled} and broker.open_orders() == []
 
 
 def test_partial_fill_remainder_carried_across_bars(configure, clock):
     configure(broker={"partial_remainder": "carry"})
     broker = PaperBroker(quotes=make_quotes(), clock=clock)
-    res = broker.submit(buy("big", 250))
-    assert (res.status, res.filled_quantity) == (OrderStatus.PARTIALLY_FILLED, 100.0)
+    broker.submit(buy("big", 250))
+    assert [f.quantity for f in next_bar(broker, clock).fills] == [100.0]
+    order = broker.order_status("big")
+    assert (order.status, order.remaining) == (OrderStatus.PARTIALLY_FILLED, 150.0)
     assert [o.client_order_id for o in broker.open_orders()] == ["big"]
-    assert broker.work_open_orders() == []                     # same bar: not worked twice
-    clock.set(T0 + dt.timedelta(minutes=5))
-    assert [f.quantity for f in broker.work_open_orders()] == [100.0]
-    assert broker.work_open_orders() == []
-    clock.set(T0 + dt.timedelta(minutes=10))
-    assert [f.quantity for f in broker.work_open_orders()] == [50.0]
+    assert next_bar(broker, clock, minutes=0).fills == []      # the same bar: not worked twice
+    assert [f.quantity for f in next_bar(broker, clock).fills] == [100.0]
+    assert [f.quantity for f in next_bar(broker, clock).fills] == [50.0]
     order = broker.order_status("big")
     assert (order.status, order.filled_quantity, order.remaining) == (OrderStatus.FILLED, 250.0, 0.0)
-    fills = broker.fills_since()
-    assert [f.fill_id for f in fills] == [fill_id_for("big", n) for n in range(3)]
+    assert [f.fill_id for f in broker.fills_since()] == [fill_id_for("big", n) for n in range(3)]
     assert broker.positions() == {"AAA": 250.0} and broker.open_orders() == []
+
+
+def test_a_carried_remainder_expires_at_the_close(configure, clock):
+    configure(broker={"partial_remainder": "carry"})
+    broker = PaperBroker(quotes=make_quotes(), clock=BarClock(CLOSE - dt.timedelta(minutes=10)))
+    clock = broker.clock
+    broker.submit(buy("late", 250))
+    assert [f.quantity for f in next_bar(broker, clock).fills] == [100.0]        # 15:55
+    done = next_bar(broker, clock)                                                # 16:00, the closing bar
+    assert [f.quantity for f in done.fills] == [100.0]
+    order = broker.order_status("late")
+    assert (order.status, order.reason_code, order.filled_quantity) == (
+        OrderStatus.EXPIRED, RejectReason.EXPIRED_AT_CLOSE, 200.0)
+    assert [(o.client_order_id, o.status) for o in done.orders] == [("late", OrderStatus.EXPIRED)]
+    assert broker.open_orders() == []
+
+
+def test_market_on_close_fills_at_the_closing_price(broker, clock):
+    clock.set(CLOSE - dt.timedelta(minutes=10))                                   # 15:50
+    assert broker.submit(buy("moc", 100, order_type=OrderType.MOC)).status is OrderStatus.ACCEPTED
+    assert next_bar(broker, clock).fills == []                                   # 15:55: not a market order
+    closing = make_quotes(AAA=(100.25, 100.24, 100.26, 1000.0, 150.0, 1e6, 100.22, 100.20))
+    (fill,) = next_bar(broker, clock, quotes=closing).fills                      # 16:00
+    # the closing auction: close × (1 + impact) = 100.20 × (1 + 1.5e-4) = 100.21503, fee 0.5 bps
+    assert fill.price == pytest.approx(100.21503, abs=1e-12) and fill.mid == 100.20 and fill.ts == CLOSE
+    assert fill.fee == pytest.approx(0.5e-4 * 100 * 100.21503, abs=1e-12)
+    assert broker.order_status("moc").status is OrderStatus.FILLED
 
 
 def test_cancel_open_order_and_terminal_order(configure, clock):
     configure(broker={"partial_remainder": "carry"})
     broker = PaperBroker(quotes=make_quotes(), clock=clock)
     broker.submit(buy("big", 250))
+    next_bar(broker, clock)
     res = broker.cancel("big")
     assert (res.status, res.reason_code, res.filled_quantity) == (
         OrderStatus.CANCELLED, RejectReason.CANCELLED_BY_REQUEST, 100.0)
     assert broker.cancel("big").reason_code is RejectReason.ORDER_NOT_OPEN
     assert broker.cancel("nope").reason_code is RejectReason.ORDER_NOT_FOUND
-    clock.set(T0 + dt.timedelta(minutes=5))
-    assert broker.work_open_orders() == [] and broker.positions() == {"AAA": 100.0}
+    assert next_bar(broker, clock).fills == [] and broker.positions() == {"AAA": 100.0}
 
 
-def test_reduce_only_passes_when_it_reduces(broker):
+def test_reduce_only_passes_when_it_reduces(broker, clock):
     broker.submit(buy("o1", 100))
+    next_bar(broker, clock)
     assert broker.submit(sell("r1", 150, reduce_only=True)).reason_code is RejectReason.REDUCE_ONLY_VIOLATION
-    assert broker.submit(sell("r2", 100, reduce_only=True)).status is OrderStatus.FILLED
-    assert broker.positions() == {}
+    assert broker.submit(sell("r2", 100, reduce_only=True)).status is OrderStatus.ACCEPTED
+    next_bar(broker, clock)
+    assert broker.order_status("r2").status is OrderStatus.FILLED and broker.positions() == {}
 
 
-def test_carried_reduce_only_order_never_goes_past_flat(configure, clock):
-    configure(broker={"partial_remainder": "carry"})
-    broker = PaperBroker(quotes=make_quotes(), clock=clock)
+def test_a_reduce_only_order_never_goes_past_flat(broker, clock):
     broker.submit(buy("o1", 100))
-    clock.set(T0 + dt.timedelta(minutes=5))
-    broker.submit(buy("o2", 100))                                        # long 200
-    assert broker.submit(sell("r", 150, reduce_only=True)).filled_quantity == 100   # 50 carried
-    broker.submit(sell("s", 100))                                        # flat now
-    clock.set(T0 + dt.timedelta(minutes=10))
-    assert broker.work_open_orders() == []
+    next_bar(broker, clock)
+    broker.submit(sell("s", 60))                                # fills first (the older order) ...
+    broker.submit(sell("r", 100, reduce_only=True))             # ... so only 40 are left to reduce
+    next_bar(broker, clock)
     order = broker.order_status("r")
-    assert (order.status, order.reason_code) == (OrderStatus.CANCELLED, RejectReason.REDUCE_ONLY_VIOLATION)
+    assert (order.status, order.filled_quantity, order.reason_code) == (
+        OrderStatus.CANCELLED, 40.0, RejectReason.REDUCE_ONLY_VIOLATION)
     assert broker.positions() == {}
 
 
-def test_fill_reported_twice_is_booked_once(broker):
+def test_fractional_shares_leave_no_float_residue(configure, clock):
+    configure(broker={"allow_fractional": True})
+    broker = PaperBroker(quotes=make_quotes(), clock=clock)
+    for i, (side, q) in enumerate([(Side.BUY, 0.1), (Side.BUY, 0.2), (Side.SELL, 0.3)]):
+        broker.submit(OrderRequest(f"f{i}", "AAA", side, q, "k"))
+    next_bar(broker, clock)
+    assert broker.positions() == {} and broker.account().positions == {}      # not 5.55e-17
+    for i in range(10):
+        broker.submit(buy(f"t{i}", 0.1))
+    next_bar(broker, clock)
+    assert broker.positions() == {"AAA": 1.0}                                  # not 0.9999999999999999
+    fills = fills_frame(broker.fills_since())
+    assert expected_positions(fills).to_dict() == {"AAA": 1.0}
+    assert not reconcile(expected_positions(fills), broker.positions(), tolerance=0.0).mismatch
+
+
+def test_participation_cap_with_fractional_shares_is_floored_to_the_precision(configure, clock):
+    configure(broker={"allow_fractional": True, "participation_cap": 0.0029, "qty_decimals": 2})
+    broker = PaperBroker(quotes=make_quotes(), clock=clock)
+    broker.submit(buy("o", 10))
+    (fill,) = next_bar(broker, clock).fills
+    assert fill.quantity == 2.9                                # 0.0029 × 1000 = 2.9 (not 2.8999999999999995)
+
+
+def test_cost_basis_is_the_average_entry_price(broker, clock):
+    broker.submit(buy("a", 100))
+    next_bar(broker, clock, quotes=make_quotes(AAA=(*MARKET["AAA"][:6], 100.0, 100.0)))
+    broker.submit(buy("b", 100))
+    next_bar(broker, clock, quotes=make_quotes(AAA=(*MARKET["AAA"][:6], 110.0, 110.0)))
+    p1, p2 = (f.price for f in broker.fills_since())
+    assert broker.account().cost_basis == {"AAA": pytest.approx((p1 + p2) / 2, abs=1e-12)}
+    broker.submit(sell("c", 50))
+    next_bar(broker, clock)
+    assert broker.account().cost_basis == {"AAA": pytest.approx((p1 + p2) / 2, abs=1e-12)}  # reducing keeps it
+
+
+def test_duplicate_client_order_id_rejected_nothing_changes(broker, clock):
+    broker.submit(buy("dup", 50))
+    next_bar(broker, clock)
+    before = (broker.account(), broker.fills_since(), broker.order_status("dup"))
+    again = broker.submit(buy("dup", 70, symbol="BBB"))
+    assert (again.status, again.reason_code) == (OrderStatus.REJECTED, RejectReason.DUPLICATE_CLIENT_ORDER_ID)
+    assert (broker.account(), broker.fills_since(), broker.order_status("dup")) == before
+    assert broker.order_status("dup").status is OrderStatus.FILLED
+
+
+def test_fill_reported_twice_is_booked_once(broker, clock):
     broker.submit(buy("o1", 100))
+    next_bar(broker, clock)
     (fill,) = broker.fills_since()
     before = broker.account()
     assert broker.book_fill(fill) is False
     assert broker.account() == before and broker.fills_since() == [fill]
 
 
-def test_overfill_is_refused(broker):
+def test_overfill_is_refused(broker, clock):
     broker.submit(buy("o1", 100))
+    next_bar(broker, clock)
     extra = Fill(fill_id_for("o1", 1), "o1", "AAA", Side.BUY, 1.0, 100.0, 0.0, T0)
     with pytest.raises(Overfill):
         broker.book_fill(extra)
     assert broker.positions() == {"AAA": 100.0}
 
 
-def test_fill_ids_and_prices_deterministic_across_books(configure, tmp_path, clock):
+def test_fill_ids_and_prices_deterministic_across_books(configure, tmp_path):
     def run(path):
-        b = PaperBroker(path, quotes=make_quotes(), clock=BarClock(T0))
+        clock = BarClock(T0)
+        b = PaperBroker(path, quotes=make_quotes(), clock=clock)
         b.submit_many([buy("a", 100), sell("b", 30, symbol="BBB"), buy("c", 500)])
+        next_bar(b, clock)
         return b.fills_since()
     assert run(tmp_path / "one.duckdb") == run(tmp_path / "two.duckdb")
 
 
 def test_fills_since_cursor_and_time(broker, clock):
     broker.submit(buy("o1", 10))
-    clock.set(T0 + dt.timedelta(minutes=5))
+    next_bar(broker, clock)
     broker.submit(buy("o2", 10))
+    next_bar(broker, clock)
     assert [f.client_order_id for f in broker.fills_since(1)] == ["o2"]
-    assert [f.client_order_id for f in broker.fills_since(T0 + dt.timedelta(minutes=5))] == ["o2"]
+    assert [f.client_order_id for f in broker.fills_since(T0 + dt.timedelta(minutes=10))] == ["o2"]
     assert [f.seq for f in broker.fills_since(None)] == [1, 2]
 
 
-def test_reset_gives_a_fresh_account(broker):
+def test_reset_gives_a_fresh_account(broker, clock):
     broker.submit(buy("o1", 10))
+    next_bar(broker, clock)
     broker.reset()
     assert_untouched(broker)
     assert broker.order_status("o1") is None
@@ -243,13 +370,14 @@ def test_lock_held_by_another_process_times_out(configure, clock):
     finally:
         holder.kill()
         holder.wait()
-    assert broker.submit(buy("o1", 10)).status is OrderStatus.FILLED
+    assert broker.submit(buy("o1", 10)).status is OrderStatus.ACCEPTED
 
 
 def test_transition_table():
     assert check_transition("NEW", "ACCEPTED") is OrderStatus.ACCEPTED
     assert check_transition(OrderStatus.PARTIALLY_FILLED, OrderStatus.PARTIALLY_FILLED)
-    for terminal in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED):
+    assert check_transition(OrderStatus.ACCEPTED, OrderStatus.EXPIRED) is OrderStatus.EXPIRED
+    for terminal in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
         assert ALLOWED_TRANSITIONS[terminal] == frozenset()
         for target in OrderStatus:
             with pytest.raises(IllegalTransition):

@@ -8,7 +8,16 @@ import pandas as pd
 import pytest
 
 from assets.pnl.logic import PnlBook, apply_fills, bar_pnl
-from assets.positions.logic import expected_positions, fills_frame, merge_fills, reconcile
+from assets.pnl.stage import start_of_bar
+from assets.positions.logic import (
+    classify_fills,
+    expected_positions,
+    fills_frame,
+    merge_fills,
+    reconcile,
+    slippage_bps,
+)
+from assets.positions.stage import book_tables
 
 CASH = 100_000.0
 
@@ -118,3 +127,70 @@ def test_expected_positions_count_each_fill_once():
     assert recorded["fill_id"].tolist() == ["x", "y", "z"]
     assert expected_positions(recorded).to_dict() == {"A": 6.0, "B": -3.0}
     assert expected_positions(fills_frame([])).empty
+
+
+def test_fractional_residue_is_rounded_away_in_every_book():
+    """Issue 11 §9: 0.1 + 0.2 − 0.3 is 5.55e-17 in binary: the expected book, the reconciliation and the P&L
+    book all round to broker.qty_decimals, so it is flat (no exit for 5.55e-17 shares); ten fills of 0.1 are
+    1.0, not 0.9999999999999999, and reconcile against a broker's 1.0 with a tolerance of 0."""
+    rows = [{"fill_id": f"f{i}", "symbol": "A", "side": s, "quantity": q, "price": 10.0, "fee": 0.0, "seq": i}
+            for i, (s, q) in enumerate([("BUY", 0.1), ("BUY", 0.2), ("SELL", 0.3)])]
+    assert 0.1 + 0.2 - 0.3 != 0.0 and expected_positions(fills_frame(rows)).empty
+    # a broker reporting the residue: the book holds nothing, so no exit is sized for 5.55e-17 shares
+    book_in = book_tables(pd.Series({"A": 0.1 + 0.2 - 0.3}), pd.Series({"A": 10.0}), CASH, pd.Series(dtype=float),
+                          "paper:live")
+    assert book_in["positions"].empty and not book_in["positions_account"]["mismatch"].iloc[0]
+    book, _, per = bar_pnl(PnlBook.start(CASH), fills_frame(rows), {"A": 10.0}, start_of_day_equity=CASH)
+    assert book.positions.empty and per["quantity"].tolist() == [0.0]
+    tens = fills_frame([{"fill_id": f"t{i}", "symbol": "A", "side": "BUY", "quantity": 0.1, "price": 10.0,
+                         "fee": 0.0, "seq": i} for i in range(10)])
+    assert sum([0.1] * 10) != 1.0 and expected_positions(tens).to_dict() == {"A": 1.0}
+    assert not reconcile(expected_positions(tens), {"A": 0.9999999999999999}, tolerance=0.0).mismatch
+    assert reconcile(expected_positions(tens), {"A": 1.000002}, tolerance=0.0).mismatch   # a real difference
+
+
+def test_fills_the_broker_reports_are_classified_by_what_lineage_knows():
+    ts = pd.Timestamp("2025-06-03T14:05Z")
+    incoming = fills_frame([
+        {"fill_id": "a", "client_order_id": "sent", "symbol": "A", "side": "BUY", "quantity": 1.0, "price": 10.0,
+         "fee": 0.0, "ts": ts, "seq": 1},
+        {"fill_id": "b", "client_order_id": "sent-earlier", "symbol": "A", "side": "BUY", "quantity": 1.0,
+         "price": 10.0, "fee": 0.0, "ts": ts - pd.Timedelta(minutes=2), "seq": 2},
+        {"fill_id": "c", "client_order_id": "intent", "symbol": "B", "side": "SELL", "quantity": 2.0,
+         "price": 20.0, "fee": 0.0, "ts": ts, "seq": 3},
+        {"fill_id": "d", "client_order_id": "by-hand", "symbol": "C", "side": "BUY", "quantity": 3.0, "price": 5.0,
+         "fee": 0.0, "ts": ts, "seq": 4},
+        {"fill_id": "e", "client_order_id": "sent", "symbol": "A", "side": "BUY", "quantity": 1.0, "price": 10.0,
+         "fee": 0.0, "ts": ts, "seq": 5}])
+    orders = pd.DataFrame({"client_order_id": ["sent", "sent-earlier", "intent"], "sent": [True, True, False],
+                           "decision_price": [9.5, 9.8, 21.0]})
+    own, foreign = classify_fills(incoming, {"e"}, orders, ts)          # "e" is already recorded
+    assert own[["fill_id", "source", "decision_price"]].values.tolist() == [
+        ["a", "settled", 9.5], ["b", "broker", 9.8], ["c", "recovered", 21.0]]
+    assert foreign["fill_id"].tolist() == ["d"]
+    # slippage vs the decision: BUY 10 vs 9.5 → +526.3 bps; SELL 20 vs 21 → +476.2 bps (worse for both)
+    assert slippage_bps(own).tolist() == pytest.approx([0.5 / 9.5 * 1e4, 0.2 / 9.8 * 1e4, 1.0 / 21.0 * 1e4])
+
+
+def test_slippage_against_the_decision_price_by_hand():
+    # BUY 100 @ 50.10 decided at 50.00 → 10 $; SELL 50 @ 19.90 decided at 20.00 → 5 $; decided 5 000 + 1 000
+    f = fills(("f1", "AAA", "BUY", 100, 50.10, 0.0, 1), ("f2", "BBB", "SELL", 50, 19.90, 0.0, 2)).assign(
+        decision_price=[50.0, 20.0])
+    _, row, _ = bar_pnl(PnlBook.start(CASH), f, {"AAA": 50.0, "BBB": 20.0}, start_of_day_equity=CASH)
+    assert row["slippage"] == approx(15.0) and row["decided_notional"] == approx(6_000.0)
+    assert row["slippage_bps"] == pytest.approx(15.0 / 6_000.0 * 1e4)
+
+
+def test_the_pnl_book_starts_from_the_broker_without_a_previous_book():
+    positions = {"positions": pd.DataFrame({"symbol": ["A", "B", "C"], "qty": [10.0, -5.0, 0.0],
+                                            "price": [12.0, 30.0, 7.0], "cost_basis": [11.0, math.nan, math.nan]}),
+                 "positions_account": pd.DataFrame([{"cash": 900.0, "portfolio_value": 900.0 + 120.0 - 150.0}])}
+    book, sod, session, applied, source = start_of_bar(None, positions, None, fills())
+    assert (source, sod, session, book.cash, book.value) == ("broker", None, None, 900.0, 870.0)
+    # A at its cost basis; B has none reported: based at its mark, so its unrealised P&L starts at 0
+    assert book.positions.to_dict("index") == {"A": {"quantity": 10.0, "avg_cost": 11.0, "mark": 12.0},
+                                               "B": {"quantity": -5.0, "avg_cost": 30.0, "mark": 30.0}}
+    _, row, _ = bar_pnl(book, applied, {"A": 12.0, "B": 30.0}, start_of_day_equity=870.0)
+    assert (row["portfolio_value"], row["unrealised_pnl"], row["realised_pnl_cum"]) == (870.0, 10.0, 0.0)
+    previous = (PnlBook.start(CASH), CASH, "2025-06-02")
+    assert start_of_bar(previous, positions, fills(), None)[4] == "lineage"

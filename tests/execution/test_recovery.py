@@ -15,15 +15,16 @@ from assets.positions.logic import expected_positions, fills_frame, merge_fills,
 from CONFIG.config_loader import PROJECT_ROOT
 from resources.brokers.paper import PaperBroker
 from resources.brokers.protocol import OrderRequest, OrderStatus, RejectReason, Side
-from tests.execution.conftest import make_quotes
+from tests.execution.conftest import make_quotes, next_bar
 
 REQ = OrderRequest("bar1-AAA-buy", "AAA", Side.BUY, 100, "2025-06-02T14:00:00Z")
 
 
 def test_killed_between_submit_and_recording_books_exactly_once(broker, clock):
     recorded = fills_frame([])                 # the engine's own record of fills (lineage)
-    assert broker.submit(REQ).status is OrderStatus.FILLED
-    del broker                                 # the process dies before recording the fill
+    assert broker.submit(REQ).status is OrderStatus.ACCEPTED
+    next_bar(broker, clock)                    # the venue fills it at the next bar's open ...
+    del broker                                 # ... and the process dies before recording the fill
 
     fresh = PaperBroker(quotes=make_quotes(), clock=clock)   # a new process, same file
     recon = reconcile(expected_positions(recorded), fresh.positions())
@@ -50,8 +51,11 @@ SCRIPT = textwrap.dedent("""
     from tests.execution.conftest import T0, make_quotes
     cid, side, qty, minutes = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
     broker = PaperBroker(quotes=make_quotes(), clock=BarClock(T0 + dt.timedelta(minutes=minutes)))
+    broker.settle()                            # the bar's settlement fills the previous process's order
     seen = broker.positions()
     res = broker.submit(OrderRequest(cid, "AAA", Side(side), qty, f"bar{minutes}"))
+    broker.clock = BarClock(T0 + dt.timedelta(minutes=minutes + 5))
+    broker.settle()                            # and the next bar's fills this one
     acct = broker.account()
     print(json.dumps({"seen": seen, "status": res.status, "cash": acct.cash, "positions": acct.positions,
                       "fills": len(broker.fills_since())}))
@@ -70,7 +74,7 @@ def test_two_processes_in_turn_see_one_paper_book(configure, tmp_path):
     env = {**os.environ, "TRADEGRAPH__PATHS__PAPER_BROKER_DB": str(db),
            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
     first = _run(env, "p1-buy", "BUY", 100, 0)
-    second = _run(env, "p2-sell", "SELL", 40, 5)
+    second = _run(env, "p2-sell", "SELL", 40, 10)
     assert first["seen"] == {} and first["positions"] == {"AAA": 100.0}
     assert second["seen"] == {"AAA": 100.0} and second["positions"] == {"AAA": 60.0} and second["fills"] == 2
     # and a third reader (this process) agrees with the last writer
@@ -78,4 +82,4 @@ def test_two_processes_in_turn_see_one_paper_book(configure, tmp_path):
     assert here.positions() == {"AAA": 60.0}
     assert here.account().cash == pytest.approx(second["cash"], abs=0)
     # the first process's id is still taken for everyone
-    assert _run(env, "p1-buy", "BUY", 100, 10)["status"] == "REJECTED"
+    assert _run(env, "p1-buy", "BUY", 100, 20)["status"] == "REJECTED"

@@ -34,6 +34,6 @@ def test_resources_inside_an_asset(configure, tmp_path):
 
     result = materialize([executions], resources={"broker": BrokerResource(),
                                                   "kill_switch": KillSwitchResource()})
-    assert result.success and result.output_for_node("executions") == {"a1": OrderStatus.FILLED}
+    assert result.success and result.output_for_node("executions") == {"a1": OrderStatus.ACCEPTED}
     assert KillSwitchResource().status(T0).trading_state is TradingState.ACTIVE
     assert (tmp_path / "kill_switch.json").exists()

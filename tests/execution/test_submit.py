@@ -14,6 +14,7 @@ from resources.brokers.protocol import (
     Side,
 )
 from resources.brokers.submit import submit_with_lookup
+from tests.execution.conftest import next_bar
 
 REQ = OrderRequest("cid-1", "AAA", Side.BUY, 100, "2025-06-02T14:00:00Z")
 
@@ -40,13 +41,14 @@ class Flaky:
         return getattr(self.inner, name)
 
 
-def test_timeout_after_the_order_reached_the_broker(broker):
+def test_timeout_after_the_order_reached_the_broker(broker, clock):
     flaky = Flaky(broker, submit_first=True)
     assert isinstance(flaky, Broker)
     res = submit_with_lookup(flaky, REQ)
-    assert (res.status, res.filled_quantity, res.client_order_id) == (OrderStatus.FILLED, 100.0, "cid-1")
+    assert (res.status, res.filled_quantity, res.client_order_id) == (OrderStatus.ACCEPTED, 0.0, "cid-1")
     assert res.error.startswith("BrokerTimeout")
     assert flaky.submits == 1                          # never resubmitted
+    next_bar(broker, clock)
     assert broker.positions() == {"AAA": 100.0}        # placed exactly once
     assert len(broker.fills_since()) == 1
 
@@ -62,9 +64,9 @@ def test_lookup_failing_too_means_fate_unknown(broker):
     flaky = Flaky(broker, submit_first=True, lookup_fails=True)
     with pytest.raises(BrokerError, match="fate unknown"):
         submit_with_lookup(flaky, REQ)
-    assert flaky.submits == 1 and broker.positions() == {"AAA": 100.0}
+    assert flaky.submits == 1 and [o.client_order_id for o in broker.open_orders()] == ["cid-1"]
 
 
 def test_plain_success_passes_through(broker):
     res = submit_with_lookup(broker, REQ)
-    assert res.status is OrderStatus.FILLED and res.error is None
+    assert res.status is OrderStatus.ACCEPTED and res.error is None

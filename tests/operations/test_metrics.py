@@ -160,7 +160,8 @@ def test_bars_through_the_trading_job_alert_and_are_scraped(trained, live_clock,
     assert len(execs) and execs["n"].sum() > 0
     for row in execs.itertuples():
         assert got[f'tradegraph_orders_total{{account="live",status="{row.status}",verdict="{row.verdict}"}}'] == row.n
-    n_fills = store.read_sql("SELECT count(*) FROM executions_fills WHERE account = 'live'").iloc[0, 0]
+    n_fills = sum(store.read_sql(f"SELECT count(*) FROM {t} WHERE account = 'live'").iloc[0, 0]
+                  for t in ("positions_fills", "executions_fills") if t in store.tables())
     assert got['tradegraph_fills_total{account="live"}'] == n_fills
     assert got['tradegraph_bars_total{account="live",outcome="refused"}'] == 1
     assert got['tradegraph_bar_close_to_orders_seconds_count{account="live"}'] == 4   # refused: not measured

@@ -109,3 +109,20 @@ def test_cli_options_in_either_position_and_errors_in_one_line(tmp_path, capsys)
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "Usage: tradegraph" in out and "``" not in out
+
+
+def test_explain_follows_an_order_to_its_fill_at_a_later_bar(traded_bars, capsys):
+    store = LineageStore()
+    fill = store.read_sql("SELECT * FROM positions_fills ORDER BY bar, seq LIMIT 1").iloc[0]
+    order = store.read_sql("SELECT bar, symbol FROM executions WHERE client_order_id = ?",
+                           [fill["client_order_id"]]).iloc[0]
+    assert order["bar"] < fill["bar"]                                   # decided at one bar, filled at a later one
+    assert cli.main(["explain", "--bar", order["bar"], "--symbol", order["symbol"], "--json"]) == 0
+    chain = json.loads(capsys.readouterr().out)
+    (filled,) = chain["fills"]
+    assert (filled["fill_id"], filled["bar"], filled["tbl"]) == (fill["fill_id"], fill["bar"], "positions_fills")
+    assert filled["decision_price"] == chain["execution"][0]["decision_price"] == chain["size"][0]["price"]
+    assert filled["slippage_bps"] == pytest.approx(fill["slippage_bps"])
+    assert [(r["prev_status"], r["status"]) for r in chain["lifecycle"] if r["changed"]][-1] == ("ACCEPTED", "FILLED")
+    assert cli.main(["explain", "--bar", order["bar"], "--symbol", order["symbol"]]) == 0
+    assert "[fills]" in capsys.readouterr().out and "slippage_bps" in chain["fills"][0]

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pandas as pd
 
-from assets.executions.stage import empty_fills
 from assets.pnl.logic import PnlBook
 from assets.pnl.stage import compute_pnl
+from assets.positions.stage import empty_taken
 from dagster_project.commands.report import summary, write_report
 from resources.lineage.store import LineageStore
 
@@ -20,7 +20,7 @@ def test_report_with_no_fill_at_all(tmp_path):
     with store.connect() as con:
         for bar in bars:
             session = dt.date.fromisoformat(bar[:10])
-            book, out = compute_pnl(empty_fills(), pd.Series(dtype=float), pd.Series(dtype=float), book, sod, prev,
+            book, out = compute_pnl(empty_taken(), pd.Series(dtype=float), pd.Series(dtype=float), book, sod, prev,
                                     session, "replay")
             sod, prev = float(out["pnl"]["start_of_day_equity"].iloc[0]), session.isoformat()
             for table, frame in out.items():

@@ -214,3 +214,13 @@ def test_properties_gross_symmetry_permutation(seed: int, n: int, mode: str, lot
     for f in ("shares", "w_target", "w_post", "z", "caps", "status", "client_order_id", "side"):
         np.testing.assert_array_equal(getattr(q, f), getattr(o, f)[perm])
     assert q.gross_after == o.gross_after and q.scale == o.scale
+
+
+@pytest.mark.parametrize(("adv_bar", "shares", "caps"), [
+    (625_000.0, 500.0, ""),                 # the trade (50 000 $) is exactly β · ADV_bar: not capped
+    (312_500.0, 250.0, "participation"),    # the trade is twice the cap: capped to it, 25 000 $ → 250 shares
+])
+def test_participation_cap_at_its_edge(adv_bar, shares, caps) -> None:
+    o = size(100.0, adv_bar=adv_bar)
+    assert o.w_target[0] == pytest.approx(0.05)
+    assert o.shares[0] == shares and o.caps[0] == caps
