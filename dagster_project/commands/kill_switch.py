@@ -9,6 +9,7 @@ the common path, so it answers in well under a second even while the engine runs
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sys
 from collections.abc import Sequence
 
@@ -43,23 +44,44 @@ def _log(ctx: click.Context, command: str, result: CheckResult) -> None:
         click.echo(f"  (not recorded in kill_switch_log: {exc})", err=True)
 
 
+_ACCOUNT = click.option("--account", type=click.Choice(["live", "replay"]), default=None,
+                        help="Whose switch: the live account's (default) or the replay paper account's.")
+_STATE_FILE = click.option("--state-file", type=click.Path(dir_okay=False), default=None,
+                           help="Use this state file instead of the account's (paths.kill_switch_state).")
+
+
+def _where(fn):
+    """``--account`` and ``--state-file`` are accepted before or after the subcommand (``kill-switch --account
+    replay init`` and ``kill-switch init --account replay`` are the same); the later one wins."""
+    @_ACCOUNT
+    @_STATE_FILE
+    @functools.wraps(fn)
+    def wrapper(*args, account: str | None, state_file: str | None, **kwargs):
+        ctx = click.get_current_context()
+        meta = ctx.meta
+        meta["tg_account"] = account or meta.get("tg_account") or "live"
+        path = state_file or meta.get("tg_state_file") or state_path_for(meta["tg_account"])
+        ctx.obj = KillSwitch(path, witness=armed_witness(meta["tg_account"]))
+        return fn(*args, **kwargs)
+    return wrapper
+
+
 @click.group("kill-switch", short_help="Init, status, trip or reset of the kill switch.",
              help="Arm, read, trip or reset the kill switch of an account (its state file is "
                   "paths.kill_switch_state for live, <stem>.replay<suffix> beside it for replay).")
-@click.option("--account", type=click.Choice(["live", "replay"]), default="live", show_default=True,
-              help="Whose switch: the live account's or the replay paper account's.")
-@click.option("--state-file", type=click.Path(dir_okay=False), default=None,
-              help="Use this state file instead of the account's (paths.kill_switch_state).")
+@_ACCOUNT
+@_STATE_FILE
 @click.pass_context
-def kill_switch(ctx: click.Context, account: str, state_file: str | None) -> None:
+def kill_switch(ctx: click.Context, account: str | None, state_file: str | None) -> None:
     ctx.meta["tg_account"] = account
-    ctx.obj = KillSwitch(state_file or state_path_for(account), witness=armed_witness(account))
+    ctx.meta["tg_state_file"] = state_file
 
 
 @kill_switch.command(help="Arm a switch that was never armed (first start): ACTIVE. An armed switch is left as "
                           "it is; a switch whose state file is missing while the lineage file or the broker "
                           "shows it was armed is refused (inspect, then `reset --reason`).")
 @click.option("--reason", default="first start", show_default=True, help="Why (recorded).")
+@_where
 @click.pass_context
 def init(ctx: click.Context, reason: str) -> None:
     switch: KillSwitch = ctx.obj
@@ -70,6 +92,7 @@ def init(ctx: click.Context, reason: str) -> None:
 
 
 @kill_switch.command(help="Print the state, its trips and the state file (read only).")
+@_where
 @click.pass_obj
 def status(switch: KillSwitch) -> None:
     _print(switch, switch.status(dt.datetime.now(dt.UTC)))
@@ -80,6 +103,7 @@ def status(switch: KillSwitch) -> None:
 @click.option("--state", "target", default=TradingState.HALTED.value, show_default=True,
               type=click.Choice([TradingState.REDUCING.value, TradingState.HALTED.value]),
               help="State to trip to.")
+@_where
 @click.pass_context
 def trip(ctx: click.Context, reason: str, target: str) -> None:
     result = ctx.obj.trip(reason, dt.datetime.now(dt.UTC), TradingState(target))
@@ -90,6 +114,7 @@ def trip(ctx: click.Context, reason: str, target: str) -> None:
 @kill_switch.command(help="Clear every trip (a person decided), optionally re-basing the high-water mark.")
 @click.option("--reason", required=True, help="Why the switch may trade again (recorded).")
 @click.option("--equity", type=float, default=None, help="Re-base the high-water mark to this equity.")
+@_where
 @click.pass_context
 def reset(ctx: click.Context, reason: str, equity: float | None) -> None:
     result = ctx.obj.reset(reason, dt.datetime.now(dt.UTC), equity)

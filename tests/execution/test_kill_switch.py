@@ -239,6 +239,19 @@ def test_cli_trip_status_reset(configure, capsys):
     assert "Missing option '--reason'" in capsys.readouterr().err
 
 
+def test_cli_account_and_state_file_before_or_after_the_subcommand(configure, tmp_path, capsys):
+    """The README's `kill-switch init --account replay` and `kill-switch --account replay init` are the same."""
+    after, before = tmp_path / "after.json", tmp_path / "before.json"
+    assert cli.main(["init", "--account", "replay", "--state-file", str(after)]) == 0
+    assert capsys.readouterr().out.startswith(f"kill switch: ACTIVE  ({after})")
+    assert cli.main(["--account", "replay", "--state-file", str(before), "status"]) == 0
+    out = capsys.readouterr().out       # the replay account was armed (its witness says so): a missing file fails closed
+    assert out.startswith(f"kill switch: HALTED  ({before})") and "STATE_MISSING" in out
+    assert cli.main(["--state-file", str(before), "status", "--state-file", str(after)]) == 0   # the later wins
+    assert capsys.readouterr().out.startswith(f"kill switch: ACTIVE  ({after})")
+    assert cli.main(["init", "--account", "paper"]) == 2
+
+
 def test_halt_cancels_open_orders_and_flattens_once(configure, clock):
     configure(broker={"partial_remainder": "carry"}, kill_switch={"flatten_on_halt": True})
     broker = PaperBroker(quotes=make_quotes(), clock=clock)
