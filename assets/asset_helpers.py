@@ -41,13 +41,18 @@ def mode_of(context: dg.AssetExecutionContext) -> str:
 
 def record_run(store: LineageStore, run_id: str, bar: str, mode: str, status: str, *,
                model_versions: str | None = None, start: bool = False) -> None:
-    """Upsert this run's row in ``runs`` (and the effective config under its hash)."""
+    """Upsert this run's row in ``runs`` (and the effective config under its hash).
+
+    ``running`` is written only by the run's first step (``start``): a later step that adds its facts (e.g.
+    ``predictions``' model versions) never overwrites an outcome another step already recorded — a failed
+    ``positions`` step runs in parallel with ``predictions``, and its ``failed: positions`` must stay."""
     now = dt.datetime.now(dt.UTC)
+    running = status == "running"
     with store.connect() as con:
         store.record_config(con, effective_config_hash(), effective_config())
         store.upsert_run(con, run_id=run_id, bar=bar, **run_identity(mode), model_versions=model_versions,
-                         started_at=now if start else None, ended_at=None if status == "running" else now,
-                         status=status)
+                         started_at=now if start else None, ended_at=None if running else now,
+                         status=None if running and not start else status)
 
 
 def run_identity(mode: str) -> dict[str, object]:

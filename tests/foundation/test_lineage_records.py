@@ -108,3 +108,18 @@ def test_a_run_is_running_until_its_last_step_then_success(tg_home, monkeypatch,
     assert seen == [["running"]]                    # after the first step's success hook: still running
     final = LineageStore().read_sql("SELECT status FROM runs WHERE run_id = ?", [result.run_id])["status"].iloc[0]
     assert final == ("success" if fail_at is None else "failed: features")
+
+
+def test_a_later_step_never_writes_running_over_a_recorded_failure(tg_home):
+    """Found by an independent check: a failed ``positions`` step (e.g. the broker's account endpoint down)
+    wrote ``failed: positions``, then ``predictions`` (which does not depend on it) added its model versions
+    with ``running`` and the run stayed ``running`` forever."""
+    from assets.asset_helpers import record_run
+
+    store = LineageStore()
+    record_run(store, "r1", "2026-11-24T15:00Z", "live", "running", start=True)
+    record_run(store, "r1", "2026-11-24T15:00Z", "live", "failed: positions")
+    record_run(store, "r1", "2026-11-24T15:00Z", "live", "running", model_versions="lgbm:v1")
+    row = store.read_sql("SELECT status, model_versions, ended_at FROM runs WHERE run_id = 'r1'").iloc[0]
+    assert (row["status"], row["model_versions"]) == ("failed: positions", "lgbm:v1")
+    assert row["ended_at"] is not None and str(row["ended_at"]) != "NaT"
