@@ -525,6 +525,12 @@ class Replay(Section):
     flush_bars: PosInt
 
 
+class Report(Section):
+    """The period report (``tradegraph report``, ``make demo``)."""
+
+    min_sessions: PosInt
+
+
 class Alerts(Section):
     """Alert destinations (apprise URLs; secret ones in ``config_file``, which is never recorded)."""
 
@@ -597,6 +603,7 @@ class TradegraphConfig(Section):
     kill_switch: KillSwitch
     orchestration: Orchestration
     replay: Replay
+    report: Report
     alerts: Alerts
     metrics: Metrics
     instance: Instance
