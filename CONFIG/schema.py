@@ -149,6 +149,7 @@ class Paths(Section):
     reports: Text
     demo_lineage_db: Text
     bench: Text
+    prediction_cache: Text
 
 
 class MarketAlpaca(Section):
