@@ -18,6 +18,8 @@ from CONFIG.config_loader import ConfigError, load_config
 from dagster_project.commands.data_check import data
 from dagster_project.commands.kill_switch import kill_switch
 from dagster_project.commands.metrics import metrics
+from dagster_project.commands.sweep import sweep
+from dagster_project.commands.sweep_grid import SweepError
 from resources.credentials import CredentialsError
 from resources.kill_switch.logic import KillSwitchError
 from resources.lineage.store import LineageLocked
@@ -29,7 +31,7 @@ from TRAINING.train import train_command
 PROG = "tradegraph"
 USER_ERRORS: tuple[type[BaseException], ...] = (LookupError, FileNotFoundError, LineageLocked, ConfigError,
                                                  RegistryError, CredentialsError, DataError,
-                                                 KillSwitchError)
+                                                 KillSwitchError, SweepError)
 
 
 def _apply(ctx: click.Context) -> None:
@@ -128,6 +130,7 @@ for _sub in data.commands.values():
     global_options(_sub)
 cli.add_command(global_options(data))
 cli.add_command(global_options(train_command))
+cli.add_command(global_options(sweep))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -142,6 +142,7 @@ class ReplayEngine:
         self._broker_session: contextlib.ExitStack | None = None
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
         self.timing: dict[str, float] = {}
+        self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
 
     def _previous_pnl(self, bar: str):
         if self._book is not None:
@@ -204,6 +205,9 @@ class ReplayEngine:
                                     est_costs(arb["arbitrated_scores"]), book, sod, prev_session, session, ACCOUNT,
                                     source, window.adjustments)
         self._book = (new_book, float(pnl["pnl"]["start_of_day_equity"].iloc[0]), session.isoformat())
+        realised = pnl["pnl_symbols"]["realised_pnl"].to_numpy(dtype=float)
+        if (realised != 0).any():
+            self.realised.append(realised[realised != 0])
         self.record.add_bar(bar, positions, sized, execs)
         self.history.memory.add(bar, preds["predictions"], sized)
         outputs = {"bars": window, "features": features, "predictions": preds, "model_skill": skill,
