@@ -2,7 +2,7 @@
 
 - ``replay_cold``: a replay over ``--sessions`` sessions with an empty prediction cache (inference included);
 - ``replay_warm``: the same bars again with a changed sizing parameter: the cache serves every model call;
-- ``replay_summary``: the warm replay with ``--lineage summary``;
+- ``replay_summary``: the warm replay with ``--lineage-mode summary``;
 - bytes of lineage written per symbol-bar, full and summary (the DuckDB file's size after the replay);
 - ``sweep_8_warm``: 8 configurations of the warm case through ``tradegraph sweep``'s Dagster job on the
   multiprocess executor (2 at a time).

@@ -101,7 +101,7 @@ def explain(bar: str, symbol: str, as_json: bool) -> None:
 @click.option("--start", required=True, metavar="YYYY-MM-DD", help="First session.")
 @click.option("--end", required=True, metavar="YYYY-MM-DD", help="Last session (inclusive).")
 @click.option("--no-record", is_flag=True, help="Write no lineage (timing only).")
-@click.option("--lineage", "lineage_mode", type=click.Choice(["full", "summary"]), default="full",
+@click.option("--lineage-mode", "lineage_mode", type=click.Choice(["full", "summary"]), default="full",
               show_default=True, help="full: every table (explain, audit); summary: P&L, account, kill switch, "
                                       "refusals and fills only (sweeps).")
 @click.option("--no-prediction-cache", is_flag=True,

@@ -56,7 +56,7 @@ UPSTREAM = {  # the graph's edges (checked against the Dagster asset graph in te
 }
 
 
-# ``--lineage summary``: the bar-level record only (what sweeps need: P&L, the account, the kill switch, what
+# ``--lineage-mode summary``: the bar-level record only (what sweeps need: P&L, the account, the kill switch, what
 # was refused, every fill); ``full`` writes every table of every asset
 SUMMARY_TABLES = frozenset({"pnl", "positions_account", "executions_killswitch", "executions_refusals",
                             "positions_fills", "executions_fills"})

@@ -74,3 +74,17 @@ def test_sweep_job_replays_each_configuration_as_a_partition(trained, tmp_path, 
         store = LineageStore(sweep_dir / "configs" / key / "var" / "lineage.duckdb")
         assert set(store.read_sql("SELECT DISTINCT config_hash FROM runs")["config_hash"]) == {key}
         assert "sized_orders" not in store.tables()
+
+
+def test_cli_options_do_not_clash_and_a_bad_grid_is_one_line(tmp_path, tg_home, capsys):
+    import warnings
+
+    from dagster_project.commands.cli import main
+
+    bad = tmp_path / "grid.yaml"
+    bad.write_text("parameters: {sizing.no_trade_band: [0.0]}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # click warns when two options share a name (--lineage)
+        assert main(["replay", "--help"]) == 0
+        assert main(["sweep", str(bad)]) == 2
+    assert "needs start, end and parameters" in capsys.readouterr().err
