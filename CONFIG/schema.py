@@ -149,6 +149,7 @@ class Paths(Section):
     reports: Text
     demo_lineage_db: Text
     bench: Text
+    prediction_cache: Text
 
 
 class MarketAlpaca(Section):
@@ -525,6 +526,12 @@ class Replay(Section):
     flush_bars: PosInt
 
 
+class Report(Section):
+    """The period report (``tradegraph report``, ``make demo``)."""
+
+    min_sessions: PosInt
+
+
 class Alerts(Section):
     """Alert destinations (apprise URLs; secret ones in ``config_file``, which is never recorded)."""
 
@@ -597,6 +604,7 @@ class TradegraphConfig(Section):
     kill_switch: KillSwitch
     orchestration: Orchestration
     replay: Replay
+    report: Report
     alerts: Alerts
     metrics: Metrics
     instance: Instance

@@ -20,6 +20,7 @@ from dagster_project.monitoring import kill_switch_watch, run_failure_alerts
 from dagster_project.schedules import JOBS as SCHEDULED_JOBS
 from dagster_project.schedules import SCHEDULES
 from dagster_project.sensors import bar_sensor
+from dagster_project.sweep_job import sweep_job, sweep_result
 from resources.brokers.resource import BrokerResource
 from resources.kill_switch.resource import KillSwitchResource
 from resources.lineage.io_manager import LineageIOManager
@@ -47,8 +48,8 @@ def build_resources() -> dict:
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=ALL_ASSETS,
-        jobs=[trading_job, audit_job, *SCHEDULED_JOBS],
+        assets=[*ALL_ASSETS, sweep_result],
+        jobs=[trading_job, audit_job, *SCHEDULED_JOBS, sweep_job],
         schedules=SCHEDULES,
         sensors=[bar_sensor, run_failure_alerts, kill_switch_watch],
         resources=build_resources(),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from assets.predictions.cache import PredictionCache
 from assets.predictions.models import BARRIER_FAMILY, RETURN_FAMILIES, ModelSet
 from assets.predictions.standardize import Params as StdParams
 from assets.predictions.standardize import reference_center_scale, standardize
@@ -34,7 +35,15 @@ class PredictionInputs:
     seq_reason: np.ndarray | None  # (N,)
 
 
-def _family_raw(model, family: str, inp: PredictionInputs) -> tuple[np.ndarray, np.ndarray]:
+def _predict(model, X: np.ndarray, cache: PredictionCache | None) -> np.ndarray:
+    """The model's output for X, through the inference cache when one is given (same bits either way)."""
+    if cache is None:
+        return model.predict(X)
+    return cache.predict(model.target, model.family, model.version, model.predict, X)
+
+
+def _family_raw(model, family: str, inp: PredictionInputs,
+                cache: PredictionCache | None = None) -> tuple[np.ndarray, np.ndarray]:
     n = len(inp.symbols)
     raw = np.full(n, np.nan)
     status = np.where(inp.valid, "", "invalid features").astype(object)
@@ -42,17 +51,18 @@ def _family_raw(model, family: str, inp: PredictionInputs) -> tuple[np.ndarray, 
         ok = inp.valid & inp.seq_ok
         status = np.where(inp.valid & ~inp.seq_ok, inp.seq_reason, status).astype(object)
         if ok.any():
-            raw[ok] = model.predict(inp.seq_X[ok])
+            raw[ok] = _predict(model, inp.seq_X[ok], cache)
     elif inp.valid.any():
-        raw[inp.valid] = model.predict(inp.X[inp.valid])
+        raw[inp.valid] = _predict(model, inp.X[inp.valid], cache)
     bad = ~np.isfinite(raw) & (status == "")
     status[bad] = "model returned non-finite"
     return raw, status
 
 
 def predict_returns(models: ModelSet, inp: PredictionInputs, std_history: dict[tuple[int, str], np.ndarray],
-                    p: StdParams | None = None) -> pd.DataFrame:
-    """Raw and standardized predictions per symbol × horizon × family for the models that loaded."""
+                    p: StdParams | None = None, cache: PredictionCache | None = None) -> pd.DataFrame:
+    """Raw and standardized predictions per symbol × horizon × family for the models that loaded
+    (``cache``: inference served by :class:`PredictionCache` where the same input was seen)."""
     p = p or StdParams.from_cfg()
     parts = []
     for h in sorted(get_cfg("horizons.minutes")):
@@ -60,7 +70,7 @@ def predict_returns(models: ModelSet, inp: PredictionInputs, std_history: dict[t
             model = models.get(return_target(h), family)
             if model is None:
                 continue
-            raw, status = _family_raw(model, family, inp)
+            raw, status = _family_raw(model, family, inp, cache)
             hist = std_history.get((h, family), np.empty(0))
             std = standardize(raw, hist, p.clip, p.min_history)
             _, scale = reference_center_scale(raw, hist, p.min_history)
@@ -74,7 +84,7 @@ def predict_returns(models: ModelSet, inp: PredictionInputs, std_history: dict[t
     return out.sort_values(["symbol", "horizon", "family"], kind="mergesort").reset_index(drop=True)
 
 
-def predict_barrier(models: ModelSet, inp: PredictionInputs) -> pd.DataFrame:
+def predict_barrier(models: ModelSet, inp: PredictionInputs, cache: PredictionCache | None = None) -> pd.DataFrame:
     """P(peak) and P(valley); the configured neutral prior (recorded as such) when no model can say."""
     prior = get_cfg("barrier.neutral_prior")
     hb = get_cfg("barrier.horizon_minutes")
@@ -86,7 +96,7 @@ def predict_barrier(models: ModelSet, inp: PredictionInputs) -> pd.DataFrame:
         if model is None:
             source[:] = f"prior: no {side} model"
         elif inp.valid.any():
-            got = model.predict(inp.X[inp.valid])
+            got = _predict(model, inp.X[inp.valid], cache)
             prob[inp.valid] = np.where(np.isfinite(got), got, prior)
         out[f"p_{side}"] = prob
     out["source"] = source

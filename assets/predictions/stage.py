@@ -8,6 +8,7 @@ import pandas as pd
 from assets.bars.logic import BarWindow
 from assets.features.logic import FeatureParams, feature_history
 from assets.history import ChainHistory
+from assets.predictions.cache import PredictionCache
 from assets.predictions.logic import PredictionInputs, predict_barrier, predict_returns
 from assets.predictions.models import ModelSet
 from assets.predictions.seq_buffer import REASON_SHORT, SeqBufferManager
@@ -68,14 +69,16 @@ def needs_sequence(models: ModelSet) -> int | None:
 
 
 def compute_predictions(window: BarWindow, features: pd.DataFrame, models: ModelSet, history: ChainHistory,
-                        buffer: SeqBufferManager | None = None) -> dict[str, pd.DataFrame]:
-    """Predictions, barrier probabilities and the models' status for the window's bar."""
+                        buffer: SeqBufferManager | None = None,
+                        cache: PredictionCache | None = None) -> dict[str, pd.DataFrame]:
+    """Predictions, barrier probabilities and the models' status for the window's bar (``cache``: model
+    calls served from the inference cache when their input was seen before; same output bits)."""
     T = needs_sequence(models)
     if T is not None and buffer is None:
         buffer = seq_buffer_for(window, T)
     inp = prediction_inputs(features, models, buffer if T is not None else None)
     return {
-        "predictions": predict_returns(models, inp, std_history(history, window.bar)),
-        "predictions_barrier": predict_barrier(models, inp),
+        "predictions": predict_returns(models, inp, std_history(history, window.bar), cache=cache),
+        "predictions_barrier": predict_barrier(models, inp, cache),
         "predictions_models": models.status.copy(),
     }

@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--sessions", type=int, default=2)
     parser.add_argument("--skip-sensor", action="store_true")
+    parser.add_argument("--research-sessions", type=int, default=1,
+                        help="sessions of the research benchmarks (issue 12; 252 = the year, about an hour)")
     args = parser.parse_args(argv)
     out_dir = resolve_path("paths.bench")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,6 +301,11 @@ def main(argv: list[str] | None = None) -> None:
         results["chain"] = chain_md.read_text() if chain_md.exists() else ""
     except ImportError:
         pass
+    from dagster_project.commands import bench_research
+
+    research = bench_research.main(["--symbols", str(args.symbols), "--sessions", str(args.research_sessions)])
+    results["research"] = research
+    results.update(research["keys"])   # the issue's keys, at the top level (null: not measured on a year)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     text = render(results)
     (out_dir / "results.md").write_text(text)

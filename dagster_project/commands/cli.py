@@ -18,6 +18,8 @@ from CONFIG.config_loader import ConfigError, load_config
 from dagster_project.commands.data_check import data
 from dagster_project.commands.kill_switch import kill_switch
 from dagster_project.commands.metrics import metrics
+from dagster_project.commands.sweep import sweep
+from dagster_project.commands.sweep_grid import SweepError
 from resources.credentials import CredentialsError
 from resources.kill_switch.logic import KillSwitchError
 from resources.lineage.store import LineageLocked
@@ -29,7 +31,7 @@ from TRAINING.train import train_command
 PROG = "tradegraph"
 USER_ERRORS: tuple[type[BaseException], ...] = (LookupError, FileNotFoundError, LineageLocked, ConfigError,
                                                  RegistryError, CredentialsError, DataError,
-                                                 KillSwitchError)
+                                                 KillSwitchError, SweepError)
 
 
 def _apply(ctx: click.Context) -> None:
@@ -99,17 +101,23 @@ def explain(bar: str, symbol: str, as_json: bool) -> None:
 @click.option("--start", required=True, metavar="YYYY-MM-DD", help="First session.")
 @click.option("--end", required=True, metavar="YYYY-MM-DD", help="Last session (inclusive).")
 @click.option("--no-record", is_flag=True, help="Write no lineage (timing only).")
+@click.option("--lineage-mode", "lineage_mode", type=click.Choice(["full", "summary"]), default="full",
+              show_default=True, help="full: every table (explain, audit); summary: P&L, account, kill switch, "
+                                      "refusals and fills only (sweeps).")
+@click.option("--no-prediction-cache", is_flag=True,
+              help="Run every model (the cache under paths.prediction_cache is neither read nor written).")
 @global_options
-def replay(start: str, end: str, no_record: bool) -> None:
+def replay(start: str, end: str, no_record: bool, lineage_mode: str, no_prediction_cache: bool) -> None:
     from dagster_project.commands.replay import ReplayEngine, bars_between
 
     bars = bars_between(start, end)
     if not bars:
         raise click.UsageError(f"no bar between {start} and {end} in the configured calendar")
-    result = ReplayEngine(record=not no_record).run(bars, progress=True)
+    result = ReplayEngine(record=not no_record, lineage=lineage_mode,
+                          prediction_cache=not no_prediction_cache).run(bars, progress=True)
     click.echo(f"replayed {len(bars)} bars in {result.seconds:.1f}s "
                f"({result.seconds / len(bars) * 1e3:.1f} ms/bar): {result.orders} orders, {result.fills} fills; "
-               f"run id {result.run_id}")
+               f"model calls {result.cache_hits} cached, {result.cache_misses} computed; run id {result.run_id}")
 
 
 for _sub in kill_switch.commands.values():
@@ -122,6 +130,7 @@ for _sub in data.commands.values():
     global_options(_sub)
 cli.add_command(global_options(data))
 cli.add_command(global_options(train_command))
+cli.add_command(global_options(sweep))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

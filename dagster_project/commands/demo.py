@@ -21,7 +21,7 @@ import dagster as dg
 from CONFIG.config_loader import ConfigError, get_cfg, load_config, resolve_path
 from dagster_project.commands.audit import QUIET
 from dagster_project.commands.replay import ReplayEngine, bars_between
-from dagster_project.commands.report import summary, write_report
+from dagster_project.commands.report import format_value, summary, write_report
 from resources.kill_switch.resource import state_path_for, switch_for
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
@@ -94,8 +94,11 @@ def main() -> None:
     stats = summary(store, "replay")
     width = max(len(s) for s in stats)
     print("\nsummary")
+    if stats["sample_warning"]:
+        print(f"  {stats['sample_warning']}")
     for key, value in stats.items():
-        print(f"  {key:<{width}}  {value:,.4f}" if isinstance(value, float) else f"  {key:<{width}}  {value}")
+        if key != "sample_warning":
+            print(f"  {key:<{width}}  {format_value(value)}")
     print(f"\nreport:  {report}")
     print(f"lineage: {store.path}")
     print(f"explain: .venv/bin/tradegraph --lineage {store.path} explain --bar {bars[-1]} --symbol S001")

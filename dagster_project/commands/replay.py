@@ -28,6 +28,7 @@ from assets.history import LineageHistory, MemoryHistory, PredictionGrid
 from assets.model_skill.stage import compute_model_skill
 from assets.pnl.stage import compute_pnl, est_costs, previous_book, start_of_bar
 from assets.positions.stage import marks_from, positions_step, window_marks
+from assets.predictions.cache import PredictionCache
 from assets.predictions.models import ModelSet, load_models
 from assets.predictions.stage import compute_predictions
 from assets.sized_orders.stage import cancels_working_orders, compute_sized, pending_of, session_phase
@@ -53,6 +54,13 @@ UPSTREAM = {  # the graph's edges (checked against the Dagster asset graph in te
     "executions": ["bars", "features", "positions", "sized_orders"],
     "pnl": ["arbitrated_scores", "bars", "executions", "positions"],
 }
+
+
+# ``--lineage-mode summary``: the bar-level record only (what sweeps need: P&L, the account, the kill switch, what
+# was refused, every fill); ``full`` writes every table of every asset
+SUMMARY_TABLES = frozenset({"pnl", "positions_account", "executions_killswitch", "executions_refusals",
+                            "positions_fills", "executions_fills"})
+LINEAGE_MODES = ("full", "summary")
 
 
 class KillSwitchNotArmed(LookupError):
@@ -99,14 +107,25 @@ class ReplayResult:
     orders: int = 0
     fills: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    cache_hits: int = 0          # model calls served by the prediction cache
+    cache_misses: int = 0        # model calls computed (and cached)
 
 
 class ReplayEngine:
     """One long-lived process trading the replay account bar after bar on the same stage functions."""
 
-    def __init__(self, store: LineageStore | None = None, models: ModelSet | None = None, record: bool = True):
+    def __init__(self, store: LineageStore | None = None, models: ModelSet | None = None, record: bool = True,
+                 lineage: str = "full", prediction_cache: PredictionCache | None | bool = True):
+        """``lineage``: ``full`` (every table) or ``summary`` (:data:`SUMMARY_TABLES`); ``prediction_cache``:
+        True = the shared one under ``paths.prediction_cache``, False/None = none, or a cache to use."""
+        if lineage not in LINEAGE_MODES:
+            raise ValueError(f"lineage must be one of {LINEAGE_MODES}, got {lineage!r}")
         self.store = store or LineageStore()
-        self.record = record
+        self.recording = record
+        self.keep = None if lineage == "full" else SUMMARY_TABLES
+        if prediction_cache is True:
+            prediction_cache = PredictionCache(resolve_path("paths.prediction_cache"))
+        self.cache = prediction_cache or None
         self.run_id = f"replay-{uuid.uuid4().hex[:12]}"
         self.market = MarketDataResource()
         self.models = models or load_models()
@@ -123,6 +142,7 @@ class ReplayEngine:
         self._broker_session: contextlib.ExitStack | None = None
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
         self.timing: dict[str, float] = {}
+        self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
 
     def _previous_pnl(self, bar: str):
         if self._book is not None:
@@ -152,7 +172,8 @@ class ReplayEngine:
         session = get_calendar().session_of(ts)
         window, _ = self._timed("bars", self.market.window, bar)
         features = self._timed("features", features_for_window, window)
-        preds = self._timed("predictions", compute_predictions, window, features, self.models, self.history)
+        preds = self._timed("predictions", compute_predictions, window, features, self.models, self.history,
+                            None, self.cache)
         skill = self._timed("model_skill", compute_model_skill, window, features, preds["predictions"],
                             self.models, self.history)
         blended = self._timed("blended_alpha", compute_blended_alpha, preds["predictions"], skill["model_skill"],
@@ -184,12 +205,15 @@ class ReplayEngine:
                                     est_costs(arb["arbitrated_scores"]), book, sod, prev_session, session, ACCOUNT,
                                     source, window.adjustments)
         self._book = (new_book, float(pnl["pnl"]["start_of_day_equity"].iloc[0]), session.isoformat())
+        realised = pnl["pnl_symbols"]["realised_pnl"].to_numpy(dtype=float)
+        if (realised != 0).any():
+            self.realised.append(realised[realised != 0])
         self.record.add_bar(bar, positions, sized, execs)
         self.history.memory.add(bar, preds["predictions"], sized)
         outputs = {"bars": window, "features": features, "predictions": preds, "model_skill": skill,
                    "blended_alpha": blended, "positions": positions, "arbitrated_scores": arb,
                    "gated_signals": gated, "sized_orders": sized, "executions": execs, "pnl": pnl}
-        if self.record:
+        if self.recording:
             self._pending.append((bar, outputs, dt.datetime.now(dt.UTC)))
             if len(self._pending) >= get_cfg("replay.flush_bars"):
                 self.flush()
@@ -210,7 +234,8 @@ class ReplayEngine:
                       str(self.models.versions()), started, started, "success") for bar, _, started in self._pending],
                     columns=RUN_COLUMNS))
                 record_batch(self.store, con, self.run_id, [(bar, asset, outputs[asset], UPSTREAM[asset])
-                                                            for bar, outputs, _ in self._pending for asset in ORDER])
+                                                            for bar, outputs, _ in self._pending for asset in ORDER],
+                             keep=self.keep)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -219,9 +244,11 @@ class ReplayEngine:
         self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
 
     def close(self) -> None:
-        """Write what is pending and release the paper account's file."""
+        """Write what is pending, save the new predictions to the cache and release the paper account's file."""
         try:
             self.flush()
+            if self.cache is not None:
+                self.cache.save()
         finally:
             if self._broker_session is not None:
                 self._broker_session.close()
@@ -245,7 +272,9 @@ class ReplayEngine:
                 fills += len(out["positions"]["positions_fills"]) + len(out["executions"]["executions_fills"])
         finally:
             self.close()
-        return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing))
+        hits, misses = (self.cache.hits, self.cache.misses) if self.cache is not None else (0, 0)
+        return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing),
+                            hits, misses)
 
 
 def bars_between(start: str, end: str) -> list[str]:

@@ -159,11 +159,13 @@ def record_output(store: LineageStore, con: Any, run_id: str, asset: str, bar: s
 
 
 def record_batch(store: LineageStore, con: Any, run_id: str,
-                 items: list[tuple[str, str, Any, list[str]]]) -> None:
+                 items: list[tuple[str, str, Any, list[str]]], keep: frozenset[str] | None = None) -> None:
     """Record many (bar, asset, output, upstream assets) at once — the replay loop's bulk path.
 
     Same tables, rows, content hashes and materialization rows as :func:`record_output` one by one; the
     upstream hashes come from the batch itself (every upstream of a replayed asset is in the same bar).
+    ``keep``: write only these tables (and their materialization rows); the hashes are still those of every
+    table, so a kept table's upstream hashes equal the full record's.
     """
     import datetime as dt
 
@@ -180,9 +182,11 @@ def record_batch(store: LineageStore, con: Any, run_id: str,
         upstream = {t: h for name in sorted(upstream_names) for t, h in sorted(hashes.get((bar, name), {}).items())}
         blob = json.dumps(dict(sorted(upstream.items())), sort_keys=True)
         for t, frame in tables.items():
+            if keep is not None and t not in keep:
+                continue
             by_table.setdefault(t, {})[bar] = frame
             mats.append((run_id, asset, t, bar, len(frame), own[t], blob, now))
-        if isinstance(obj, BarWindow):
+        if isinstance(obj, BarWindow) and (keep is None or "bars" in keep):
             histories.append(obj.history)
     for table, frames in sorted(by_table.items()):
         write_table(store, con, table, frames)

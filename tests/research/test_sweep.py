@@ -1,0 +1,90 @@
+"""``tradegraph sweep``: a grid replayed as the Dagster sweep_job, one sweep_config partition per config hash."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from CONFIG.config_loader import config_hash, effective_config, reset_config
+from dagster_project.commands.sweep_grid import SweepError, SweepSpec, configurations, nested
+from resources.lineage.store import LineageStore
+from tests.conftest import arm_switches
+
+GRID = """start: 2025-06-04
+end: 2025-06-04
+parameters:
+  sizing.no_trade_band: [0.0, 0.002]
+  arbitration.reserve_base_bps: [0.0]
+heatmap: [sizing.no_trade_band, arbitration.reserve_base_bps]
+sort_by: total_return_pct
+"""
+
+
+def _spec(tmp_path, text):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return SweepSpec.from_yaml(path)
+
+
+def test_grid_points_hashes_and_refusals(tmp_path, tg_home):
+    spec = _spec(tmp_path, GRID.replace("[0.0]\n", "[0.0, 1.0]\n"))
+    assert spec.points() == [
+        {"sizing.no_trade_band": 0.0, "arbitration.reserve_base_bps": 0.0},
+        {"sizing.no_trade_band": 0.0, "arbitration.reserve_base_bps": 1.0},
+        {"sizing.no_trade_band": 0.002, "arbitration.reserve_base_bps": 0.0},
+        {"sizing.no_trade_band": 0.002, "arbitration.reserve_base_bps": 1.0}]
+    assert nested({"a.b": 1, "a.c": 2, "d": 3}) == {"a": {"b": 1, "c": 2}, "d": 3}
+    configs = configurations(spec)
+    assert len(configs) == 4 and all(len(k) == 64 for k in configs)
+    assert config_hash(effective_config()) not in configs   # the shared paths are absolute in every point
+    with pytest.raises(SweepError, match="sizing.no_such_key"):
+        configurations(_spec(tmp_path, GRID.replace("sizing.no_trade_band", "sizing.no_such_key")))
+    with pytest.raises(SweepError, match="same configuration"):
+        configurations(_spec(tmp_path, GRID.replace("[0.0, 0.002]", "[0.002, 0.002]")))
+    with pytest.raises(SweepError, match="heatmap must name two"):
+        _spec(tmp_path, GRID.replace("heatmap: [sizing.no_trade_band, arbitration.reserve_base_bps]",
+                                     "heatmap: [sizing.no_trade_band, x]"))
+
+
+@pytest.mark.slow
+def test_sweep_job_replays_each_configuration_as_a_partition(trained, tmp_path, monkeypatch):
+    from dagster_project.commands.sweep import launch
+
+    reset_config()
+    arm_switches()
+    (tmp_path / "grid.yaml").write_text(GRID)
+    with dg.instance_for_test() as instance:
+        monkeypatch.setattr(dg.DagsterInstance, "get", staticmethod(lambda: instance))
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+        table, sweep_dir = launch(tmp_path / "grid.yaml", tmp_path / "sweep", 2, in_process=True)
+        keys = set(instance.get_dynamic_partitions("sweep_config"))
+        mats = {e.asset_materialization.partition for e in instance.fetch_materializations(
+            dg.AssetKey("sweep_result"), limit=10).records}
+    assert len(table) == 2 and set(table["config_hash"]) == keys == mats
+    assert list(table["total_return_pct"]) == sorted(table["total_return_pct"], reverse=True)
+    assert table["sharpe_annualised"].isna().all()         # one session: no Sharpe ratio (it needs 2 days)
+    assert (sweep_dir / "heatmap.png").exists() and (sweep_dir / "results.csv").exists()
+    first = table.iloc[0]
+    assert first["cache_misses"] + table.iloc[1]["cache_misses"] > 0
+    assert min(table["cache_misses"]) == 0      # the second configuration ran no model: the cache served it
+    for key in keys:   # each configuration recorded its own hash in its own lineage, summary tables only
+        assert json.loads((sweep_dir / "results" / f"{key}.json").read_text())["config_hash"] == key
+        store = LineageStore(sweep_dir / "configs" / key / "var" / "lineage.duckdb")
+        assert set(store.read_sql("SELECT DISTINCT config_hash FROM runs")["config_hash"]) == {key}
+        assert "sized_orders" not in store.tables()
+
+
+def test_cli_options_do_not_clash_and_a_bad_grid_is_one_line(tmp_path, tg_home, capsys):
+    import warnings
+
+    from dagster_project.commands.cli import main
+
+    bad = tmp_path / "grid.yaml"
+    bad.write_text("parameters: {sizing.no_trade_band: [0.0]}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # click warns when two options share a name (--lineage)
+        assert main(["replay", "--help"]) == 0
+        assert main(["sweep", str(bad)]) == 2
+    assert "needs start, end and parameters" in capsys.readouterr().err
