@@ -99,12 +99,16 @@ def assemble_grid(bars: list[str], kept: list[tuple[int, _BarPredictions]]) -> P
     shape = (len(groups) + 1, len(bars), len(symbols))
     raw, std = np.full(shape, np.nan), np.full(shape, np.nan)
     has_rows = np.zeros(shape[:2], dtype=bool)
+    index = None if same else pd.Index(symbols)
+    last: tuple[np.ndarray, np.ndarray] | None = None
     for j, k in kept:  # a loop over past bars, each one vectorised scatter
         rows = np.array([g_pos[g] for g in k.groups], dtype=np.int64)  # a bar with no rows: empty
         if same:
             raw[rows, j], std[rows, j] = k.raw, k.std
-        else:
-            cols = np.searchsorted(symbols, k.symbols)[None, :]
+        else:  # by hash, and once per symbol set (halts change it now and then): not a sort of strings per bar
+            if last is None or not (k.symbols is last[0] or np.array_equal(k.symbols, last[0])):
+                last = (k.symbols, index.get_indexer(k.symbols)[None, :])
+            cols = last[1]
             raw[rows[:, None], j, cols], std[rows[:, None], j, cols] = k.raw, k.std
         has_rows[rows, j] = True
     return PredictionGrid(list(bars), symbols, g_pos, raw, std, has_rows)
