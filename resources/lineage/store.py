@@ -167,7 +167,9 @@ class LineageStore:
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline, delay = time.monotonic() + self.retry_seconds, 0.02
+        # A holder keeps the file for one short transaction (ms), so poll often and never back off far:
+        # a 0.5 s back-off cap let a reader polling every 50 ms starve a run's writes for seconds.
+        deadline, delay = time.monotonic() + self.retry_seconds, 0.002
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
@@ -180,7 +182,7 @@ class LineageStore:
                         ) from exc
                     raise
                 time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                delay = min(delay * 1.5, 0.02)
 
     # ------------------------------------------------------------------ writes
     def write_partition(self, con: duckdb.DuckDBPyConnection, table: str, bar: str, frame: pd.DataFrame) -> None:
