@@ -101,6 +101,16 @@ def hold_connection(path: str | Path | None = None) -> Iterator[None]:
             held.con.close()
 
 
+def forget_file(path: str | Path) -> None:
+    """Drop what this process learnt of the file at ``path`` (its schema, tables and columns): call it after
+    deleting the file, since a new file at the same path may get the same inode."""
+    resolved = str(Path(path).resolve())
+    for key in [k for k in _KNOWN_COLUMNS if k[0] == resolved]:
+        del _KNOWN_COLUMNS[key]
+    for key in [k for k in _SCHEMA_READY if k is not None and k[0] == resolved]:
+        _SCHEMA_READY.discard(key)
+
+
 def _check_ident(name: str) -> str:
     if not _IDENT.match(name):
         raise ValueError(f"invalid table name {name!r}")

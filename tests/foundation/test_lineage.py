@@ -90,3 +90,26 @@ def test_a_run_holds_no_connection_between_its_writes(tg_home, monkeypatch):
     assert len(reads) >= 2 and reads == sorted(reads) and reads[-1] > reads[0]  # each step's write visible
     with LineageStore().connect(read_only=True) as con:
         assert con.execute("SELECT count(*) FROM features WHERE bar = ?", [BAR]).fetchone() == (50,)
+
+
+def test_a_deleted_and_recreated_file_is_learnt_again(tmp_path):
+    """What a process learnt of a lineage file (schema, tables, columns) is dropped with ``forget_file``, so a
+    new file at the same path (the demo starts from a fresh one) is written whatever inode it gets."""
+    import os
+
+    import pandas as pd
+
+    from resources.lineage import store as store_module
+
+    path = tmp_path / "l.duckdb"
+    store = LineageStore(path)
+    with store.connect() as con:
+        store.write_partition(con, "t", "b1", pd.DataFrame({"x": [1.0]}))
+    key = store._file_key()
+    os.remove(path)
+    store_module.forget_file(path)
+    assert key not in store_module._KNOWN_COLUMNS and key not in store_module._SCHEMA_READY
+    fresh = LineageStore(path)
+    with fresh.connect() as con:
+        fresh.write_partition(con, "t", "b1", pd.DataFrame({"x": [2.0]}))
+    assert fresh.read_partition("t", "b1")["x"].tolist() == [2.0]
