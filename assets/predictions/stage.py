@@ -38,10 +38,18 @@ def seq_buffer_for(window: BarWindow, T: int) -> SeqBufferManager:
 
 
 def std_history(history: ChainHistory, bar: str) -> dict[tuple[int, str], np.ndarray]:
-    """Each family's raw predictions of the last ``standardization.window_bars`` bars, per horizon."""
-    past = history.predictions(previous_bar_keys(bar, get_cfg("standardization.window_bars")))
-    return {(int(h), str(f)): g["raw"].to_numpy(dtype=float)
-            for (h, f), g in past.groupby(["horizon", "family"], sort=True)}
+    """Each family's raw predictions of the last ``standardization.window_bars`` bars, per horizon.
+
+    Read through the prediction grid (arrays, not millions of rows). The values come in grid order with
+    NaN where a symbol had no row; standardization keeps only the finite values and sorts them before its
+    medians, so the reference is the same bits as from the rows (``tests/unit/test_history_state.py``)."""
+    grid = history.prediction_grid(previous_bar_keys(bar, get_cfg("standardization.window_bars")))
+    out = {}
+    for g, i in sorted(grid.groups.items()):
+        rows = grid.has_rows[i]
+        if rows.any():
+            out[g] = grid.raw[i][rows].ravel()
+    return out
 
 
 def prediction_inputs(features: pd.DataFrame, models: ModelSet, buffer: SeqBufferManager | None) -> PredictionInputs:

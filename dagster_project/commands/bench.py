@@ -9,7 +9,9 @@
 5. the lineage write cost per bar as a share of the bar's compute, and DuckDB bytes per symbol-bar;
 6. the pure chain at 50 / 500 / 5 000 symbols (``dagster_project/commands/bench_chain.py``);
 7. the ``files`` source: its load time and its per-bar cost (the ``bars`` window: history slice, ADV, skips,
-   validation) for files of two lengths, which must not grow with the files' length (issue 10).
+   validation) for files of two lengths, which must not grow with the files' length (issue 10);
+8. the scale table: a live bar at 50 / 500 / 5 000 symbols, warm and in a fresh process, lineage bytes and the
+   longest reader wait (``dagster_project/commands/bench_scale.py``; ``--skip-scale`` to leave it out).
 Models: a small registry trained for the benchmark (the registry shape and inference cost do not depend on
 how long the models were trained).
 """
@@ -258,6 +260,8 @@ def render(results: dict) -> str:
         lines += [f"| {n} × {f['symbols']} | {v['rows']} | {v['load_s']:.2f} s | {v['p50_ms']:.1f} ms |"
                   for n, v in f["lengths"].items()]
         lines += ["", f"Per-bar cost, longest / shortest files: {f['growth']:.2f}×", ""]
+    if results.get("scale"):
+        lines += [results["scale"]]
     if "chain" in results:
         lines += ["## Pure chain (features → sized_orders), one bar", "", results["chain"]]
     return "\n".join(lines) + "\n"
@@ -270,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-sensor", action="store_true")
     parser.add_argument("--research-sessions", type=int, default=1,
                         help="sessions of the research benchmarks (issue 12; 252 = the year, about an hour)")
+    parser.add_argument("--skip-scale", action="store_true",
+                        help="Skip the scale table (50 / 500 / 5 000 symbols; ≈ 20 min on 2 cores).")
     args = parser.parse_args(argv)
     out_dir = resolve_path("paths.bench")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +312,12 @@ def main(argv: list[str] | None = None) -> None:
     research = bench_research.main(["--symbols", str(args.symbols), "--sessions", str(args.research_sessions)])
     results["research"] = research
     results.update(research["keys"])   # the issue's keys, at the top level (null: not measured on a year)
+    if not args.skip_scale:
+        from dagster_project.commands import bench_scale
+
+        bench_scale.main([])
+        scale_md = resolve_path("paths.bench") / "scale.md"
+        results["scale"] = scale_md.read_text() if scale_md.exists() else ""
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     text = render(results)
     (out_dir / "results.md").write_text(text)

@@ -24,7 +24,7 @@ from dagster_project.commands.replay import ReplayEngine, bars_between
 from dagster_project.commands.report import format_value, summary, write_report
 from resources.kill_switch.resource import state_path_for, switch_for
 from resources.lineage.io_manager import MODE_TAG
-from resources.lineage.store import LineageStore
+from resources.lineage.store import LineageStore, forget_file
 from resources.market.calendar import get_calendar
 
 
@@ -40,6 +40,7 @@ def fresh_demo_book() -> None:
     for path in (resolve_path("paths.lineage_db"), resolve_path("paths.replay_broker_db"), state_path_for("replay")):
         for p in (path, path.with_name(path.name + ".wal")):
             p.unlink(missing_ok=True)
+    forget_file(resolve_path("paths.lineage_db"))
     switch_for("replay").init(dt.datetime.now(dt.UTC), "make demo: a fresh demo book")
 
 

@@ -30,6 +30,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.bars.logic import BarWindow, empty_skips
+from assets.history import write_prediction_state
 from resources.lineage.hashing import content_hash
 from resources.lineage.store import LineageStore
 from resources.market.adjustments import empty_adjustments
@@ -77,6 +78,8 @@ class LineageIOManager(dg.ConfigurableIOManager):
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        if asset == "predictions" and not prefix:  # the compact record the next bars read (assets/history.py)
+            write_prediction_state(store.path, bar, obj["predictions"], hashes["predictions"])
         if revised is not None:
             context.add_output_metadata({"revised_history_rows": revised})
         _RUN_CACHE[(context.run_id, asset, bar)] = obj

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import dagster as dg
 
-from resources.lineage.store import LineageStore, hold_connection
+from resources.lineage.store import LineageStore
 
 
 class LineageResource(dg.ConfigurableResource):
-    """Handle on the lineage DuckDB file. For the length of a run it holds one read-write connection
-    (opened at the first use) that every store, the IO manager and the hooks of the run share."""
+    """Handle on the lineage DuckDB file. A run holds no connection between its writes: each step's
+    output is one short read-write transaction and its reads open read-only, so a reader (``explain``,
+    ``audit``, a notebook) waits at most one transaction, never a run (``resources/lineage/store.py``)."""
 
     db_path: str = ""
-
-    @contextmanager
-    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[LineageResource]:
-        with hold_connection(self.db_path or None):
-            yield self
 
     def store(self) -> LineageStore:
         return LineageStore(self.db_path or None)

@@ -10,10 +10,13 @@ Tables: one per asset table (column ``bar`` = partition key, ``YYYY-MM-DDTHH:MMZ
 and ``configs`` (the effective configuration of each hash, so an audit can rerun with it).
 Rewriting a partition deletes and inserts in one transaction: no duplicates, no half-written partition.
 
-One exception to "short-lived": a Dagster run holds one read-write connection for its whole length
-(:func:`hold_connection`, entered by the lineage resource). A run used to open the file ~60 times at
-~11 ms each, more than half of its own compute; a run lasts a second or two, well inside the readers'
-bounded wait, and every write is still its own committed transaction.
+A Dagster run holds no connection between its writes (issue 14, readers never wait): each step's output is
+one short read-write transaction and the run's reads open read-only, so ``explain``, ``audit``, the report and
+notebooks wait at most one transaction (tens of ms), and two runs launched outside the queue interleave their
+transactions instead of failing. A lock is polled every few ms (never a long back-off). What made the opens
+cheap enough (a run opens the file ~30 times): the schema and each table's columns are learnt once per process
+and file, not asked again per store. :func:`hold_connection` still shares one connection where a caller wants
+one transaction stream for a long time (it is then the only writer and readers wait for it).
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ class _Held:
 
 
 _HOLDS = threading.local()
+#: per lineage file (path, inode) seen by this process: its schema was created / its tables' columns
+_SCHEMA_READY: set[tuple[str, int] | None] = set()
+_KNOWN_COLUMNS: dict[tuple[str, int], dict[str, set[str]]] = {}
 
 
 def _holds() -> dict[str, _Held]:
@@ -95,6 +101,16 @@ def hold_connection(path: str | Path | None = None) -> Iterator[None]:
             held.con.close()
 
 
+def forget_file(path: str | Path) -> None:
+    """Drop what this process learnt of the file at ``path`` (its schema, tables and columns): call it after
+    deleting the file, since a new file at the same path may get the same inode."""
+    resolved = str(Path(path).resolve())
+    for key in [k for k in _KNOWN_COLUMNS if k[0] == resolved]:
+        del _KNOWN_COLUMNS[key]
+    for key in [k for k in _SCHEMA_READY if k is not None and k[0] == resolved]:
+        _SCHEMA_READY.discard(key)
+
+
 def _check_ident(name: str) -> str:
     if not _IDENT.match(name):
         raise ValueError(f"invalid table name {name!r}")
@@ -114,11 +130,25 @@ class LineageStore:
         holds = _holds()
         return holds.get(str(self.path.resolve())) if holds else None
 
+    def _file_key(self) -> tuple[str, int] | None:
+        try:
+            return str(self.path.resolve()), self.path.stat().st_ino
+        except OSError:
+            return None
+
     @property
     def _columns(self) -> dict[str, set[str]]:
-        """Known tables and their columns: the held connection's while one is held, else this store's."""
+        """Known tables and their columns: the held connection's while one is held, else this process's
+        knowledge of this file (tables and columns are only ever added, so what was seen stays true; a
+        store is built per call, and asking DuckDB again cost ~11 ms a table per write)."""
         held = self._held()
-        return held.columns if held is not None else self._own_columns
+        if held is not None:
+            return held.columns
+        key = self._file_key()
+        return _KNOWN_COLUMNS.setdefault(key, {}) if key is not None else self._own_columns
+
+    def _has(self, con: duckdb.DuckDBPyConnection, table: str) -> bool:
+        return table in self._columns or self.has_table(con, table)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -139,7 +169,10 @@ class LineageStore:
         con = self._open(read_only)
         try:
             if not read_only and not self._schema_ready:
-                con.execute(_SCHEMA)
+                key = self._file_key()
+                if key not in _SCHEMA_READY:
+                    con.execute(_SCHEMA)
+                    _SCHEMA_READY.add(self._file_key())
                 self._schema_ready = True
             yield con
         finally:
@@ -147,7 +180,9 @@ class LineageStore:
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline, delay = time.monotonic() + self.retry_seconds, 0.02
+        # A holder keeps the file for one short transaction (ms), so poll often and never back off far:
+        # a 0.5 s back-off cap let a reader polling every 50 ms starve a run's writes for seconds.
+        deadline, delay = time.monotonic() + self.retry_seconds, 0.002
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
@@ -160,7 +195,7 @@ class LineageStore:
                         ) from exc
                     raise
                 time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                delay = min(delay * 1.5, 0.02)
 
     # ------------------------------------------------------------------ writes
     def write_partition(self, con: duckdb.DuckDBPyConnection, table: str, bar: str, frame: pd.DataFrame) -> None:
@@ -169,7 +204,7 @@ class LineageStore:
         data = frame.assign(bar=bar, _row=np.arange(len(frame), dtype=np.int64))
         data = data[["bar", "_row"] + [c for c in frame.columns if c not in ("bar", "_row")]]
         known = self._columns.get(table)
-        exists = known is not None or self.has_table(con, table)
+        exists = known is not None or self._has(con, table)
         if not exists and frame.empty:
             return  # an empty first write would fix untyped (NULL) columns; the next non-empty one creates it
         con.register("_incoming", data)
@@ -202,14 +237,14 @@ class LineageStore:
         if unique:
             data = data.drop_duplicates(unique, keep="first")
         known = self._columns.get(table)
-        exists = known is not None or self.has_table(con, table)
+        exists = known is not None or self._has(con, table)
         con.register("_incoming", data)
         try:
             if known is None or not set(data.columns) <= known:
                 self._columns[table] = self._ensure_columns(con, table, data, exists)
             where = ""
             if unique:
-                others = [t for t in dict.fromkeys((table, *unique_in)) if self.has_table(con, _check_ident(t))]
+                others = [t for t in dict.fromkeys((table, *unique_in)) if self._has(con, _check_ident(t))]
                 where = f"WHERE i.{unique} NOT IN (" + " UNION ".join(
                     f"SELECT {unique} FROM {t}" for t in others) + ")"
             n = con.execute(f"""
@@ -244,7 +279,7 @@ class LineageStore:
         table = _check_ident(table)
         filled = [(b, f) for b, f in frames.items() if len(f)]
         if not filled:
-            if self._columns.get(table) is not None or self.has_table(con, table):
+            if self._columns.get(table) is not None or self._has(con, table):
                 con.execute(f"DELETE FROM {table} WHERE bar IN (SELECT unnest(?))", [list(frames)])
             return
         # one concat, then the two key columns for all bars at once (not two inserts per frame)
@@ -258,7 +293,7 @@ class LineageStore:
         try:
             if known is None or not set(data.columns) <= known:
                 self._columns[table] = self._ensure_columns(con, table, data, known is not None or
-                                                            self.has_table(con, table))
+                                                            self._has(con, table))
             # the range lets DuckDB skip row groups by their min/max (bars are written in time order)
             con.execute(f"DELETE FROM {table} WHERE bar BETWEEN ? AND ? AND bar IN (SELECT unnest(?))",
                         [min(frames), max(frames), list(frames)])
@@ -342,7 +377,7 @@ class LineageStore:
         """The rows of ``table`` for ``bar`` in the order written (an absent table: error, or empty)."""
         table = _check_ident(table)
         with self._maybe(con) as c:
-            if not self.has_table(c, table):
+            if not self._has(c, table):
                 if missing_ok:
                     return pd.DataFrame()
                 raise LookupError(f"no lineage table {table!r} in {self.path}: materialize it first")
