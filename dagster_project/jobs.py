@@ -18,6 +18,7 @@ import dagster as dg
 
 from assets.asset_helpers import run_identity
 from dagster_project.monitoring import monitor_bar
+from resources.launch_proof import OUTCOME_TAG
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.run_status import ACTIVE_RUNS, set_status
 from resources.lineage.store import LineageStore
@@ -61,6 +62,9 @@ def record_step_failure(context: dg.HookContext) -> None:
     ACTIVE_RUNS.discard(context.run_id)
     _FINISHED.pop(context.run_id, None)
     mode = run.tags.get(MODE_TAG, "live")
+    fresh = context.instance.get_run_by_id(context.run_id)
+    if fresh is not None and OUTCOME_TAG not in fresh.tags:  # a refused run keeps its outcome
+        context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: "error"})
     set_status(LineageStore(), context.run_id, bar, f"failed: {context.step_key}", only_if=("running", "success"),
                ended_at=dt.datetime.now(dt.UTC), **run_identity(mode))
 

@@ -61,11 +61,12 @@ def _child(command: dict, instance) -> int:
     import time
 
     from dagster_project.definitions import defs
+    from resources.launch_proof import signed_tags
     from resources.lineage.io_manager import MODE_TAG
 
     t = time.perf_counter()
     result = defs.resolve_job_def("trading_job").execute_in_process(
-        partition_key=command["bar"], run_id=command["run_id"], tags={MODE_TAG: "live"}, instance=instance,
+        partition_key=command["bar"], run_id=command["run_id"], tags={MODE_TAG: "live", **signed_tags(command["bar"])}, instance=instance,
         raise_on_error=False)
     with open(command["report"], "w") as fh:
         json.dump({"events": count[0], "success": result.success, "seconds": time.perf_counter() - t}, fh)

@@ -24,6 +24,7 @@ from resources.brokers.paper import PaperBroker
 from resources.brokers.protocol import Fill, Side
 from resources.kill_switch.logic import TradingState, TripReason
 from resources.kill_switch.resource import KillSwitchResource
+from resources.launch_proof import signed_tags
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
 from resources.market.calendar import parse_bar_key
@@ -230,7 +231,7 @@ def test_retry_after_a_crash_in_executions_sends_each_order_once(trained, live_c
     before = {r[0] for r in broker_book(paper).get("paper_orders", [])}     # earlier bars' orders, if any
     original = crash_after_submits(monkeypatch, 1)
     crashed = defs.resolve_job_def("trading_job").execute_in_process(
-        partition_key=KEYS[2], tags={MODE_TAG: "live"}, raise_on_error=False)
+        partition_key=KEYS[2], tags={MODE_TAG: "live", **signed_tags(KEYS[2])}, raise_on_error=False)
     assert not crashed.success
     monkeypatch.setattr(PaperBroker, "submit_many", original)
     after_crash = broker_book(paper)
@@ -263,7 +264,7 @@ def test_a_killed_run_loses_no_fill_and_trips_nothing(trained, busy, live_clock,
     live_clock(parse_bar_key(KEYS[3]))
     original = crash_after_submits(monkeypatch, 3)
     killed = defs.resolve_job_def("trading_job").execute_in_process(
-        partition_key=KEYS[3], tags={MODE_TAG: "live"}, raise_on_error=False)
+        partition_key=KEYS[3], tags={MODE_TAG: "live", **signed_tags(KEYS[3])}, raise_on_error=False)
     monkeypatch.setattr(PaperBroker, "submit_many", original)
     intents = sql("SELECT client_order_id FROM sized_orders WHERE bar = ? AND has_order ORDER BY symbol",
                   [KEYS[3]])["client_order_id"].tolist()
@@ -305,7 +306,7 @@ def test_a_rerun_under_another_configuration_is_refused_and_loses_nothing(traine
     monkeypatch.setenv("TRADEGRAPH__SIZING__MAX_WEIGHT", "0.04")
     reset_config()
     rerun = defs.resolve_job_def("trading_job").execute_in_process(
-        partition_key=KEYS[2], tags={MODE_TAG: "live"}, raise_on_error=False)
+        partition_key=KEYS[2], tags={MODE_TAG: "live", **signed_tags(KEYS[2])}, raise_on_error=False)
     assert not rerun.success
     assert broker_book(paper) == book and state_bytes() == switch
     for table, frame in before.items():
