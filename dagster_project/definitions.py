@@ -16,6 +16,7 @@ from assets.pnl.asset import pnl
 from assets.positions.asset import positions
 from assets.predictions.asset import predictions
 from assets.sized_orders.asset import sized_orders
+from dagster_project.audit_checks import audit_verdict
 from dagster_project.jobs import audit_job, trading_job
 from dagster_project.monitoring import kill_switch_watch, run_failure_alerts
 from dagster_project.schedules import JOBS as SCHEDULED_JOBS
@@ -30,7 +31,7 @@ from resources.model_registry import ModelRegistryResource
 
 ALL_ASSETS = [bars, features, predictions, model_skill, blended_alpha, positions, arbitrated_scores,
               gated_signals, sized_orders, executions, pnl]
-ALL_CHECKS = [bar_outcome_check]
+ALL_CHECKS = [bar_outcome_check, audit_verdict]
 
 
 
