@@ -167,8 +167,8 @@ def test_audit_and_a_refused_past_bar_send_nothing_lose_nothing_and_pnl_carries_
     # the live bar is now later: rematerializing the traded bar in live mode is refused; it records what the
     # broker says of its orders (FILLED by now) next to the first run's rows, which stay as they were
     live_clock(parse_bar_key(KEYS[4]))
-    rerun = run_bar(KEYS[2])
-    assert rerun.success
+    rerun = run_bar(KEYS[2], raise_on_error=False)
+    assert not rerun.success                                                   # a refused bar is a failed run
     assert broker_book(paper) == book and state_bytes() == switch
     rows = sql("SELECT * FROM executions WHERE bar = ? ORDER BY _row", [KEYS[2]])
     first, second = rows[rows["run_id"] == traded["run_id"].iloc[0]], rows[rows["run_id"] == rerun.run_id]
@@ -274,7 +274,8 @@ def test_a_killed_run_loses_no_fill_and_trips_nothing(trained, busy, live_clock,
     assert sql("SELECT count(*) n FROM executions WHERE bar = ?", [KEYS[3]])["n"].iloc[0] == 0
     if rerun_late:
         live_clock(parse_bar_key(KEYS[4]))
-        late = run_bar(KEYS[3])
+        late = run_bar(KEYS[3], raise_on_error=False)
+        assert not late.success                                                 # refused: not the live bar
         execs = sql("SELECT client_order_id, status FROM executions WHERE run_id = ?", [late.run_id])
         assert execs["client_order_id"].tolist() == intents
         assert execs["status"].tolist() == ["ACCEPTED" if c in reached else "NOT_SENT" for c in intents]
