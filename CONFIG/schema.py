@@ -137,6 +137,7 @@ class Section(BaseModel):
 class Engine(Section):
     strategy_id: Text
     mode: Literal["live", "audit", "replay"]
+    allow_manual_live_runs: bool
 
 
 class Paths(Section):
@@ -146,6 +147,7 @@ class Paths(Section):
     paper_broker_db: Text
     replay_broker_db: Text
     kill_switch_state: Text
+    launch_secret: Text
     reports: Text
     demo_lineage_db: Text
     bench: Text

@@ -16,6 +16,7 @@ from resources.lineage.store import LineageStore
 from TRAINING.common.utils.code_version import code_version
 
 MODES = ("live", "audit", "replay")
+BROKER_STEPS = frozenset({"positions", "executions"})  # the steps that reach a broker in live mode
 
 
 _AUDIT_CONFIGURED: set[str] = set()
@@ -78,7 +79,17 @@ def start_run(context: dg.AssetExecutionContext, store: LineageStore, bar: str, 
     if dead:
         context.log.warning(f"runs left 'running' by a killed process, now recorded as failed: {', '.join(dead)}")
     if mode == "live":
-        refuse_changed_config(store, run_id, bar)
+        if plan_steps(context) & BROKER_STEPS:
+            authorize_live(context, store, bar)
+        try:
+            refuse_changed_config(store, run_id, bar)
+        except ConfigChanged as exc:
+            from resources.monitoring import alerts
+
+            set_outcome(context, "refused")
+            alerts.send([alerts.Alert("refused_bar", f"bar {bar} refused: another configuration",
+                                      f"{exc.description}\nrun id: {run_id}", "warning", "live", bar)])
+            raise
     record_run(store, run_id, bar, mode, "running", start=True)
 
 
@@ -127,3 +138,72 @@ def frame_metadata(frame: pd.DataFrame, value_columns: list[str] | None = None) 
     if "symbol" in frame:
         meta["symbols"] = int(frame["symbol"].nunique())
     return meta
+
+
+class LiveLaunchRefused(dg.Failure):
+    """A live run that may not reach the broker (launched by hand, a forged or reused proof)."""
+
+
+_AUTHORIZED: set[str] = set()  # run ids whose launch proof this process has checked and redeemed
+
+
+def plan_steps(context: dg.AssetExecutionContext) -> set[str]:
+    """The step keys this run executes (its plan: every step runs in this process)."""
+    run = context.run
+    keys = run.step_keys_to_execute
+    if keys is None:
+        keys = context.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id).step_keys_to_execute
+    return set(keys)
+
+
+def set_outcome(context: dg.AssetExecutionContext | dg.HookContext, outcome: str) -> None:
+    """Tag the run ``tradegraph/outcome`` (shown in the runs list): traded, nothing_to_trade, denied, halted,
+    refused or error."""
+    from resources.launch_proof import OUTCOME_TAG
+
+    run_id = context.run.run_id if isinstance(context, dg.AssetExecutionContext) else context.run_id
+    context.instance.add_run_tags(run_id, {OUTCOME_TAG: outcome})
+
+
+def authorize_live(context: dg.AssetExecutionContext, store: LineageStore, bar: str) -> None:
+    """Let this live run reach the broker only when it proves a signed launch (the bar sensor or the engine,
+    :mod:`resources.launch_proof`) that no other run has used, or ``engine.allow_manual_live_runs`` is set in
+    the configuration. Otherwise, before the kill switch or the broker is asked: the refusal is recorded
+    (``runs`` status ``refused: …``, a row in ``executions_refusals``, run tag ``tradegraph/outcome=refused``,
+    a ``refused_bar`` alert) and the run fails (:class:`LiveLaunchRefused`)."""
+    from resources.launch_proof import NONCE_TAG, manual_live_allowed, proof_problem, redeem
+    from resources.market.clock import market_now
+
+    run = context.run
+    if run.run_id in _AUTHORIZED:
+        return
+    problem = proof_problem(run.tags, bar)
+    if problem is None:
+        with store.connect() as con:
+            first = redeem(con, run.tags[NONCE_TAG], bar, run.run_id, dt.datetime.now(dt.UTC))
+        if first is not None:
+            problem = (f"launch proof already used by run {first} (a re-executed or copied launch: UI re-execution "
+                       "copies the sensor's tags)")
+    if problem is not None and manual_live_allowed():
+        context.log.warning(f"live run allowed by engine.allow_manual_live_runs although {problem}")
+        problem = None
+    if problem is None:
+        _AUTHORIZED.add(run.run_id)
+        return
+    reason = (f"refused: {problem}; nothing was sent and the kill switch was not asked "
+              "(engine.allow_manual_live_runs is false)")
+    from assets.executions.stage import refusal_frame
+    from resources.monitoring import alerts
+
+    now = dt.datetime.now(dt.UTC)
+    with store.connect() as con:
+        store.record_config(con, effective_config_hash(), effective_config())
+        store.append_rows(con, "executions_refusals",
+                          {bar: refusal_frame(market_now(), "live", run.run_id, 0, reason).assign(run_id=run.run_id)})
+        store.upsert_run(con, run_id=run.run_id, bar=bar, **run_identity("live"), started_at=now, ended_at=now,
+                         status=reason)
+    set_outcome(context, "refused")
+    alerts.send([alerts.Alert("refused_bar", f"bar {bar} refused: live run not launched by the sensor",
+                              f"{reason}\nrun id: {run.run_id}", "warning", "live", bar)])
+    context.log.error(reason)
+    raise LiveLaunchRefused(description=reason)

@@ -8,6 +8,7 @@ from assets.arbitrated_scores.asset import arbitrated_scores
 from assets.bars.asset import bars
 from assets.blended_alpha.asset import blended_alpha
 from assets.executions.asset import executions
+from assets.executions.checks import bar_outcome_check
 from assets.features.asset import features
 from assets.gated_signals.asset import gated_signals
 from assets.model_skill.asset import model_skill
@@ -15,6 +16,7 @@ from assets.pnl.asset import pnl
 from assets.positions.asset import positions
 from assets.predictions.asset import predictions
 from assets.sized_orders.asset import sized_orders
+from dagster_project.audit_checks import audit_verdict
 from dagster_project.jobs import audit_job, trading_job
 from dagster_project.monitoring import kill_switch_watch, run_failure_alerts
 from dagster_project.schedules import JOBS as SCHEDULED_JOBS
@@ -30,12 +32,15 @@ from resources.model_registry import ModelRegistryResource
 
 ALL_ASSETS = [bars, features, predictions, model_skill, blended_alpha, positions, arbitrated_scores,
               gated_signals, sized_orders, executions, pnl]
+ALL_CHECKS = [bar_outcome_check, audit_verdict]
 
 
 
 def build_resources() -> dict:
-    """The resources for the loaded configuration: the broker and the market source it names, each with
-    ``EnvVar`` credentials only when that venue needs them (the default setup names none)."""
+    """The resources, configured by the deployment when the code location loads (CONFIG and the environment):
+    none has a field, so a launch that sets any resource config is rejected by Dagster's own validation
+    (``DagsterInvalidConfigError``) before it runs; credentials are read inside the resources
+    (``dagster.EnvVar(...).get_value()``)."""
     return {
         "market": MarketDataResource.from_config(),
         "lineage": LineageResource(),
@@ -49,6 +54,7 @@ def build_resources() -> dict:
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[*ALL_ASSETS, sweep_result],
+        asset_checks=ALL_CHECKS,
         jobs=[trading_job, audit_job, *SCHEDULED_JOBS, sweep_job],
         schedules=SCHEDULES,
         sensors=[bar_sensor, run_failure_alerts, kill_switch_watch],

@@ -17,14 +17,17 @@ from collections import Counter
 import dagster as dg
 
 from assets.asset_helpers import run_identity
+from dagster_project.audit_checks import audit_verdict
 from dagster_project.monitoring import monitor_bar
+from resources.launch_proof import OUTCOME_TAG
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.run_status import ACTIVE_RUNS, set_status
 from resources.lineage.store import LineageStore
 
 SKIPPED_TAG = "tradegraph/skipped_bars"
 OBSERVE_ONLY_TAG = "tradegraph/observe_only"
-TRADING_ASSETS = dg.AssetSelection.groups("market", "signals", "execution")
+TRADING_ASSETS = (dg.AssetSelection.groups("market", "signals", "execution")
+                  - dg.AssetSelection.checks(audit_verdict))  # the audit's checks belong to audit_job
 _FINISHED: Counter[str] = Counter()  # run id → steps finished in this process (the in-process executor)
 
 
@@ -61,6 +64,9 @@ def record_step_failure(context: dg.HookContext) -> None:
     ACTIVE_RUNS.discard(context.run_id)
     _FINISHED.pop(context.run_id, None)
     mode = run.tags.get(MODE_TAG, "live")
+    fresh = context.instance.get_run_by_id(context.run_id)
+    if fresh is not None and OUTCOME_TAG not in fresh.tags:  # a refused run keeps its outcome
+        context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: "error"})
     set_status(LineageStore(), context.run_id, bar, f"failed: {context.step_key}", only_if=("running", "success"),
                ended_at=dt.datetime.now(dt.UTC), **run_identity(mode))
 
@@ -79,7 +85,8 @@ audit_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("bars", "positions", "features", "predictions", "model_skill",
                                        "blended_alpha", "arbitrated_scores", "gated_signals", "sized_orders"),
     description="Rematerialize a past bar from its recorded bars and positions with the recorded model versions "
-                "and config; writes audit__ tables and never reaches a broker.",
+                "and config; writes audit__ tables and never reaches a broker. Ends with the audit_identical "
+                "checks: per audited asset, identical or differing rows per table, and a markdown summary.",
     tags={MODE_TAG: "audit"},
     hooks={record_step_success, record_step_failure},
 )

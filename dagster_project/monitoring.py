@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 
 from CONFIG.config_loader import get_cfg, resolve_path
+from resources.launch_proof import OUTCOME_TAG
 from resources.lineage.io_manager import MODE_TAG
 from resources.monitoring import alerts, bar_events, metrics, switch_watch
 
@@ -37,7 +38,7 @@ def bar_close_wall(bar_ts: pd.Timestamp) -> pd.Timestamp:
 
 
 def observe_step(step: str, output: object, mode: str, bar: str, run_id: str = "",
-                 now: dt.datetime | None = None) -> list[alerts.Alert]:
+                 now: dt.datetime | None = None, outcome: str | None = None) -> list[alerts.Alert]:
     """Alerts and metrics for one finished step of a trading run; returns the alerts queued.
 
     What ``positions`` says (reconciliation) is held until the run's ``executions`` step: a run whose bar
@@ -65,7 +66,7 @@ def observe_step(step: str, output: object, mode: str, bar: str, run_id: str = "
     for o in (held_obs, obs):
         if o is not None and not (step == "pnl" and run_id in _REFUSED_RUNS):
             metrics.record_bar(o)
-    found = found + bar_events.step_alerts(step, output, mode, account, bar)
+    found = found + bar_events.step_alerts(step, output, mode, account, bar, outcome)
     moved = [a for a in found if a.kind == "kill_switch"]
     if moved:
         switch_watch.note_state(account, moved[-1].title.split("->")[-1])
@@ -85,7 +86,8 @@ def monitor_bar(context: dg.HookContext) -> None:
         if bar is None:
             return
         output = context.op_output_values.get("result")
-        sent = observe_step(step, output, run.tags.get(MODE_TAG, "live"), bar, context.run_id)
+        sent = observe_step(step, output, run.tags.get(MODE_TAG, "live"), bar, context.run_id,
+                            outcome=run.tags.get(OUTCOME_TAG))
         for alert in sent:
             context.log.warning(f"alert {alert.kind}: {alert.title}")
     except Exception as exc:  # monitoring never fails a trading step
@@ -101,6 +103,8 @@ def monitor_bar(context: dg.HookContext) -> None:
 )
 def run_failure_alerts(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
+    if run.tags.get(OUTCOME_TAG) == "refused":  # alerted once as refused_bar by the run itself
+        return
     bar = run.tags.get("dagster/partition", "")
     message = context.failure_event.message or "failed"
     metrics.record_run_failure(run.job_name)

@@ -7,6 +7,7 @@ import dagster as dg
 from CONFIG.config_loader import get_cfg
 from dagster_project.jobs import OBSERVE_ONLY_TAG, SKIPPED_TAG, trading_job
 from dagster_project.sensor_logic import decide
+from resources.launch_proof import signed_tags
 from resources.lineage.io_manager import MODE_TAG
 from resources.market.calendar import get_calendar
 from resources.market.clock import market_now
@@ -28,7 +29,7 @@ def bar_sensor(context: dg.SensorEvaluationContext):
     context.update_cursor(decision.bar)
     if decision.skipped:
         context.log.warning(f"skipped {len(decision.skipped)} missed bar(s): {', '.join(decision.skipped)}")
-    tags = {MODE_TAG: "live", SKIPPED_TAG: ",".join(decision.skipped)}
+    tags = {MODE_TAG: "live", SKIPPED_TAG: ",".join(decision.skipped), **signed_tags(decision.bar)}
     if decision.observe_only:
         tags[OBSERVE_ONLY_TAG] = "true"
     return dg.RunRequest(run_key=decision.bar, partition_key=decision.bar, tags=tags)

@@ -6,9 +6,9 @@ import dagster as dg
 import pandas as pd
 from dagster import AssetExecutionContext
 
-from assets.asset_helpers import mark_run_status, mode_of
+from assets.asset_helpers import authorize_live, mark_run_status, mode_of, set_outcome
 from assets.bars.logic import BarWindow
-from assets.executions.stage import execute, fresh_share, looked_up, not_sent, refusal_frame
+from assets.executions.stage import bar_outcome, execute, fresh_share, looked_up, not_sent, refusal_frame
 from assets.pnl.stage import account_of
 from assets.sized_orders.stage import cancels_working_orders, session_phase
 from assets.venue import live_refusal, quotes_provider
@@ -32,8 +32,10 @@ from resources.market.clock import market_now
                 "(a refused past bar records what the broker says of its orders; the refusal goes to "
                 "executions_refusals). Append-only: reruns never submit an order twice nor replace a record.",
     check_specs=[dg.AssetCheckSpec("reached_the_broker", asset="executions",
-                                   description="the live bar's orders went through the kill switch to the broker "
-                                               "(fails when the run was refused: not the live bar)")],
+                                   description="what the bar amounted to (metadata outcome, also the run tag "
+                                               "tradegraph/outcome): passes when traded or nothing to trade; fails "
+                                               "(ERROR) when refused or when allowed orders met an error; WARN when "
+                                               "halted by the kill switch or every order was denied")],
 )
 def executions(context: AssetExecutionContext, sized_orders: pd.DataFrame, bars: BarWindow,
                features: pd.DataFrame, positions: dict[str, pd.DataFrame], broker: BrokerResource,
@@ -42,6 +44,8 @@ def executions(context: AssetExecutionContext, sized_orders: pd.DataFrame, bars:
     bar = context.partition_key
     account = account_of(mode)
     orders = sized_orders[sized_orders["has_order"]]
+    if mode == "live":
+        authorize_live(context, lineage.store(), bar)  # a hand launch stops here: the switch is never asked
     refusal = "audit: no broker call is possible" if mode == "audit" else (
         live_refusal(bar) if mode == "live" else None)
     bar_ts = parse_bar_key(bar).to_pydatetime()
@@ -64,13 +68,24 @@ def executions(context: AssetExecutionContext, sized_orders: pd.DataFrame, bars:
                           session_open=session_phase(bar) != "closing", flatten=cancels_working_orders(bar),
                           fresh_share=fresh_share(bars.snapshot))
     e = out["executions"]
+    state = None if refusal else kill_switch.switch_for(account).status(now).trading_state.value
+    outcome, why = bar_outcome(bool(refusal), e, state)
+    if mode != "audit":
+        set_outcome(context, outcome)
+    if mode == "live" and outcome == "error":
+        mark_run_status(lineage.store(), context.run.run_id, bar, f"error: {why}")
     meta = {"orders": len(e), "sent": int((e["status"] != "NOT_SENT").sum()), "fills": len(out["executions_fills"]),
             "denied": int((e["verdict"] == "DENY").sum()), "refusal": refusal or "", "mode": mode,
             "kill_switch_events": len(out["executions_killswitch"]),
-            "observe_only": session_phase(bar) == "closing"}
+            "observe_only": session_phase(bar) == "closing", "outcome": outcome, "kill_switch_state": state or "",
+            "venue": BrokerResource.venue() if account == "live" else "replay paper account (paths.replay_broker_db)"}
     yield dg.Output(out, metadata=meta)
-    yield dg.AssetCheckResult(check_name="reached_the_broker", passed=not (refusal and mode == "live"),
-                              metadata={"refusal": refusal or ""})
+    bad = mode == "live" and outcome not in ("traded", "nothing_to_trade")
+    severity = (dg.AssetCheckSeverity.ERROR if outcome in ("refused", "error") else dg.AssetCheckSeverity.WARN)
+    yield dg.AssetCheckResult(check_name="reached_the_broker", passed=not bad, severity=severity,
+                              description=f"{outcome}: {refusal or why}",
+                              metadata={"bar": bar, "outcome": outcome, "refusal": refusal or "", "why": why,
+                                        "kill_switch_state": state or ""})
 
 
 def _batched(adapter):

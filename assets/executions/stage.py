@@ -238,3 +238,30 @@ def _events(events: pd.DataFrame) -> pd.DataFrame:
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
     out["ts"] = pd.to_datetime(out["ts"], utc=True)
     return out
+
+
+def bar_outcome(refused: bool, execs: pd.DataFrame, switch_state: str | None) -> tuple[str, str]:
+    """What a bar's ``executions`` step amounted to, for the run tag ``tradegraph/outcome`` and the check
+    ``reached_the_broker``: ``(outcome, why)``.
+
+    ``refused`` (the run reached no broker), ``traded`` (at least one of the bar's orders was sent),
+    ``halted`` (orders denied while the switch was not ACTIVE: HALTED, REDUCING, never armed, state missing),
+    ``error`` (allowed orders the broker did not take, e.g. its errors), ``denied`` (every order denied by a
+    per-order limit while ACTIVE), ``nothing_to_trade`` (no order at this bar). ``execs``: the bar's
+    ``executions`` rows (kill-switch cancels and flattens, verdict ``KILL_SWITCH``, are not the bar's orders).
+    """
+    if refused:
+        return "refused", "the run reached no broker"
+    own = execs[execs["verdict"].isin(["ALLOW", "DENY"])] if len(execs) else execs
+    if not len(own):
+        halted = switch_state not in (None, "ACTIVE")
+        return ("halted", f"no order; kill switch {switch_state}") if halted else ("nothing_to_trade", "no order")
+    sent = int((own["status"] != "NOT_SENT").sum())
+    if sent:
+        return "traded", f"{sent} of {len(own)} order(s) sent"
+    allowed = int((own["verdict"] == "ALLOW").sum())
+    if allowed:
+        return "error", f"{allowed} allowed order(s) not taken by the broker"
+    if switch_state not in (None, "ACTIVE"):
+        return "halted", f"{len(own)} order(s) denied: kill switch {switch_state}"
+    return "denied", f"{len(own)} order(s) denied by per-order limits"

@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 from dagster import AssetExecutionContext
 
-from assets.asset_helpers import mode_of
+from assets.asset_helpers import authorize_live, mode_of
 from assets.bars.logic import BarWindow
 from assets.execution_record import LineageRecord
 from assets.pnl.stage import account_of
@@ -68,6 +68,8 @@ def positions(context: AssetExecutionContext, bars: BarWindow, features: pd.Data
               lineage: LineageResource) -> dict[str, pd.DataFrame]:
     mode = mode_of(context)
     bar = context.partition_key
+    if mode == "live":
+        authorize_live(context, lineage.store(), bar)  # before any broker call (a no-op once checked)
     if mode == "audit":
         out = typed_book(load_recorded(lineage.store(), "positions", bar))
     else:

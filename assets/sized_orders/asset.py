@@ -35,9 +35,11 @@ def cap_breaches(sized: pd.DataFrame, features: pd.DataFrame, pv: float) -> int:
                 "place an order twice). The session's closing bar is observe-only (no order); the bar before it "
                 "may flatten every position (execution.flatten_before_close).",
     check_specs=[
-        dg.AssetCheckSpec("gross_within_target", asset="sized_orders", description="Σ|w| ≤ sizing.gross_target"),
-        dg.AssetCheckSpec("orders_within_caps", asset="sized_orders",
-                          description="no order breaches a per-name risk cap or the participation cap"),
+        dg.AssetCheckSpec("gross_within_target", asset="sized_orders", blocking=True,
+                          description="Σ|w| ≤ sizing.gross_target; blocking: a breach stops executions"),
+        dg.AssetCheckSpec("orders_within_caps", asset="sized_orders", blocking=True,
+                          description="no order breaches a per-name risk cap or the participation cap; "
+                                      "blocking: a breach stops executions"),
     ],
 )
 def sized_orders(context: AssetExecutionContext, gated_signals: pd.DataFrame, features: pd.DataFrame,

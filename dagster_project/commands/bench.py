@@ -110,6 +110,7 @@ def bench_in_process(work: Path, registry: Path, n: int = 8) -> dict:
     from dagster_project.commands.audit import QUIET
     from dagster_project.commands.replay import ReplayEngine
     from dagster_project.definitions import defs
+    from resources.launch_proof import signed_tags
     from resources.market.calendar import bar_key, get_calendar
     from resources.market.clock import start_accelerated_clock
 
@@ -122,7 +123,8 @@ def bench_in_process(work: Path, registry: Path, n: int = 8) -> dict:
         for key in keys:
             start_accelerated_clock(pd.Timestamp(key.replace("Z", "+00:00")), speed=1.0)
             t = time.perf_counter()
-            job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET, raise_on_error=True)
+            job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET, raise_on_error=True,
+                                   tags=signed_tags(key))  # the engine signs its live launches
             times.append(time.perf_counter() - t)
     times = times[2:]  # the first runs pay imports and model loading
     _env(work / "pure", registry)

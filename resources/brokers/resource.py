@@ -5,11 +5,11 @@ quotes and clock, which only the asset knows, and must not keep the DuckDB file 
 real venues are built once per process and configuration (an IB API client id can hold one connection;
 Alpaca's order-id map is worth keeping) and reused by every asset of the run.
 
-Credentials reach the resource as ``dagster.EnvVar`` fields, wired by :meth:`BrokerResource.from_config`
-only for the venue the configuration names (an ``EnvVar`` whose variable is unset fails the run, so the
-default paper setup must not name one). The UI and the recorded run config show the variables' names,
-never their values; the fields are excluded from ``repr``. Outside Dagster (CLI paths building
-``BrokerResource()``) the same variables are read from the environment.
+Resources are configured by the deployment, not by a launch (issue 15): the resource has **no field**, so
+Dagster rejects any run config entry for it (``DagsterInvalidConfigError``) before a run starts. The kind
+(``broker.kind``) and the paper broker's file (``paths.paper_broker_db``) come from CONFIG; credentials are read
+inside the resource with ``dagster.EnvVar(...).get_value()`` from the code location's environment (never a
+config field, never in the run config, the UI or the event log).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable
-from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
-from pydantic import Field
 
 from CONFIG.config_loader import get_cfg, resolve_path
 from resources.brokers.paper import PaperBroker, QuoteProvider
@@ -50,31 +48,25 @@ def venue_label(kind: str) -> str:
 
 
 class BrokerResource(ConfigurableResource):
-    """Where the live account's orders go: ``paper`` (the embedded paper broker, default), ``alpaca`` (Alpaca's
-    paper endpoint unless live money is switched on twice) or ``ibkr`` (TWS / IB Gateway). Replay mode always
-    trades its own paper account. Credentials come from environment variables (shown here by name only)."""
-
-    kind: str = Field(default="", description="paper | alpaca | ibkr (empty: broker.kind from CONFIG)")
-    venue: str = Field(default="", description="broker.kind and where its orders go (shown in the UI)")
-    db_path: str | None = Field(default=None, description="paper broker file (default paths.paper_broker_db)")
-    alpaca_api_key: str | None = Field(default=None, repr=False, description=f"env {ALPACA_KEY_ENV}")
-    alpaca_secret_key: str | None = Field(default=None, repr=False, description=f"env {ALPACA_SECRET_ENV}")
-    live_money_ack: str | None = Field(default=None, repr=False, description=f"env {LIVE_MONEY_ENV}")
+    """Where the live account's orders go: ``broker.kind`` = ``paper`` (the embedded paper broker at
+    ``paths.paper_broker_db``, default), ``alpaca`` (Alpaca's paper endpoint unless live money is switched on
+    twice) or ``ibkr`` (TWS / IB Gateway). Replay mode always trades its own paper account. Read from the
+    deployment's configuration and environment (APCA_API_KEY_ID, APCA_API_SECRET_KEY, TRADEGRAPH_LIVE_MONEY);
+    nothing here can be set by a launch."""
 
     @classmethod
     def from_config(cls) -> BrokerResource:
-        """The resource for the configured ``broker.kind``, with ``EnvVar`` fields for exactly the variables
-        that venue needs (so the UI shows the kind, the venue and the variable names)."""
-        kind = get_cfg("broker.kind")  # shown, not pinned: a run reads broker.kind from its own config
-        fields: dict[str, Any] = {"venue": f"{kind}: {venue_label(kind)}"}
-        if kind == "alpaca":
-            fields.update(alpaca_api_key=EnvVar(ALPACA_KEY_ENV), alpaca_secret_key=EnvVar(ALPACA_SECRET_ENV))
-        if kind != "paper" and get_cfg("broker.live_money"):
-            fields["live_money_ack"] = EnvVar(LIVE_MONEY_ENV)
-        return cls(**fields)
+        """The resource (kept for callers: there is nothing to configure per launch)."""
+        return cls()
+
+    @staticmethod
+    def venue(kind: str | None = None) -> str:
+        """``broker.kind`` and where its orders go (shown in ``executions``' metadata)."""
+        kind = kind or get_cfg("broker.kind")
+        return f"{kind}: {venue_label(kind)}"
 
     def kind_name(self) -> str:
-        kind = self.kind or get_cfg("broker.kind")
+        kind = get_cfg("broker.kind")
         if kind not in KINDS:
             raise ValueError(f"broker.kind {kind!r}: no such adapter (available: {', '.join(KINDS)})")
         return kind
@@ -99,12 +91,12 @@ class BrokerResource(ConfigurableResource):
         queries such as positions and account work without them; a real venue has its own)."""
         name = self.kind_name()
         if name == "paper":
-            return PaperBroker(self.db_path, quotes=quotes, clock=clock)
+            return PaperBroker(None, quotes=quotes, clock=clock)
         live = get_cfg("broker.live_money")
         if live:
-            require_live_money(live, self.live_money_ack, f"broker.kind={name} with broker.live_money: true")
+            require_live_money(live, _env(LIVE_MONEY_ENV), f"broker.kind={name} with broker.live_money: true")
         if name == "alpaca":
-            keys = AlpacaKeys.resolve(self.alpaca_api_key, self.alpaca_secret_key)
+            keys = AlpacaKeys.resolve(_env(ALPACA_KEY_ENV), _env(ALPACA_SECRET_ENV))
             fingerprint = hashlib.sha256("|".join(keys.secrets).encode()).hexdigest()
             key = ("alpaca", live, fingerprint)
             if key not in _VENUES:
@@ -117,8 +109,13 @@ class BrokerResource(ConfigurableResource):
         settings = IbkrSettings.from_config()
         key = ("ibkr", settings)
         if key not in _VENUES:
-            _VENUES[key] = IbkrBroker(settings, live_money=live_money_allowed(live, self.live_money_ack))
+            _VENUES[key] = IbkrBroker(settings, live_money=live_money_allowed(live, _env(LIVE_MONEY_ENV)))
         return _VENUES[key]
+
+
+def _env(name: str) -> str | None:
+    """A credential from the code location's environment (``dagster.EnvVar``), None when unset."""
+    return EnvVar(name).get_value() or None
 
 
 def forget_venues() -> None:

@@ -1,7 +1,7 @@
-"""The kill switch as a Dagster resource: the file-backed :class:`KillSwitch` behind a config field.
+"""The kill switch as a Dagster resource: the file-backed :class:`KillSwitch` at ``paths.kill_switch_state``.
 
 Why thin: the decisions live in ``logic.py`` (pure, tested without Dagster); this wrapper only picks the
-state file (``state_path`` or ``paths.kill_switch_state``) and carries a HALTED verdict out to the broker
+state file (``paths.kill_switch_state``, from the deployment's configuration) and carries a HALTED verdict out to the broker
 (:meth:`KillSwitchResource.enforce`), so every asset, job and the CLI share one behaviour.
 """
 
@@ -34,9 +34,9 @@ def switch_for(account: str, base: str | None = None) -> KillSwitch:
 
 
 class KillSwitchResource(ConfigurableResource):
-    """``state_path`` defaults to ``paths.kill_switch_state``; limits are read from ``kill_switch.*``."""
-
-    state_path: str | None = None
+    """The kill switch at ``paths.kill_switch_state`` with limits from ``kill_switch.*``, both read from the
+    deployment's configuration when the code location loads. No field: a launch cannot point it at another
+    state file (Dagster rejects any run config entry for it)."""
 
     def switch(self) -> KillSwitch:
         return self.switch_for("live")
@@ -44,7 +44,7 @@ class KillSwitchResource(ConfigurableResource):
     def switch_for(self, account: str) -> KillSwitch:
         """The live account's switch, or the replay account's own (so a replay never trips live trading),
         with the witness it asks when its state file is missing (``resources.kill_switch.witness``)."""
-        return switch_for(account, self.state_path)
+        return switch_for(account)
 
     def status(self, now: dt.datetime) -> CheckResult:
         return self.switch().status(now)

@@ -55,12 +55,10 @@ def table_prefix(mode: str) -> str:
 
 
 class LineageIOManager(dg.ConfigurableIOManager):
-    """Stores asset outputs in the lineage DuckDB file (``paths.lineage_db`` unless ``db_path`` is set)."""
-
-    db_path: str = ""
+    """Stores asset outputs in the lineage DuckDB file ``paths.lineage_db`` (no field: not settable by a launch)."""
 
     def _store(self) -> LineageStore:
-        return LineageStore(self.db_path or None)
+        return LineageStore()
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
 
 from assets.bars.logic import BarWindow, build_window
 from CONFIG.config_loader import effective_config_hash, get_cfg
@@ -16,36 +15,25 @@ _SOURCES: dict[tuple, MarketDataSource] = {}
 
 
 class MarketDataResource(dg.ConfigurableResource):
-    """Market data for the graph: ``simulator`` (embedded default), ``files``, ``alpaca`` (Alpaca's market
-    data API; keys from environment variables, shown here by name only) or a vendor adapter.
-
-    Empty fields fall back to CONFIG (``market.source``, ``market.files_dir``).
-    """
-
-    source: str = ""
-    files_dir: str = ""
-    shown_as: str = Field(default="", description="market.source as configured (shown in the UI)")
-    alpaca_api_key: str | None = Field(default=None, repr=False, description=f"env {ALPACA_KEY_ENV}")
-    alpaca_secret_key: str | None = Field(default=None, repr=False, description=f"env {ALPACA_SECRET_ENV}")
+    """Market data for the graph: ``market.source`` = ``simulator`` (embedded default), ``files``
+    (``market.files_dir``), ``alpaca`` (Alpaca's market data API; keys APCA_API_KEY_ID / APCA_API_SECRET_KEY from
+    the code location's environment) or a vendor adapter. No field: the source and its folder come from the
+    deployment's configuration, never from a launch (Dagster rejects run config for this resource)."""
 
     @classmethod
     def from_config(cls) -> MarketDataResource:
-        """The resource for the configured ``market.source``; ``alpaca`` gets its keys as ``EnvVar`` fields
-        (so the UI shows the source and the variables' names, never their values)."""
-        source = get_cfg("market.source")  # shown, not pinned: a run reads market.source from its own config
-        if source == "alpaca":
-            shown = f"alpaca ({get_cfg('market.alpaca.feed')} feed, cache {get_cfg('market.alpaca.cache_dir')})"
-            return cls(shown_as=shown, alpaca_api_key=dg.EnvVar(ALPACA_KEY_ENV),
-                       alpaca_secret_key=dg.EnvVar(ALPACA_SECRET_ENV))
-        return cls(shown_as=source if source != "files" else f"files ({get_cfg('market.files_dir')})")
+        """The resource (kept for callers: there is nothing to configure per launch)."""
+        return cls()
 
     def get_source(self) -> MarketDataSource:
         """One source object per process and configuration (the simulator caches its sessions)."""
-        key = (self.source, self.files_dir, effective_config_hash(), self.alpaca_api_key is not None)
+        source = get_cfg("market.source")
+        keys = ((dg.EnvVar(ALPACA_KEY_ENV).get_value() or None, dg.EnvVar(ALPACA_SECRET_ENV).get_value() or None)
+                if source == "alpaca" else (None, None))
+        key = (effective_config_hash(), keys[0] is not None)
         if key not in _SOURCES:
             _SOURCES.clear()
-            _SOURCES[key] = make_source(self.source or None, self.files_dir or None,
-                                        (self.alpaca_api_key, self.alpaca_secret_key))
+            _SOURCES[key] = make_source(None, None, keys)
         return _SOURCES[key]
 
     def window(self, bar: str) -> tuple[BarWindow, pd.DataFrame]:

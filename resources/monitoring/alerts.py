@@ -26,7 +26,7 @@ from CONFIG.config_loader import get_cfg, resolve_path
 
 log = logging.getLogger("tradegraph.alerts")
 
-KINDS = ("kill_switch", "reconciliation", "refused_bar", "run_failure")
+KINDS = ("kill_switch", "reconciliation", "refused_bar", "halted_bar", "run_failure")
 SEVERITIES = ("info", "warning", "failure")
 
 

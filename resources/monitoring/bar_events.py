@@ -85,15 +85,29 @@ def refusal_alerts(refusals: pd.DataFrame, account: str, bar: str) -> list[Alert
     return out
 
 
-def step_alerts(step: str, output: object, mode: str, account: str, bar: str) -> list[Alert]:
-    """The alerts one finished step of a live bar raises (none for other modes or other steps)."""
+def halted_alert(outcome: str | None, execs: pd.DataFrame, moved: bool, account: str, bar: str) -> list[Alert]:
+    """A bar whose orders the kill switch denied (outcome ``halted``) when no transition alert already says
+    so (a switch halted at an earlier bar stays silent otherwise, bar after bar)."""
+    if outcome != "halted" or moved:
+        return []
+    denied = int((execs["verdict"] == "DENY").sum()) if len(execs) and "verdict" in execs else 0
+    reasons = sorted(set(execs.loc[execs["verdict"] == "DENY", "verdict_reason"].astype(str))) if denied else []
+    return [Alert("halted_bar", f"bar {bar} halted: {denied} order(s) denied by the kill switch",
+                  "; ".join(reasons) or "the kill switch is not ACTIVE", "failure", account, bar)]
+
+
+def step_alerts(step: str, output: object, mode: str, account: str, bar: str,
+                outcome: str | None = None) -> list[Alert]:
+    """The alerts one finished step of a live bar raises (none for other modes or other steps); ``outcome``:
+    the run's ``tradegraph/outcome`` tag after ``executions``."""
     if mode != "live":
         return []
     if step == "positions":
         return reconciliation_alert(_table(output, "positions_account"), _table(output, "positions"), account, bar)
     if step == "executions":
-        return (kill_switch_alerts(_table(output, "executions_killswitch"), account, bar)
-                + refusal_alerts(_table(output, "executions_refusals"), account, bar))
+        moved = kill_switch_alerts(_table(output, "executions_killswitch"), account, bar)
+        return (moved + refusal_alerts(_table(output, "executions_refusals"), account, bar)
+                + halted_alert(outcome, _table(output, "executions"), bool(moved), account, bar))
     return []
 
 

@@ -15,6 +15,7 @@ import responses
 
 from CONFIG.config_loader import reset_config
 from resources.brokers.resource import forget_venues
+from resources.launch_proof import signed_tags
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
 from resources.market.calendar import get_calendar, parse_bar_key
@@ -49,7 +50,7 @@ def run(bar: str, instance: dg.DagsterInstance, raise_on_error: bool = True):
     from dagster_project.definitions import build_definitions
 
     return build_definitions().resolve_job_def("trading_job").execute_in_process(
-        partition_key=bar, instance=instance, tags={MODE_TAG: "live"}, raise_on_error=raise_on_error)
+        partition_key=bar, instance=instance, tags={MODE_TAG: "live", **signed_tags(bar)}, raise_on_error=raise_on_error)
 
 
 def test_live_bars_on_alpaca_through_the_graph(trained, live_clock, monkeypatch, tg_home):

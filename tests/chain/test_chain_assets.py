@@ -19,6 +19,7 @@ import pytest
 from assets.model_skill.logic import family_correlation, spearman_ic
 from assets.sized_orders.logic import client_order_id
 from CONFIG.config_loader import get_cfg, reset_config, resolve_path
+from resources.launch_proof import signed_tags
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
 from tests.graph_helpers import session_keys
@@ -35,7 +36,7 @@ def materialize_chain(key: str, instance: dg.DagsterInstance) -> dg.ExecuteInPro
     from dagster_project.definitions import ALL_ASSETS, RESOURCES
 
     return dg.materialize(ALL_ASSETS, selection=CHAIN, partition_key=key, resources=RESOURCES,
-                          instance=instance, tags={MODE_TAG: "live"})
+                          instance=instance, tags={MODE_TAG: "live", **signed_tags(key)})
 
 
 @dataclass

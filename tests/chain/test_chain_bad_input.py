@@ -33,6 +33,7 @@ from assets.predictions.seq_buffer import REASON_SHORT, SeqBufferManager
 from assets.predictions.stage import compute_predictions, previous_bar_keys, seq_buffer_for
 from assets.sized_orders.stage import compute_sized
 from CONFIG.config_loader import get_cfg, reset_config
+from resources.launch_proof import signed_tags
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
 from resources.market.calendar import bar_key, parse_bar_key
@@ -212,7 +213,7 @@ def materialize_chain(key: str) -> dg.ExecuteInProcessResult:
 
     with dg.DagsterInstance.ephemeral() as instance:
         return dg.materialize(ALL_ASSETS, selection=CHAIN, partition_key=key, resources=RESOURCES,
-                              instance=instance, tags={MODE_TAG: "live"})
+                              instance=instance, tags={MODE_TAG: "live", **signed_tags(key)})
 
 
 def test_horizon_with_all_models_missing_is_skipped_and_recorded_the_rest_runs(small_registry_root, tmp_path,

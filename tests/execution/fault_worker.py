@@ -61,15 +61,18 @@ def _child(command: dict, instance) -> int:
     import time
 
     from dagster_project.definitions import defs
+    from resources.launch_proof import OUTCOME_TAG, signed_tags
     from resources.lineage.io_manager import MODE_TAG
 
     t = time.perf_counter()
     result = defs.resolve_job_def("trading_job").execute_in_process(
-        partition_key=command["bar"], run_id=command["run_id"], tags={MODE_TAG: "live"}, instance=instance,
-        raise_on_error=False)
+        partition_key=command["bar"], run_id=command["run_id"], instance=instance, raise_on_error=False,
+        tags={MODE_TAG: "live", **signed_tags(command["bar"])})  # the engine signs its live launches
+    outcome = instance.get_run_by_id(result.run_id).tags.get(OUTCOME_TAG)
     with open(command["report"], "w") as fh:
-        json.dump({"events": count[0], "success": result.success, "seconds": time.perf_counter() - t}, fh)
-    return 0 if result.success else 1
+        json.dump({"events": count[0], "success": result.success, "outcome": outcome,
+                   "seconds": time.perf_counter() - t}, fh)
+    return 0 if result.success else 2 if outcome == "refused" else 1  # a refused run fails, by design
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from resources.brokers.paper import PaperBroker
 from resources.brokers.protocol import Fill, Side
 from resources.kill_switch.logic import TradingState, TripReason
 from resources.kill_switch.resource import KillSwitchResource
+from resources.launch_proof import signed_tags
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.store import LineageStore
 from resources.market.calendar import parse_bar_key
@@ -166,8 +167,8 @@ def test_audit_and_a_refused_past_bar_send_nothing_lose_nothing_and_pnl_carries_
     # the live bar is now later: rematerializing the traded bar in live mode is refused; it records what the
     # broker says of its orders (FILLED by now) next to the first run's rows, which stay as they were
     live_clock(parse_bar_key(KEYS[4]))
-    rerun = run_bar(KEYS[2])
-    assert rerun.success
+    rerun = run_bar(KEYS[2], raise_on_error=False)
+    assert not rerun.success                                                   # a refused bar is a failed run
     assert broker_book(paper) == book and state_bytes() == switch
     rows = sql("SELECT * FROM executions WHERE bar = ? ORDER BY _row", [KEYS[2]])
     first, second = rows[rows["run_id"] == traded["run_id"].iloc[0]], rows[rows["run_id"] == rerun.run_id]
@@ -230,7 +231,7 @@ def test_retry_after_a_crash_in_executions_sends_each_order_once(trained, live_c
     before = {r[0] for r in broker_book(paper).get("paper_orders", [])}     # earlier bars' orders, if any
     original = crash_after_submits(monkeypatch, 1)
     crashed = defs.resolve_job_def("trading_job").execute_in_process(
-        partition_key=KEYS[2], tags={MODE_TAG: "live"}, raise_on_error=False)
+        partition_key=KEYS[2], tags={MODE_TAG: "live", **signed_tags(KEYS[2])}, raise_on_error=False)
     assert not crashed.success
     monkeypatch.setattr(PaperBroker, "submit_many", original)
     after_crash = broker_book(paper)
@@ -263,7 +264,7 @@ def test_a_killed_run_loses_no_fill_and_trips_nothing(trained, busy, live_clock,
     live_clock(parse_bar_key(KEYS[3]))
     original = crash_after_submits(monkeypatch, 3)
     killed = defs.resolve_job_def("trading_job").execute_in_process(
-        partition_key=KEYS[3], tags={MODE_TAG: "live"}, raise_on_error=False)
+        partition_key=KEYS[3], tags={MODE_TAG: "live", **signed_tags(KEYS[3])}, raise_on_error=False)
     monkeypatch.setattr(PaperBroker, "submit_many", original)
     intents = sql("SELECT client_order_id FROM sized_orders WHERE bar = ? AND has_order ORDER BY symbol",
                   [KEYS[3]])["client_order_id"].tolist()
@@ -273,7 +274,8 @@ def test_a_killed_run_loses_no_fill_and_trips_nothing(trained, busy, live_clock,
     assert sql("SELECT count(*) n FROM executions WHERE bar = ?", [KEYS[3]])["n"].iloc[0] == 0
     if rerun_late:
         live_clock(parse_bar_key(KEYS[4]))
-        late = run_bar(KEYS[3])
+        late = run_bar(KEYS[3], raise_on_error=False)
+        assert not late.success                                                 # refused: not the live bar
         execs = sql("SELECT client_order_id, status FROM executions WHERE run_id = ?", [late.run_id])
         assert execs["client_order_id"].tolist() == intents
         assert execs["status"].tolist() == ["ACCEPTED" if c in reached else "NOT_SENT" for c in intents]
@@ -305,7 +307,7 @@ def test_a_rerun_under_another_configuration_is_refused_and_loses_nothing(traine
     monkeypatch.setenv("TRADEGRAPH__SIZING__MAX_WEIGHT", "0.04")
     reset_config()
     rerun = defs.resolve_job_def("trading_job").execute_in_process(
-        partition_key=KEYS[2], tags={MODE_TAG: "live"}, raise_on_error=False)
+        partition_key=KEYS[2], tags={MODE_TAG: "live", **signed_tags(KEYS[2])}, raise_on_error=False)
     assert not rerun.success
     assert broker_book(paper) == book and state_bytes() == switch
     for table, frame in before.items():

@@ -112,7 +112,7 @@ def test_twenty_kill_9_trials_lose_nothing_and_place_nothing_twice(trained, live
             live_clock(parse_bar_key(nxt))
             if rerun == "late":
                 late = zygote.run(bar)[1]
-                assert late["exit"] == 0, (trial, kill_at, late)       # refused, not failed
+                assert late["exit"] == 2, (trial, kill_at, late)       # refused (a failed run, by design)
             _, answer = zygote.run(nxt)
             assert answer["exit"] == 0, (trial, answer)
             check_after(nxt, killed)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from dagster import asset, materialize
 
+from CONFIG.config_loader import reset_config
 from resources.brokers.paper import PaperBroker
 from resources.brokers.protocol import Broker, OrderRequest, OrderStatus, Side
 from resources.brokers.resource import BrokerResource
@@ -13,13 +13,13 @@ from resources.kill_switch.resource import KillSwitchResource
 from tests.execution.conftest import SESSION, T0, make_quotes
 
 
-def test_broker_resource_builds_the_configured_adapter(configure, tmp_path):
+def test_broker_resource_builds_the_configured_adapter(configure, tmp_path, monkeypatch):
     b = BrokerResource().get_broker(quotes=make_quotes(), clock=lambda: T0)
     assert isinstance(b, PaperBroker) and isinstance(b, Broker)
     assert b.db_path == tmp_path / "paper.duckdb"
-    assert BrokerResource(db_path=str(tmp_path / "other.duckdb")).get_broker().db_path.name == "other.duckdb"
-    with pytest.raises(ValueError, match="no such adapter"):
-        BrokerResource(kind="nasdaq-direct").get_broker()
+    monkeypatch.setenv("TRADEGRAPH__PATHS__PAPER_BROKER_DB", str(tmp_path / "other.duckdb"))  # the deployment's
+    reset_config()
+    assert BrokerResource().get_broker().db_path.name == "other.duckdb"
 
 
 def test_resources_inside_an_asset(configure, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 from assets.bars.asset import bars
 from dagster_project.definitions import defs
+from resources.launch_proof import signed_tags
 from resources.lineage.io_manager import own_rows, write_table
 from resources.lineage.run_status import fail_dead_runs, record_process, this_process
 from resources.lineage.store import LineageLocked, LineageStore
@@ -77,7 +78,7 @@ def test_a_failed_first_step_still_records_the_runs_mode(tg_home, monkeypatch):
 
     monkeypatch.setattr(bars_asset, "start_run", locked)
     result = defs.resolve_job_def("trading_job").execute_in_process(
-        partition_key="2026-11-24T15:00Z", tags={"tradegraph/mode": "live"}, raise_on_error=False)
+        partition_key="2026-11-24T15:00Z", tags={"tradegraph/mode": "live", **signed_tags("2026-11-24T15:00Z")}, raise_on_error=False)
     assert not result.success
     row = LineageStore().read_sql("SELECT * FROM runs WHERE run_id = ?", [result.run_id]).iloc[0]
     assert (row["mode"], row["status"]) == ("live", "failed: bars")

@@ -42,7 +42,7 @@ def _traded_bars(store: LineageStore) -> list[str]:
 def test_sensor_trades_bars_under_dagster_dev_and_an_audit_is_identical(trained, tg_home, tmp_path):
     port = _free_port()
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "dagster_home"), TRADEGRAPH_HOME=str(tg_home),
-               TRADEGRAPH__PATHS__REGISTRY=str(trained), TRADEGRAPH__CLOCK__SPEED="30",  # a bar every 10 s: a run under load fits
+               TRADEGRAPH__PATHS__REGISTRY=str(trained),  # make ui's clock.speed (x10): a bar every 30 s, a run under load fits
                TRADEGRAPH__ORCHESTRATION__SENSOR_INTERVAL_SECONDS="2")
     log = open(tmp_path / "dagster_dev.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "dagster_project.commands.ui", "--port", str(port)], cwd=ROOT, env=env,
