@@ -106,6 +106,7 @@ def _run_bars(keys: list[str]) -> dict:
 
     from dagster_project.commands.audit import QUIET
     from dagster_project.definitions import defs
+    from resources.launch_proof import signed_tags
     from resources.lineage.io_manager import MODE_TAG
     from resources.market.clock import start_accelerated_clock
 
@@ -119,7 +120,7 @@ def _run_bars(keys: list[str]) -> dict:
             size = db.stat().st_size
             t, c = time.perf_counter(), time.process_time()
             job.execute_in_process(partition_key=key, instance=instance, run_config=QUIET, raise_on_error=True,
-                                   tags={MODE_TAG: "live"})
+                                   tags={MODE_TAG: "live", **signed_tags(key)})  # the engine signs its launches
             seconds.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
             growth.append(db.stat().st_size - size)
