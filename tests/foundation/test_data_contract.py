@@ -192,3 +192,40 @@ def test_the_engine_refuses_at_load_naming_the_first_refused_file(tmp_path):
     with pytest.raises(DataError, match=r"BBB\.csv: .*America/New_York.*tradegraph data check"):
         FilesSource(d)
     assert dt.date(2025, 6, 3) in get_calendar().sessions("2025-06-02", "2025-06-06")
+
+
+def _scaled(frame: pd.DataFrame, at: pd.Timestamp, price: float = 1.0, volume: float = 1.0) -> pd.DataFrame:
+    out = frame.copy()
+    hit = out["ts"] >= at
+    out.loc[hit, ["open", "high", "low", "close", "bid", "ask"]] *= price
+    out.loc[hit, "volume"] *= volume
+    return out
+
+
+@pytest.mark.parametrize("scale", [100.0, 0.01, 1000.0])
+def test_a_lasting_unit_change_is_skipped_to_the_end_of_the_file_never_accepted(tmp_path, scale):
+    f = bars_on_grid()
+    at = f["ts"].iloc[30]  # mid-session of 2025-06-03: every price × scale from there on (a vendor in cents)
+    src = accepted(tmp_path, _scaled(f, at, price=scale))
+    from assets.bars.quality import RULE_LEVEL
+    level = src.skips[src.skips["rule"] == RULE_LEVEL]
+    assert len(level) == len(f) - 30 and (pd.DatetimeIndex(level["ts"]) >= at).all()
+    assert len(src.skips) == len(f) - 30 and not len(src.flags)  # every later row recorded, nothing accepted
+    assert (src.history(f["ts"].iloc[-1], 400)["ts"] < at).all()
+
+
+@pytest.mark.parametrize("k", [2.0, 3.0, 4.0, 5.0, 10.0, 1.5, 0.5, 0.25, 0.2, 0.1])
+def test_an_unadjusted_split_at_an_open_holds_the_symbol_whatever_the_volume(tmp_path, k):
+    f = bars_on_grid()
+    f["volume"] = 2000.0
+    first = f["ts"].dt.date != f["ts"].shift().dt.date
+    f.loc[first, "volume"] = 6000.0  # a session's first bar trades ~3× the intraday median (the U shape)
+    at = f["ts"][f["ts"].dt.date == dt.date(2025, 6, 4)].iloc[0]  # the second session's first bar
+    f.loc[f["ts"] == at, "open"] = f.loc[f["ts"] == f["ts"][f["ts"] < at].iloc[-1], "close"].to_numpy()
+    f.loc[f["ts"] == at, "high"] = f.loc[f["ts"] == at, ["open", "close", "high"]].max(axis=1)
+    f.loc[f["ts"] == at, "low"] = f.loc[f["ts"] == at, ["open", "close", "low"]].min(axis=1)
+    for volume in (k, 1.0):  # volume × k (a real split) or unchanged
+        src = accepted(tmp_path, _scaled(f, at, price=1 / k, volume=volume))
+        assert src.flags[["symbol", "split_ratio"]].values.tolist() == [["AAA", k]]
+        assert pd.Timestamp(src.flags["ts"].iloc[0]) == at and "1/" in src.flags["reason"].iloc[0]
+        assert not len(src.skips)  # no row is skipped as a jump: later rows are compared on the new level
