@@ -229,3 +229,18 @@ def test_an_unadjusted_split_at_an_open_holds_the_symbol_whatever_the_volume(tmp
         assert src.flags[["symbol", "split_ratio"]].values.tolist() == [["AAA", k]]
         assert pd.Timestamp(src.flags["ts"].iloc[0]) == at and "1/" in src.flags["reason"].iloc[0]
         assert not len(src.skips)  # no row is skipped as a jump: later rows are compared on the new level
+
+
+@pytest.mark.parametrize("suffix", ["Z", "+00:00", "-04:00"])
+def test_hourly_clock_bars_stamped_at_their_open_with_offsets_name_files_stamp(tmp_path, suffix):
+    # issue: refused with "the rows sit 0 h late … fix the offsets in the file" although the offsets are right
+    f = bars_on_grid(60, "clock")
+    opens = f["ts"] - pd.Timedelta(hours=1)
+    first = f["ts"].dt.tz_convert("America/New_York").dt.strftime("%H:%M") == "10:00"
+    opens[first] = f["ts"][first] - pd.Timedelta(minutes=30)  # the session's first (partial) bar opens at 9:30
+    zone = "UTC" if suffix != "-04:00" else "-04:00"
+    text = opens.dt.tz_convert(zone).dt.strftime("%Y-%m-%dT%H:%M:%S") + suffix
+    msg = refused(tmp_path, f, text, bar_minutes=60)
+    assert "market.files_stamp: open" in msg and "fix the offsets" not in msg and "0 h" not in msg
+    src = accepted(tmp_path, f, text, bar_minutes=60, files_stamp="open")
+    assert src.history(f["ts"].iloc[-1], 30)["ts"].tolist() == f["ts"].tolist()
