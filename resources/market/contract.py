@@ -482,5 +482,15 @@ def _check_stamp(diag: FileDiagnosis, base: Fit, convention: Convention) -> None
         diag.stamp = "open" if opens else "close"
     elif not opens:
         diag.stamp = "unknown"
-        diag.warn("no row at the session's open or close: the file covers only part of its sessions, so its "
-                  f"stamp convention cannot be checked (read as market.files_stamp: {convention.stamp})")
+        if diag.timezone == "offsets in the file":  # the offsets fix the instants: only the stamp is open
+            diag.warn("no row at the session's open or close: the file covers only part of its sessions, so its "
+                      f"stamp convention cannot be checked (read as market.files_stamp: {convention.stamp}; a "
+                      "file stamped the other way is read one bar off)")
+        else:  # decision: not guessed from volume or spread shapes (too weak on a few hours); said plainly
+            diag.timezone = f"{convention.timezone} (unchecked)"
+            diag.warn("no row at the session's open or close: the file covers only part of its sessions, so "
+                      "neither its time zone nor its stamp convention can be checked (read as "
+                      f"market.files_timezone: {convention.timezone}, market.files_stamp: {convention.stamp}); "
+                      "a file written in another zone whose rows still fall inside the session (e.g. Chicago "
+                      "wall time read as New York) is read shifted by the zones' difference: check both keys "
+                      "against the vendor's documentation, or write the times with their UTC offset")

@@ -244,3 +244,20 @@ def test_hourly_clock_bars_stamped_at_their_open_with_offsets_name_files_stamp(t
     assert "market.files_stamp: open" in msg and "fix the offsets" not in msg and "0 h" not in msg
     src = accepted(tmp_path, f, text, bar_minutes=60, files_stamp="open")
     assert src.history(f["ts"].iloc[-1], 30)["ts"].tolist() == f["ts"].tolist()
+
+
+def test_a_partial_session_file_says_its_zone_cannot_be_checked(tmp_path):
+    # 11:00–15:00 New York rows written as naive Chicago wall time and read as New York: every row still sits
+    # on the grid inside the session (one hour early); the diagnosis must say the zone is unchecked, not only
+    # the stamp. With offsets written in the file only the stamp is unchecked.
+    f = bars_on_grid()
+    local = f["ts"].dt.tz_convert("America/New_York")
+    part = f[(local.dt.hour >= 11) & (local.dt.hour < 15)].reset_index(drop=True)
+    src = accepted(tmp_path, part, wall(part["ts"], "America/Chicago"), files_timezone="America/New_York")
+    d = src.diagnoses[0]
+    assert d.verdict == "warn" and d.stamp == "unknown" and d.timezone == "America/New_York (unchecked)"
+    assert "neither its time zone nor its stamp convention can be checked" in d.findings[0]
+    assert "market.files_timezone: America/New_York" in d.findings[0]
+    d = accepted(tmp_path, part).diagnoses[0]  # written with +00:00
+    assert d.timezone == "offsets in the file" and "time zone" not in d.findings[0]
+    assert "stamp convention cannot be checked" in d.findings[0]
