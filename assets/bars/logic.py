@@ -7,7 +7,7 @@ What a window carries besides prices (SPEC §9, §10): the skipped rows the bar 
 ts, rule, rows — recorded in lineage as ``bars_skips``), the corporate actions in effect (``adjustments``,
 ``bars_adjustments``: the history is stored raw and adjusted when pivoted, so an audit of a later bar adjusts
 the same recorded rows the same way), and per symbol in the snapshot: ``hold_reason`` (a split-like jump
-without an adjustments entry inside the window: no new entries), ``quote_age_bars`` (from the source's quote
+without an adjustments entry inside the window: no orders, see ``assets/gated_signals/logic.py``), ``quote_age_bars`` (from the source's quote
 time when it has one, else the bars since the quote last changed; for an estimated spread the bars since the
 symbol last traded) and ``spread_estimated``.
 """

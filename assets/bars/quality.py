@@ -34,7 +34,7 @@ is accepted once confirmed) and below every power-of-ten scale (×10, ×100, ×1
 Split-like jumps (:func:`split_suspects`, SPEC §9, decision): at a session's first row, an open/previous-close
 ratio within ``split_tolerance`` (in log) of 1/k for a k in ``split_ratios`` (new shares per old share; reverse
 splits below 1) is a suspected split *whatever the volume says*: the row is kept (it is a real print) but the
-symbol is held (no new entries) and later rows are compared on the new level. Why not the volume: the session's
+symbol is held (no orders) and later rows are compared on the new level. Why not the volume: the session's
 first bar trades several times the intraday median (the U shape), so a ÷k volume of a reverse split never
 looked "moved toward k×" against the previous rows and a forward split passed with no change at all; a single
 opening bar against earlier opening bars is too noisy to tell a split from a news gap. A genuine −50 % (or
