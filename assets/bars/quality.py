@@ -23,9 +23,9 @@ prints never moves the reference. A ×100 or ÷100 print (|y| ≈ 4.6) is never 
 Implausible new levels (:func:`level_shifts`, decision; README "Your own market data"): a run of skipped jumps
 that ends in a confirmed row is a new level; when that row's close lies beyond ×``level_shift_max_ratio`` or
 ÷``level_shift_max_ratio`` of the last accepted close before the run (the pre-jump level), it is not a price move
-but a data event (a vendor switching to cents: ×100; an unadjusted split mid-session) and is never accepted: the
-run and every later row nearer the new level than the pre-jump level (in log) are skipped with
-:data:`RULE_LEVEL`, so the symbol has no price (no entry, no exit at a wrong price; a held position keeps its last
+but a data event (a vendor switching to cents: ×100; an unadjusted split mid-session) and is never accepted: that
+row and every later row nearer the new level than the pre-jump level (in log) are skipped with
+:data:`RULE_LEVEL` (the run's jumps stay skipped jumps), so the symbol has no price (no entry, no exit at a wrong price; a held position keeps its last
 good mark, flagged stale) until the file is fixed (rows back at the old level are accepted again once confirmed)
 or ``market.adjustments_file`` explains the change (an adjusted history has no jump). Rows are still decided from
 the row and the rows before it only. The default 3 lies far beyond the jump floor (a genuine 30 % move, log 0.26,
@@ -178,8 +178,8 @@ def split_suspects(open_: np.ndarray, close: np.ndarray, seg: np.ndarray, new_se
 
 def level_shifts(close: np.ndarray, seg: np.ndarray, log_factor: np.ndarray, jumps: np.ndarray,
                  max_ratio: float) -> np.ndarray:
-    """(R,) True for the rows of an implausible new level (module docstring): from the first jump after the
-    pre-jump level to the last row nearer the new level than the pre-jump one.
+    """(R,) True for the rows of an implausible new level (module docstring): from the row that confirms it to
+    the last row nearer the new level than the pre-jump one (the jump rows before it stay jumps).
 
     ``close`` (R,) finite positive closes, ``log_factor`` (R,) their forward adjustment, ``jumps`` (R,) the
     :func:`price_jumps` mask. Vectorised over rows; the loop runs once per implausible level found (a handful
@@ -209,7 +209,7 @@ def level_shifts(close: np.ndarray, seg: np.ndarray, log_factor: np.ndarray, jum
         old, new = y[a], y[r]
         nearer_new = np.abs(y[r:end] - new) < np.abs(y[r:end] - old)
         stop = r + (int(np.argmin(nearer_new)) if not nearer_new.all() else len(nearer_new))
-        held[a + 1:stop] = True
+        held[r:stop] = True  # the run's jump rows keep their rule: it was decided before row r arrived
         done = stop
 
 

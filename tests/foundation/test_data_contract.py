@@ -209,7 +209,7 @@ def test_a_lasting_unit_change_is_skipped_to_the_end_of_the_file_never_accepted(
     src = accepted(tmp_path, _scaled(f, at, price=scale))
     from assets.bars.quality import RULE_LEVEL
     level = src.skips[src.skips["rule"] == RULE_LEVEL]
-    assert len(level) == len(f) - 30 and (pd.DatetimeIndex(level["ts"]) >= at).all()
+    assert len(level) == len(f) - 33 and (pd.DatetimeIndex(level["ts"]) > f["ts"].iloc[32]).all()
     assert len(src.skips) == len(f) - 30 and not len(src.flags)  # every later row recorded, nothing accepted
     assert (src.history(f["ts"].iloc[-1], 400)["ts"] < at).all()
 

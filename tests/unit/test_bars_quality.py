@@ -119,14 +119,14 @@ def test_a_lasting_power_of_ten_scale_is_never_accepted(scale):
     # "confirmed" (median of the previous 5 closes is at the new level) — on main it was accepted
     jumps, held = _levels([10.0] * 5 + [10.0 * scale] * 8)
     assert jumps == [False] * 5 + [True] * 3 + [False] * 5
-    assert held == [False] * 5 + [True] * 8  # the whole run is held, to the last row
+    assert held == [False] * 8 + [True] * 5  # from the confirming row to the last row (the jumps stay jumps)
 
 
 def test_a_scale_that_is_fixed_later_is_accepted_again_at_the_old_level():
     # ×100 for 6 rows, then the file is back at 10: rows 11–13 are jumps against the ×100 reference, row 14
     # (median of 1000, 1000, 10, 10, 10 = 10) is confirmed at 10/10 = ×1 of the pre-jump level: accepted
     jumps, held = _levels([10.0] * 5 + [1000.0] * 6 + [10.0] * 6)
-    assert held == [False] * 5 + [True] * 6 + [False] * 6
+    assert held == [False] * 8 + [True] * 3 + [False] * 6
     assert jumps == [False] * 5 + [True] * 3 + [False] * 3 + [True] * 3 + [False] * 3
 
 
@@ -139,16 +139,16 @@ def test_a_genuine_30_percent_move_is_still_accepted_as_a_new_level():
 
 def test_the_level_limit_is_the_configured_ratio():
     assert _levels([10.0] * 5 + [29.0] * 5)[1] == [False] * 10           # ×2.9 < ×3: a price move
-    assert _levels([10.0] * 5 + [31.0] * 5)[1] == [False] * 5 + [True] * 5  # ×3.1 > ×3
+    assert _levels([10.0] * 5 + [31.0] * 5)[1] == [False] * 8 + [True] * 2  # ×3.1 > ×3
     assert _levels([10.0] * 5 + [3.4] * 5)[1] == [False] * 10            # ÷2.94 < ÷3
-    assert _levels([10.0] * 5 + [3.2] * 5)[1] == [False] * 5 + [True] * 5   # ÷3.125 > ÷3
+    assert _levels([10.0] * 5 + [3.2] * 5)[1] == [False] * 8 + [True] * 2   # ÷3.125 > ÷3
     assert _levels([10.0] * 5 + [3.2] * 5, max_ratio=3.5)[1] == [False] * 10
 
 
 def test_a_level_shift_stays_inside_its_symbol():
     close = [10.0] * 5 + [1000.0] * 4 + [20.0] * 9  # A: 9 rows, ×100 from row 5; B: 9 rows at 20
     seg = segments(np.array(["A"] * 9 + ["B"] * 9))
-    assert _levels(close, seg=seg)[1] == [False] * 5 + [True] * 4 + [False] * 9
+    assert _levels(close, seg=seg)[1] == [False] * 8 + [True] + [False] * 9
 
 
 def test_estimated_spread_is_abdi_ranaldo_point_in_time():
