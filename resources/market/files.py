@@ -267,9 +267,11 @@ class FilesSource:
         s = self.skips[self.skips["rule"].isin([RULE_OUT_OF_RANGE, RULE_UNPARSEABLE])]
         return s.reset_index(drop=True)
 
-    def flags_between(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    def flags_between(self, start: pd.Timestamp | None, end: pd.Timestamp) -> pd.DataFrame:
+        """Split-like jumps with start ≤ ts ≤ end (``start`` None: from the beginning)."""
         f = self.flags
-        return f[((f["ts"] >= start) & (f["ts"] <= end)).to_numpy()].reset_index(drop=True)
+        mask = f["ts"] <= end if start is None else (f["ts"] >= start) & (f["ts"] <= end)
+        return f[mask.to_numpy()].reset_index(drop=True)
 
     def adjustments_until(self, bar: pd.Timestamp) -> pd.DataFrame:
         """The actions effective on or before ``bar`` (point in time)."""

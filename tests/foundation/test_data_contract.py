@@ -261,3 +261,28 @@ def test_a_partial_session_file_says_its_zone_cannot_be_checked(tmp_path):
     d = accepted(tmp_path, part).diagnoses[0]  # written with +00:00
     assert d.timezone == "offsets in the file" and "time zone" not in d.findings[0]
     assert "stamp convention cannot be checked" in d.findings[0]
+
+
+def test_a_split_hold_lasts_beyond_the_window_until_an_entry_explains_it(tmp_path):
+    # without an adjustments entry the book stays on the old share basis: once the jump left the window the
+    # symbol was no longer held and its position was marked at the new basis (×4 for a 1:4 reverse split)
+    from assets.bars.logic import build_window
+    from assets.positions.stage import window_marks
+    f = bars_on_grid()
+    at = f["ts"][f["ts"].dt.date == dt.date(2025, 6, 4)].iloc[0]
+    src = accepted(tmp_path, _scaled(f, at, price=4.0, volume=0.25))
+    assert src.flags["split_ratio"].tolist() == [0.25]
+    bar = f["ts"].iloc[-1]  # a session later: the jump is far outside a 6-bar window
+    with use_config(_over({})):
+        times = src.calendar.previous_bars(bar, 6)
+        window, _ = build_window("late", bar, times, src.history(bar, 6), src.symbols(),
+                                 pd.Series(1e6, index=src.symbols()), flags=src.flags_between(None, bar))
+    snap = window.snapshot.set_index("symbol").loc["AAA"]
+    assert "≈ 1/0.25" in snap["hold_reason"] and pd.Timestamp(snap["hold_since"]) == at
+    last_good = float(f.loc[f["ts"] < at, "close"].iloc[-1])
+    marks = window_marks(window, pd.Series({"AAA": last_good})).set_index("symbol").loc["AAA"]
+    assert marks["mark"] == last_good and marks["stale"]  # the pre-jump mark, not a ×4 close of the window
+    assert np.isnan(window_marks(window).set_index("symbol").loc["AAA", "mark"])
+    entry = tmp_path / "adj.csv"
+    entry.write_text("symbol,effective_date,split_ratio,cash_dividend\nAAA,2025-06-04,0.25,0\n")
+    assert accepted(tmp_path, _scaled(f, at, price=4.0, volume=0.25), adjustments_file=str(entry)).flags.empty
