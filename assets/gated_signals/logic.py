@@ -14,7 +14,7 @@ The gate set (one value per symbol):
 - ``hold``: no order at all this bar, the position is kept as is: a would-be entry stopped by the
   spread gate (spread > spread_max_bps, or ≤ 0 / NaN: crossed or missing quote; quote_age_bars >
   quote_age_max_bars or NaN), or an unknown (non-finite) current position;
-- a symbol held by the data (``data_hold``: a split-like jump without an adjustments entry in the window) is
+- a symbol held by the data (``data_hold``: a split-like jump without an adjustments entry, at or before the bar) is
   ``hold`` whatever its signal, exits included (decision): its prices may be on another share basis than the
   book (an unadjusted 1:4 reverse split prices ×4), so any order sized or filled on them books a fake P&L
   (an exit at the next open sold the pre-split quantity at 4× the price: +9.7 % of equity). The position
