@@ -183,7 +183,7 @@ class Market(Section):
     jump_floor: PosFloat
     split_ratios: nonempty_unique(PosFloat)
     split_tolerance: OpenShare
-    split_volume_share: NonNegFloat
+    level_shift_max_ratio: Annotated[float, Field(gt=1)]
     spread_estimator_bars: Annotated[int, Field(ge=2)]
     estimated_spread_floor_bps: PosFloat
     calendar: Text

@@ -7,7 +7,7 @@ What a window carries besides prices (SPEC §9, §10): the skipped rows the bar 
 ts, rule, rows — recorded in lineage as ``bars_skips``), the corporate actions in effect (``adjustments``,
 ``bars_adjustments``: the history is stored raw and adjusted when pivoted, so an audit of a later bar adjusts
 the same recorded rows the same way), and per symbol in the snapshot: ``hold_reason`` (a split-like jump
-without an adjustments entry inside the window: no new entries), ``quote_age_bars`` (from the source's quote
+without an adjustments entry, at or before the bar: no orders, see ``assets/gated_signals/logic.py``), ``quote_age_bars`` (from the source's quote
 time when it has one, else the bars since the quote last changed; for an estimated spread the bars since the
 symbol last traded) and ``spread_estimated``.
 """
@@ -211,13 +211,14 @@ def _at_bar(now: pd.DataFrame, column: str, symbols: pd.Series, default) -> pd.S
 
 def _holds(symbols: pd.Series, flags: pd.DataFrame | None, times: pd.DatetimeIndex,
            bar_ts: pd.Timestamp) -> tuple[np.ndarray, pd.DatetimeIndex]:
-    """Per symbol the reason it is held (a split-like jump inside the window, the latest) and the jump's bar;
-    "" and NaT otherwise."""
+    """Per symbol the reason it is held (the latest split-like jump at or before the bar, also one older than
+    the window: without an adjustments entry the book stays on the old share basis, so the hold lasts until
+    an entry explains the jump) and the jump's bar; "" and NaT otherwise."""
     out = np.full(len(symbols), "", dtype=object)
     since = pd.DatetimeIndex([pd.NaT] * len(symbols), tz="UTC")
     if flags is None or not len(flags) or not len(times):
         return out, since
-    f = flags[(flags["ts"] >= times[0]) & (flags["ts"] <= bar_ts)].sort_values("ts", kind="mergesort")
+    f = flags[flags["ts"] <= bar_ts].sort_values("ts", kind="mergesort")
     if not len(f):
         return out, since
     last = f.drop_duplicates("symbol", keep="last").set_index("symbol")

@@ -20,11 +20,25 @@ closes, skipped ones included, so a new level is confirmed once it holds a major
 rows the fourth row at a new level is accepted (the first three are skipped), and a run of one or two bad
 prints never moves the reference. A ×100 or ÷100 print (|y| ≈ 4.6) is never accepted alone.
 
-Split-like jumps (:func:`split_suspects`, SPEC §9): at a session's first row, an open/previous-close ratio
-within ``split_tolerance`` (in log) of 1/k for a k in ``split_ratios`` (new shares per old share; reverse
-splits below 1) *and* a volume moved at least ``split_volume_share`` of the way to k× (in log, against the
-median volume of the previous ``sigma_rows`` rows) is a suspected split: the row is kept (it is a real print)
-but the symbol is held (no new entries) and later rows are compared on the new level.
+Implausible new levels (:func:`level_shifts`, decision; README "Your own market data"): a run of skipped jumps
+that ends in a confirmed row is a new level; when that row's close lies beyond ×``level_shift_max_ratio`` or
+÷``level_shift_max_ratio`` of the last accepted close before the run (the pre-jump level), it is not a price move
+but a data event (a vendor switching to cents: ×100; an unadjusted split mid-session) and is never accepted: that
+row and every later row nearer the new level than the pre-jump level (in log) are skipped with
+:data:`RULE_LEVEL` (the run's jumps stay skipped jumps), so the symbol has no price (no entry, no exit at a wrong price; a held position keeps its last
+good mark, flagged stale) until the file is fixed (rows back at the old level are accepted again once confirmed)
+or ``market.adjustments_file`` explains the change (an adjusted history has no jump). Rows are still decided from
+the row and the rows before it only. The default 3 lies far beyond the jump floor (a genuine 30 % move, log 0.26,
+is accepted once confirmed) and below every power-of-ten scale (×10, ×100, ×1000 and their inverses).
+
+Split-like jumps (:func:`split_suspects`, SPEC §9, decision): at a session's first row, an open/previous-close
+ratio within ``split_tolerance`` (in log) of 1/k for a k in ``split_ratios`` (new shares per old share; reverse
+splits below 1) is a suspected split *whatever the volume says*: the row is kept (it is a real print) but the
+symbol is held (no orders) and later rows are compared on the new level. Why not the volume: the session's
+first bar trades several times the intraday median (the U shape), so a ÷k volume of a reverse split never
+looked "moved toward k×" against the previous rows and a forward split passed with no change at all; a single
+opening bar against earlier opening bars is too noisy to tell a split from a news gap. A genuine −50 % (or
+×2) overnight gap is rare and holding it is the safe side.
 
 Spread estimate (:func:`estimated_spread`): Abdi & Ranaldo (2017), "A Simple Estimation of Bid-Ask Spreads
 from Daily Close, High, and Low Prices", Review of Financial Studies 30(12): s² = 4·E[(c_{t−1} − η_{t−1})
@@ -53,6 +67,8 @@ RULE_OUTSIDE_QUOTE = "close outside its quote"
 RULE_DUPLICATE = "duplicated bar (repeated row)"
 RULE_CONFLICT = "duplicated bar (conflicting rows)"
 RULE_JUMP = "price jump beyond recent volatility, unconfirmed"
+RULE_LEVEL = ("implausible new price level (beyond market.level_shift_max_ratio of the last good close: a unit change "
+              "or an unadjusted split), held until the file is fixed or market.adjustments_file explains it")
 MAD_TO_SIGMA = 1.4826  # normal consistency constant of the MAD (a definition, not a tunable)
 _CHUNK = 200_000       # rows per gathered block (bounds memory of the (rows × window) gathers)
 
@@ -68,7 +84,7 @@ class QualityParams:
     jump_floor: float
     split_ratios: tuple[float, ...]
     split_tolerance: float
-    split_volume_share: float
+    level_shift_max_ratio: float
     spread_window: int
     spread_floor_bps: float
 
@@ -78,7 +94,7 @@ class QualityParams:
         return cls(float(get_cfg(m + "quote_tolerance_bps")), int(get_cfg(m + "sanity_reference_rows")),
                    int(get_cfg(m + "sanity_sigma_rows")), float(get_cfg(m + "jump_sigmas")),
                    float(get_cfg(m + "jump_floor")), tuple(float(k) for k in get_cfg(m + "split_ratios")),
-                   float(get_cfg(m + "split_tolerance")), float(get_cfg(m + "split_volume_share")),
+                   float(get_cfg(m + "split_tolerance")), float(get_cfg(m + "level_shift_max_ratio")),
                    int(get_cfg(m + "spread_estimator_bars")), float(get_cfg(m + "estimated_spread_floor_bps")))
 
 
@@ -139,10 +155,11 @@ def _nanmedian_rows(block: np.ndarray) -> np.ndarray:
     return out
 
 
-def split_suspects(open_: np.ndarray, close: np.ndarray, volume: np.ndarray, seg: np.ndarray,
-                   new_session: np.ndarray, log_factor: np.ndarray, p: QualityParams) -> np.ndarray:
+def split_suspects(open_: np.ndarray, close: np.ndarray, seg: np.ndarray, new_session: np.ndarray,
+                   log_factor: np.ndarray, p: QualityParams) -> np.ndarray:
     """(R,) the suspected split ratio k of each row (NaN when none): a session's first row whose open sits
-    near 1/k of the previous close (forward-adjusted by ``log_factor``) and whose volume moved toward k×."""
+    within ``split_tolerance`` (log) of 1/k times the previous close, both forward-adjusted by ``log_factor``
+    (R,); the volume is not read (module docstring)."""
     n = len(close)
     out = np.full(n, np.nan)
     cand = np.nonzero(new_session & (np.arange(n) > seg))[0]
@@ -150,24 +167,50 @@ def split_suspects(open_: np.ndarray, close: np.ndarray, volume: np.ndarray, seg
         return out
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = (np.log(open_[cand]) + log_factor[cand]) - (np.log(close[cand - 1]) + log_factor[cand - 1])
-        vol_prev = np.full(len(cand), np.nan)
-        lags = np.arange(1, p.sigma_rows + 1)
-        logv = np.log(np.where(volume > 0, volume, np.nan))
-        for start in range(0, len(cand), _CHUNK):  # a loop over blocks of rows, never over symbols
-            part = cand[start:start + _CHUNK]
-            idx = part[:, None] - lags[None, :]
-            ok = idx >= seg[part][:, None]
-            block = np.where(ok, logv[np.where(ok, idx, 0)], np.nan)
-            vol_prev[start:start + len(part)] = _nanmedian_rows(block)
-        vr = logv[cand] - vol_prev
         ks = np.log(np.asarray(p.split_ratios, dtype=float))
         miss = np.abs(rho[:, None] + ks[None, :])               # |log(open/prev close) + log k|
-        moved = vr[:, None] * np.sign(ks)[None, :] >= p.split_volume_share * np.abs(ks)[None, :]
-        match = (miss < p.split_tolerance) & moved
+        match = miss < p.split_tolerance
     best = np.where(match, miss, np.inf).argmin(axis=1)
     found = match.any(axis=1)
     out[cand[found]] = np.asarray(p.split_ratios)[best[found]]
     return out
+
+
+def level_shifts(close: np.ndarray, seg: np.ndarray, log_factor: np.ndarray, jumps: np.ndarray,
+                 max_ratio: float) -> np.ndarray:
+    """(R,) True for the rows of an implausible new level (module docstring): from the row that confirms it to
+    the last row nearer the new level than the pre-jump one (the jump rows before it stay jumps).
+
+    ``close`` (R,) finite positive closes, ``log_factor`` (R,) their forward adjustment, ``jumps`` (R,) the
+    :func:`price_jumps` mask. Vectorised over rows; the loop runs once per implausible level found (a handful
+    in a file), never per row or symbol."""
+    n = len(close)
+    held = np.zeros(n, dtype=bool)
+    if n == 0:
+        return held
+    y = np.log(close) + log_factor
+    i = np.arange(n)
+    starts = np.unique(seg)
+    seg_end = np.r_[starts[1:], n][np.searchsorted(starts, seg)]
+    limit = np.log(max_ratio)
+    done = 0  # rows before this one are decided
+    while True:
+        bad = jumps | held
+        last_good = np.maximum.accumulate(np.where(bad, -1, i))       # last accepted row at or before each row
+        anchor = np.r_[-1, last_good[:-1]]                            # … strictly before each row
+        confirm = ~bad & (i >= done) & (i > seg) & np.r_[False, bad[:-1]] & (anchor >= seg)
+        with np.errstate(invalid="ignore"):
+            far = confirm & (np.abs(y - y[np.maximum(anchor, 0)]) > limit)
+        hit = np.nonzero(far)[0]
+        if not len(hit):
+            return held
+        r = int(hit[0])
+        a, end = int(anchor[r]), int(seg_end[r])
+        old, new = y[a], y[r]
+        nearer_new = np.abs(y[r:end] - new) < np.abs(y[r:end] - old)
+        stop = r + (int(np.argmin(nearer_new)) if not nearer_new.all() else len(nearer_new))
+        held[r:stop] = True  # the run's jump rows keep their rule: it was decided before row r arrived
+        done = stop
 
 
 def price_jumps(prices: np.ndarray, seg: np.ndarray, new_session: np.ndarray, log_factor: np.ndarray,

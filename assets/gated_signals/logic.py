@@ -13,15 +13,19 @@ The gate set (one value per symbol):
   sizing treats it like any zero signal (target 0 through the no-trade band);
 - ``hold``: no order at all this bar, the position is kept as is: a would-be entry stopped by the
   spread gate (spread > spread_max_bps, or ≤ 0 / NaN: crossed or missing quote; quote_age_bars >
-  quote_age_max_bars or NaN), held by the data (``data_hold``: a split-like jump without an adjustments entry
-  in the window), or an unknown (non-finite) current position.
+  quote_age_max_bars or NaN), or an unknown (non-finite) current position;
+- a symbol held by the data (``data_hold``: a split-like jump without an adjustments entry, at or before the bar) is
+  ``hold`` whatever its signal, exits included (decision): its prices may be on another share basis than the
+  book (an unadjusted 1:4 reverse split prices ×4), so any order sized or filled on them books a fake P&L
+  (an exit at the next open sold the pre-split quantity at 4× the price: +9.7 % of equity). The position
+  keeps its last good mark (stale) until an adjustments entry explains the jump or it leaves the window.
 
 The quote's age comes from the bar: the source's quote time where it has one, else the bars since the quote
 last changed, so a real feed's last quote repeated bar after bar goes stale. An *estimated* spread (a file
 without bid/ask; Abdi–Ranaldo from high/low/close, ``assets/bars/quality.py``) is not a quote (decision): it is
 as fresh as the trades it was estimated from (its age is the bars since the symbol last traded) and passes
 the same ``spread_max_bps`` test; ``gating.allow_estimated_spread: false`` holds every entry that has only an
-estimate (reason ``estimated_spread``). Exits are never held.
+estimate (reason ``estimated_spread``). Exits are never held by the spread gate.
 Block wins over prefer when both hold (the conservative reading). The size multiplier is
 1 − P(against) for allowed/preferred (long: 1 − P(peak)), 0 for every other gate.
 """
@@ -115,9 +119,9 @@ def gate_signals(direction: np.ndarray, final_score_bps: np.ndarray, decision: n
     estimated = np.zeros(n, bool) if spread_estimated is None else np.asarray(spread_estimated, dtype=bool)
     no_estimate = estimated & (not params.allow_estimated_spread)
     data = np.zeros(n, bool) if data_hold is None else np.asarray(data_hold, dtype=bool)
-    is_exit = exit_long | exit_short
+    is_exit = (exit_long | exit_short) & ~data  # a data hold keeps the position as is: no exit either
     bad_qty = ~np.isfinite(qty)
-    held = passes & (wide | stale | no_estimate | data) & ~is_exit
+    held = (passes & (wide | stale | no_estimate) & ~is_exit) | data
     conds = [is_exit, bad_qty & ~is_exit, held, passes & prefer, passes]
     gate = np.select(conds, [EXIT, HOLD, HOLD, PREFERRED, ALLOWED], default=BLOCKED).astype(str)
     reason = _reasons(d, has_signal, probs_ok, block, below, exit_long, wide, stale, conds,

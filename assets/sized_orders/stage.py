@@ -81,7 +81,10 @@ def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfol
         is_exit = np.zeros(len(g), dtype=bool)
     elif flatten:  # the working orders are cancelled by executions: the book alone is exited
         net = held
-        signal, is_exit, hold = np.zeros(len(g)), net != 0.0, np.zeros(len(g), dtype=bool)
+        # … except a symbol held by the data (its prices may be on another share basis: gated_signals/logic.py)
+        reason = g["reason"].astype(str) if "reason" in g else pd.Series("", index=g.index)
+        data_hold = (g["gate"].astype(str) == "hold").to_numpy() & reason.str.startswith("data_hold").to_numpy()
+        signal, is_exit, hold = np.zeros(len(g)), (net != 0.0) & ~data_hold, data_hold
     o = size_orders(signal, col["sigma_bps"], g["size_mult"].to_numpy(dtype=float), is_exit, hold, net,
                     col["price"], col["sigma_daily_bps"], col["adv_bar_dollars"], float(portfolio_value), raw_hist,
                     symbols, bar, params)

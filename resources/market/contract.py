@@ -344,13 +344,18 @@ def _hypotheses(raw: RawTimes, sample: np.ndarray, configured: Convention, calen
     return [(z, localize(wall, parse_zone(z))) for z in zones]
 
 
+def _median_minutes(delta: np.ndarray) -> int | None:
+    """The median of a timedelta array in whole minutes (None when every entry is NaT)."""
+    d = delta[~np.isnat(delta)]
+    return int(np.median(d / np.timedelta64(1, "m"))) if len(d) else None
+
+
 def _fmt_shift(delta: np.ndarray) -> str:
     """How far the rows (as read) sit from where the fitting convention puts them: "4 h early" when they were
     read 4 hours before their bars (e.g. New York wall time read as UTC), "… late" the other way."""
-    d = delta[~np.isnat(delta)]
-    if not len(d):
+    minutes = _median_minutes(delta)
+    if minutes is None:
         return ""
-    minutes = int(np.median(d / np.timedelta64(1, "m")))
     h, m = divmod(abs(minutes), 60)
     return f"{h} h" + (f" {m:02d} min" if m else "") + (" early" if minutes > 0 else " late")
 
@@ -428,7 +433,10 @@ def _refuse_or_accept_off_grid(diag: FileDiagnosis, raw: RawTimes, convention: C
         return
     if best is not None and best.share >= min_grid_share and (best.share > base.share):
         shift = _fmt_shift(best.shift - own) if best.shift is not None else ""
-        same_zone = best.zone == convention.timezone and not raw.aware
+        # offsets written in the file that put the rows where the fitting hypothesis does are right: only the
+        # stamp (or nothing) differs, and the message must name market.files_stamp, not the offsets
+        offsets_right = raw.aware and best.shift is not None and _median_minutes(best.shift - own) == 0
+        same_zone = (best.zone == convention.timezone and not raw.aware) or offsets_right
         stamp_note = f" stamped at their {best.stamp}" if best.stamp != convention.stamp else ""
         keys = []
         if not same_zone:
@@ -444,7 +452,7 @@ def _refuse_or_accept_off_grid(diag: FileDiagnosis, raw: RawTimes, convention: C
         else:
             diag.refuse(f"{seen}; the rows sit {shift}: looks like {best.zone} wall time{stamp_note} "
                         f"(set {', '.join(keys)})")
-        diag.timezone = best.zone
+        diag.timezone = "offsets in the file" if offsets_right else best.zone
         diag.stamp = best.stamp
         return
     if base.session_share >= min_grid_share and base.coverage >= min_coverage:
@@ -474,5 +482,15 @@ def _check_stamp(diag: FileDiagnosis, base: Fit, convention: Convention) -> None
         diag.stamp = "open" if opens else "close"
     elif not opens:
         diag.stamp = "unknown"
-        diag.warn("no row at the session's open or close: the file covers only part of its sessions, so its "
-                  f"stamp convention cannot be checked (read as market.files_stamp: {convention.stamp})")
+        if diag.timezone == "offsets in the file":  # the offsets fix the instants: only the stamp is open
+            diag.warn("no row at the session's open or close: the file covers only part of its sessions, so its "
+                      f"stamp convention cannot be checked (read as market.files_stamp: {convention.stamp}; a "
+                      "file stamped the other way is read one bar off)")
+        else:  # decision: not guessed from volume or spread shapes (too weak on a few hours); said plainly
+            diag.timezone = f"{convention.timezone} (unchecked)"
+            diag.warn("no row at the session's open or close: the file covers only part of its sessions, so "
+                      "neither its time zone nor its stamp convention can be checked (read as "
+                      f"market.files_timezone: {convention.timezone}, market.files_stamp: {convention.stamp}); "
+                      "a file written in another zone whose rows still fall inside the session (e.g. Chicago "
+                      "wall time read as New York) is read shifted by the zones' difference: check both keys "
+                      "against the vendor's documentation, or write the times with their UTC offset")

@@ -26,9 +26,11 @@ import pandas as pd
 
 from assets.bars.quality import (
     RULE_JUMP,
+    RULE_LEVEL,
     QualityParams,
     duplicate_rules,
     estimated_spread,
+    level_shifts,
     price_jumps,
     row_rules,
     split_suspects,
@@ -176,7 +178,8 @@ class FilesSource:
 
     def _price_rules(self, out: pd.DataFrame, live: np.ndarray, rule: np.ndarray, grid: Grid, bar: np.ndarray,
                      actions: pd.DataFrame) -> pd.DataFrame:
-        """Split-like jumps (flags) and price jumps (skips) on the rows that passed the row rules."""
+        """Split-like jumps (flags), price jumps and implausible new levels (skips) on the rows that passed
+        the row rules (:mod:`assets.bars.quality`)."""
         idx = np.nonzero(live)[0]
         if not len(idx):
             return empty_flags()
@@ -187,19 +190,21 @@ class FilesSource:
         seg = np.zeros(len(idx), dtype=np.int64)
         ts = rows["ts"].to_numpy(dtype="datetime64[ns]")
         g = forward_log_factor(rows["symbol"].to_numpy(), ts, actions)
-        k = split_suspects(rows["open"].to_numpy(float), rows["close"].to_numpy(float),
-                           rows["volume"].to_numpy(float), seg, new_session, g, self.params)
+        k = split_suspects(rows["open"].to_numpy(float), rows["close"].to_numpy(float), seg, new_session, g,
+                           self.params)
         g2 = g + np.cumsum(np.where(np.isfinite(k), np.log(np.where(np.isfinite(k), k, 1.0)), 0.0))
         prices = rows[["open", "high", "low", "close"]].to_numpy(dtype=float)
         jumps = price_jumps(prices, seg, new_session, g2, self.params)
         rule[idx[jumps]] = RULE_JUMP
-        found = np.isfinite(k) & ~jumps
+        level = level_shifts(prices[:, 3], seg, g2, jumps, self.params.level_shift_max_ratio)
+        rule[idx[level]] = RULE_LEVEL
+        found = np.isfinite(k) & ~jumps & ~level
         if not found.any():
             return empty_flags()
         ratio = k[found]
         prev = out["close"].to_numpy(float)[idx[np.nonzero(found)[0] - 1]]
-        reasons = [f"split-like jump at the open: open/previous close {o / c:.4f} ≈ 1/{r:g}, volume moved toward "
-                   f"{r:g}×, and no entry in market.adjustments_file" for o, c, r in
+        reasons = [f"split-like jump at the open: open/previous close {o / c:.4f} ≈ 1/{r:g} (held whatever the "
+                   "volume says), and no entry in market.adjustments_file" for o, c, r in
                    zip(rows["open"].to_numpy(float)[found], prev, ratio, strict=True)]
         return pd.DataFrame({"symbol": rows["symbol"].to_numpy()[found], "ts": rows["ts"].to_numpy()[found],
                              "split_ratio": ratio, "reason": reasons})
@@ -262,9 +267,11 @@ class FilesSource:
         s = self.skips[self.skips["rule"].isin([RULE_OUT_OF_RANGE, RULE_UNPARSEABLE])]
         return s.reset_index(drop=True)
 
-    def flags_between(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    def flags_between(self, start: pd.Timestamp | None, end: pd.Timestamp) -> pd.DataFrame:
+        """Split-like jumps with start ≤ ts ≤ end (``start`` None: from the beginning)."""
         f = self.flags
-        return f[((f["ts"] >= start) & (f["ts"] <= end)).to_numpy()].reset_index(drop=True)
+        mask = f["ts"] <= end if start is None else (f["ts"] >= start) & (f["ts"] <= end)
+        return f[mask.to_numpy()].reset_index(drop=True)
 
     def adjustments_until(self, bar: pd.Timestamp) -> pd.DataFrame:
         """The actions effective on or before ``bar`` (point in time)."""

@@ -56,7 +56,9 @@ class MarketDataResource(dg.ConfigurableResource):
             parts = [src.drain_skips()]
         if parts is not None:
             skips = pd.concat([q for q in parts if len(q)], ignore_index=True) if any(len(q) for q in parts) else None
-        flags = src.flags_between(times[0], ts) if hasattr(src, "flags_between") else None
+        # every split-like jump up to the bar, also before the window: a hold lasts until an adjustments entry
+        # explains the jump (the book is on the old basis for as long as it is not adjusted)
+        flags = src.flags_between(None, ts) if hasattr(src, "flags_between") else None
         adjustments = src.adjustments_until(ts) if hasattr(src, "adjustments_until") else None
         if adjustments is not None:  # only the actions that touch the window (later ones are not known yet)
             adjustments = adjustments[(adjustments["effective_open"] > times[0]).to_numpy()].reset_index(drop=True)

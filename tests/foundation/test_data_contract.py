@@ -192,3 +192,97 @@ def test_the_engine_refuses_at_load_naming_the_first_refused_file(tmp_path):
     with pytest.raises(DataError, match=r"BBB\.csv: .*America/New_York.*tradegraph data check"):
         FilesSource(d)
     assert dt.date(2025, 6, 3) in get_calendar().sessions("2025-06-02", "2025-06-06")
+
+
+def _scaled(frame: pd.DataFrame, at: pd.Timestamp, price: float = 1.0, volume: float = 1.0) -> pd.DataFrame:
+    out = frame.copy()
+    hit = out["ts"] >= at
+    out.loc[hit, ["open", "high", "low", "close", "bid", "ask"]] *= price
+    out.loc[hit, "volume"] *= volume
+    return out
+
+
+@pytest.mark.parametrize("scale", [100.0, 0.01, 1000.0])
+def test_a_lasting_unit_change_is_skipped_to_the_end_of_the_file_never_accepted(tmp_path, scale):
+    f = bars_on_grid()
+    at = f["ts"].iloc[30]  # mid-session of 2025-06-03: every price × scale from there on (a vendor in cents)
+    src = accepted(tmp_path, _scaled(f, at, price=scale))
+    from assets.bars.quality import RULE_LEVEL
+    level = src.skips[src.skips["rule"] == RULE_LEVEL]
+    assert len(level) == len(f) - 33 and (pd.DatetimeIndex(level["ts"]) > f["ts"].iloc[32]).all()
+    assert len(src.skips) == len(f) - 30 and not len(src.flags)  # every later row recorded, nothing accepted
+    assert (src.history(f["ts"].iloc[-1], 400)["ts"] < at).all()
+
+
+@pytest.mark.parametrize("k", [2.0, 3.0, 4.0, 5.0, 10.0, 1.5, 0.5, 0.25, 0.2, 0.1])
+def test_an_unadjusted_split_at_an_open_holds_the_symbol_whatever_the_volume(tmp_path, k):
+    f = bars_on_grid()
+    f["volume"] = 2000.0
+    first = f["ts"].dt.date != f["ts"].shift().dt.date
+    f.loc[first, "volume"] = 6000.0  # a session's first bar trades ~3× the intraday median (the U shape)
+    at = f["ts"][f["ts"].dt.date == dt.date(2025, 6, 4)].iloc[0]  # the second session's first bar
+    f.loc[f["ts"] == at, "open"] = f.loc[f["ts"] == f["ts"][f["ts"] < at].iloc[-1], "close"].to_numpy()
+    f.loc[f["ts"] == at, "high"] = f.loc[f["ts"] == at, ["open", "close", "high"]].max(axis=1)
+    f.loc[f["ts"] == at, "low"] = f.loc[f["ts"] == at, ["open", "close", "low"]].min(axis=1)
+    for volume in (k, 1.0):  # volume × k (a real split) or unchanged
+        src = accepted(tmp_path, _scaled(f, at, price=1 / k, volume=volume))
+        assert src.flags[["symbol", "split_ratio"]].values.tolist() == [["AAA", k]]
+        assert pd.Timestamp(src.flags["ts"].iloc[0]) == at and "1/" in src.flags["reason"].iloc[0]
+        assert not len(src.skips)  # no row is skipped as a jump: later rows are compared on the new level
+
+
+@pytest.mark.parametrize("suffix", ["Z", "+00:00", "-04:00"])
+def test_hourly_clock_bars_stamped_at_their_open_with_offsets_name_files_stamp(tmp_path, suffix):
+    # issue: refused with "the rows sit 0 h late … fix the offsets in the file" although the offsets are right
+    f = bars_on_grid(60, "clock")
+    opens = f["ts"] - pd.Timedelta(hours=1)
+    first = f["ts"].dt.tz_convert("America/New_York").dt.strftime("%H:%M") == "10:00"
+    opens[first] = f["ts"][first] - pd.Timedelta(minutes=30)  # the session's first (partial) bar opens at 9:30
+    zone = "UTC" if suffix != "-04:00" else "-04:00"
+    text = opens.dt.tz_convert(zone).dt.strftime("%Y-%m-%dT%H:%M:%S") + suffix
+    msg = refused(tmp_path, f, text, bar_minutes=60)
+    assert "market.files_stamp: open" in msg and "fix the offsets" not in msg and "0 h" not in msg
+    src = accepted(tmp_path, f, text, bar_minutes=60, files_stamp="open")
+    assert src.history(f["ts"].iloc[-1], 30)["ts"].tolist() == f["ts"].tolist()
+
+
+def test_a_partial_session_file_says_its_zone_cannot_be_checked(tmp_path):
+    # 11:00–15:00 New York rows written as naive Chicago wall time and read as New York: every row still sits
+    # on the grid inside the session (one hour early); the diagnosis must say the zone is unchecked, not only
+    # the stamp. With offsets written in the file only the stamp is unchecked.
+    f = bars_on_grid()
+    local = f["ts"].dt.tz_convert("America/New_York")
+    part = f[(local.dt.hour >= 11) & (local.dt.hour < 15)].reset_index(drop=True)
+    src = accepted(tmp_path, part, wall(part["ts"], "America/Chicago"), files_timezone="America/New_York")
+    d = src.diagnoses[0]
+    assert d.verdict == "warn" and d.stamp == "unknown" and d.timezone == "America/New_York (unchecked)"
+    assert "neither its time zone nor its stamp convention can be checked" in d.findings[0]
+    assert "market.files_timezone: America/New_York" in d.findings[0]
+    d = accepted(tmp_path, part).diagnoses[0]  # written with +00:00
+    assert d.timezone == "offsets in the file" and "time zone" not in d.findings[0]
+    assert "stamp convention cannot be checked" in d.findings[0]
+
+
+def test_a_split_hold_lasts_beyond_the_window_until_an_entry_explains_it(tmp_path):
+    # without an adjustments entry the book stays on the old share basis: once the jump left the window the
+    # symbol was no longer held and its position was marked at the new basis (×4 for a 1:4 reverse split)
+    from assets.bars.logic import build_window
+    from assets.positions.stage import window_marks
+    f = bars_on_grid()
+    at = f["ts"][f["ts"].dt.date == dt.date(2025, 6, 4)].iloc[0]
+    src = accepted(tmp_path, _scaled(f, at, price=4.0, volume=0.25))
+    assert src.flags["split_ratio"].tolist() == [0.25]
+    bar = f["ts"].iloc[-1]  # a session later: the jump is far outside a 6-bar window
+    with use_config(_over({})):
+        times = src.calendar.previous_bars(bar, 6)
+        window, _ = build_window("late", bar, times, src.history(bar, 6), src.symbols(),
+                                 pd.Series(1e6, index=src.symbols()), flags=src.flags_between(None, bar))
+    snap = window.snapshot.set_index("symbol").loc["AAA"]
+    assert "≈ 1/0.25" in snap["hold_reason"] and pd.Timestamp(snap["hold_since"]) == at
+    last_good = float(f.loc[f["ts"] < at, "close"].iloc[-1])
+    marks = window_marks(window, pd.Series({"AAA": last_good})).set_index("symbol").loc["AAA"]
+    assert marks["mark"] == last_good and marks["stale"]  # the pre-jump mark, not a ×4 close of the window
+    assert np.isnan(window_marks(window).set_index("symbol").loc["AAA", "mark"])
+    entry = tmp_path / "adj.csv"
+    entry.write_text("symbol,effective_date,split_ratio,cash_dividend\nAAA,2025-06-04,0.25,0\n")
+    assert accepted(tmp_path, _scaled(f, at, price=4.0, volume=0.25), adjustments_file=str(entry)).flags.empty

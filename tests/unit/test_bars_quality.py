@@ -12,6 +12,7 @@ from assets.bars.quality import (
     QualityParams,
     bars_since_trade,
     estimated_spread,
+    level_shifts,
     price_jumps,
     quote_age_bars,
     segments,
@@ -19,7 +20,7 @@ from assets.bars.quality import (
 )
 
 P = QualityParams(quote_tolerance_bps=25.0, reference_rows=5, sigma_rows=60, jump_sigmas=12.0, jump_floor=0.2,
-                  split_ratios=(2.0, 3.0, 0.5), split_tolerance=0.03, split_volume_share=0.5, spread_window=4,
+                  split_ratios=(2.0, 3.0, 0.5), split_tolerance=0.03, level_shift_max_ratio=3.0, spread_window=4,
                   spread_floor_bps=0.5)
 
 
@@ -71,20 +72,83 @@ def test_a_corporate_action_factor_removes_the_jump():
     assert _jumps(close, factor=np.log([1, 1, 1, 2, 2])) == [False] * 5  # a 2:1 split effective at row 3
 
 
-def test_split_suspect_needs_the_ratio_at_a_session_open_and_the_volume():
+CONFIGURED_RATIOS = (2.0, 3.0, 4.0, 5.0, 10.0, 1.5, 0.5, 0.25, 0.2, 0.1)  # CONFIG/defaults.yaml market.split_ratios
+
+
+@pytest.mark.parametrize("k", CONFIGURED_RATIOS)
+@pytest.mark.parametrize("volume_factor", [None, 1.0, 3.0, 1 / 3])  # None: ×k (a real split), else unchanged/×3/÷3
+def test_a_split_of_every_configured_ratio_at_an_open_is_suspected_whatever_the_volume(k, volume_factor):
+    # an unadjusted k:1 split (reverse below 1) at the open of row 3: prices ÷k; the opening bar's volume
+    # ×k, unchanged, ×3 (the opening bar of the U shape) or ÷3; on main a reverse split was never suspected
+    p = dataclasses.replace(P, split_ratios=CONFIGURED_RATIOS)
+    open_ = np.array([100, 100, 100, 100 / k, 100 / k])
+    close = np.array([100, 100, 100, 100 / k, 100 / k])
+    vol = np.full(5, 1000.0)
+    vol[3:] *= k if volume_factor is None else volume_factor
+    new_session = np.array([False, False, False, True, False])
+    got = split_suspects(open_, close, np.zeros(5, int), new_session, np.zeros(5), p)
+    assert np.isnan(got[[0, 1, 2, 4]]).all() and got[3] == k
+
+
+def test_split_suspect_needs_a_split_ratio_at_a_session_open():
     open_ = np.array([100, 100, 100, 50.5, 50.0])
     close = np.array([100, 100, 100, 50.0, 50.0])
     new_session = np.array([False, False, False, True, False])
     seg = np.zeros(5, int)
-    vol = np.array([1000, 1000, 1000, 2100, 2000.0])
-    k = split_suspects(open_, close, vol, seg, new_session, np.zeros(5), P)
+    k = split_suspects(open_, close, seg, new_session, np.zeros(5), P)
     assert np.isnan(k[[0, 1, 2, 4]]).all() and k[3] == 2.0  # |log 0.505 + log 2| = 0.00995 < 0.03
-    same_volume = split_suspects(open_, close, np.full(5, 1000.0), seg, new_session, np.zeros(5), P)
-    assert np.isnan(same_volume).all()  # a −50 % gap on ordinary volume is not a split
-    mid_session = split_suspects(open_, close, vol, seg, np.zeros(5, bool), np.zeros(5), P)
+    off_ratio = split_suspects(np.array([100, 100, 100, 52.0, 52.0]), close, seg, new_session, np.zeros(5), P)
+    assert np.isnan(off_ratio).all()  # |log 0.52 + log 2| = 0.0392 > 0.03: a gap, not a split ratio
+    mid_session = split_suspects(open_, close, seg, np.zeros(5, bool), np.zeros(5), P)
     assert np.isnan(mid_session).all()  # splits take effect at an open
-    adjusted = split_suspects(open_, close, vol, seg, new_session, np.log([1, 1, 1, 2, 2]), P)
+    adjusted = split_suspects(open_, close, seg, new_session, np.log([1, 1, 1, 2, 2]), P)
     assert np.isnan(adjusted).all()  # an adjustments entry explains it
+
+
+def _levels(close, seg=None, new_session=None, max_ratio=3.0):
+    n = len(close)
+    seg = np.zeros(n, int) if seg is None else seg
+    jumps = price_jumps(_ohlc(close), seg, np.zeros(n, bool) if new_session is None else new_session,
+                        np.zeros(n), P)
+    return jumps.tolist(), level_shifts(np.asarray(close, float), seg, np.zeros(n), jumps, max_ratio).tolist()
+
+
+@pytest.mark.parametrize("scale", [100.0, 0.01, 1000.0, 0.001, 10.0, 0.1])
+def test_a_lasting_power_of_ten_scale_is_never_accepted(scale):
+    # from row 5 on every price × scale (a vendor switching units): rows 5–7 are jumps, row 8 would be
+    # "confirmed" (median of the previous 5 closes is at the new level) — on main it was accepted
+    jumps, held = _levels([10.0] * 5 + [10.0 * scale] * 8)
+    assert jumps == [False] * 5 + [True] * 3 + [False] * 5
+    assert held == [False] * 8 + [True] * 5  # from the confirming row to the last row (the jumps stay jumps)
+
+
+def test_a_scale_that_is_fixed_later_is_accepted_again_at_the_old_level():
+    # ×100 for 6 rows, then the file is back at 10: rows 11–13 are jumps against the ×100 reference, row 14
+    # (median of 1000, 1000, 10, 10, 10 = 10) is confirmed at 10/10 = ×1 of the pre-jump level: accepted
+    jumps, held = _levels([10.0] * 5 + [1000.0] * 6 + [10.0] * 6)
+    assert held == [False] * 8 + [True] * 3 + [False] * 6
+    assert jumps == [False] * 5 + [True] * 3 + [False] * 3 + [True] * 3 + [False] * 3
+
+
+def test_a_genuine_30_percent_move_is_still_accepted_as_a_new_level():
+    jumps, held = _levels([10.0] * 5 + [13.0] * 6)  # |log 1.3| = 0.262 > jump floor 0.2; ×1.3 < ×3
+    assert jumps == [False] * 5 + [True] * 3 + [False] * 3 and held == [False] * 11
+    jumps, held = _levels([10.0] * 5 + [7.0] * 6)   # −30 %: ÷1.43
+    assert jumps == [False] * 5 + [True] * 3 + [False] * 3 and held == [False] * 11
+
+
+def test_the_level_limit_is_the_configured_ratio():
+    assert _levels([10.0] * 5 + [29.0] * 5)[1] == [False] * 10           # ×2.9 < ×3: a price move
+    assert _levels([10.0] * 5 + [31.0] * 5)[1] == [False] * 8 + [True] * 2  # ×3.1 > ×3
+    assert _levels([10.0] * 5 + [3.4] * 5)[1] == [False] * 10            # ÷2.94 < ÷3
+    assert _levels([10.0] * 5 + [3.2] * 5)[1] == [False] * 8 + [True] * 2   # ÷3.125 > ÷3
+    assert _levels([10.0] * 5 + [3.2] * 5, max_ratio=3.5)[1] == [False] * 10
+
+
+def test_a_level_shift_stays_inside_its_symbol():
+    close = [10.0] * 5 + [1000.0] * 4 + [20.0] * 9  # A: 9 rows, ×100 from row 5; B: 9 rows at 20
+    seg = segments(np.array(["A"] * 9 + ["B"] * 9))
+    assert _levels(close, seg=seg)[1] == [False] * 8 + [True] + [False] * 9
 
 
 def test_estimated_spread_is_abdi_ranaldo_point_in_time():

@@ -163,9 +163,14 @@ def test_an_estimated_spread_is_gated_like_a_quote_or_held_by_choice() -> None:
     assert one(g(allow=False))[:2] == ("hold", "estimated_spread")
 
 
-def test_a_data_hold_stops_new_entries_and_lets_exits_through() -> None:
-    def g(qty=0.0, p_peak=0.3):
-        return gate_signals(*(np.atleast_1d(x) for x in (1, 10.0, "TRADE", 3.0, p_peak, 0.3, qty, 2.0, 0.0)), P,
-                            data_hold=np.array([True]))
+def test_a_data_hold_stops_every_order_exits_included() -> None:
+    # an exit of a held name fills at the next open on the suspected new basis (a 1:4 reverse split: ×4 the
+    # price for the pre-split quantity): the position is kept as is, no exit, no zero-signal target
+    def g(qty=0.0, p_peak=0.3, decision="TRADE", hold=True):
+        return gate_signals(*(np.atleast_1d(x) for x in (1, 10.0, decision, 3.0, p_peak, 0.3, qty, 2.0, 0.0)), P,
+                            data_hold=np.array([hold]))
     assert one(g())[:2] == ("hold", "data_hold")
-    assert one(g(qty=50.0, p_peak=0.7))[:2] == ("exit", "exit_long:p_peak")
+    assert one(g(qty=50.0, p_peak=0.7))[:2] == ("hold", "data_hold")
+    assert not g(qty=50.0, p_peak=0.7).is_exit[0]
+    assert one(g(qty=50.0, decision="HOLD"))[:2] == ("hold", "data_hold")  # not blocked (target 0 = an exit)
+    assert one(g(qty=50.0, p_peak=0.7, hold=False))[:2] == ("exit", "exit_long:p_peak")

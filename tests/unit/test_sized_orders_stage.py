@@ -63,6 +63,19 @@ def test_flatten_before_close_exits_the_book_only_and_opens_nothing():
         -120.0, "SELL", "flatten_before_close", True, "MOC")           # the working 30 are cancelled instead
 
 
+def test_flatten_before_close_keeps_a_position_held_by_the_data():
+    # a suspected split (gate hold, reason data_hold): its prices may be on another share basis than the book,
+    # so the flatten does not sell it (an exit filled at the new basis books a fake P&L); BBB is flattened
+    gated, features = inputs(signal=(0.0, 0.0), held=(80.0, 120.0))
+    gated["gate"] = ["hold", "blocked"]
+    gated["hold"] = [True, False]
+    gated["reason"] = ["data_hold", "no_signal"]
+    rules = SessionRules(flatten_before_close=True, close_order_type=OrderType.MOC)
+    s = compute_sized(BAR, gated, features, 1e6, History(), SP, rules=rules, phase="last").set_index("symbol")
+    assert not s.loc["AAA", "has_order"] and s.loc["AAA", "shares"] == 0.0
+    assert (s.loc["BBB", "shares"], s.loc["BBB", "status"]) == (-120.0, "flatten_before_close")
+
+
 def test_orders_of_the_bar_before_the_close_take_the_close_order_type():
     moc = SessionRules(flatten_before_close=False, close_order_type=OrderType.MOC)
     assert sized(phase="last", rules=moc).loc["AAA", "order_type"] == "MOC"
