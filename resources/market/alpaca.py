@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from assets.bars.logic import SKIP_COLUMNS
-from assets.bars.quality import QualityParams, estimated_spread, segments
+from assets.bars.quality import QualityParams, estimated_spread, row_rules, segments
 from CONFIG.config_loader import get_cfg, resolve_path
 from resources.brokers.alpaca.transport import RetryPolicy, call, harden
 from resources.credentials import AlpacaKeys
@@ -94,9 +94,18 @@ def estimate_bid_ask(rows: pd.DataFrame, tz: str, params: QualityParams | None =
     return close * (1 - s / 2), close * (1 + s / 2)
 
 
-def to_contract(frame: pd.DataFrame, closes: pd.DatetimeIndex, bar_minutes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def to_contract(frame: pd.DataFrame, closes: pd.DatetimeIndex,
+                bar_minutes: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Vendor bars (start stamps) → rows of the data contract (``BAR_COLUMNS``, ts = close) on ``closes``,
-    and the skipped rows (ts = the would-be close, symbol, rule). Duplicates keep the first row."""
+    the skipped rows (ts = the would-be close, symbol, rule) and the split-like jumps at an open (symbol, ts,
+    split_ratio, reason). Duplicates keep the first row. The files source's row rules (non-positive or
+    missing prices, high < low, open or close outside high–low, bad volume) and price sanity (unconfirmed
+    jumps, implausible new levels, split-like opens: ``resources.market.files.price_rules``) apply to the
+    vendor's rows too, each decided from the symbol's earlier rows in the fetched window: a vendor is not
+    trusted more than a file."""
+    from resources.market.adjustments import empty_adjustments
+    from resources.market.files import price_rules
+
     ts = frame["start"] + pd.Timedelta(minutes=bar_minutes)
     on_grid = ts.isin(closes).to_numpy()
     dup = pd.DataFrame({"ts": ts, "symbol": frame["symbol"]}).duplicated().to_numpy()
@@ -109,9 +118,22 @@ def to_contract(frame: pd.DataFrame, closes: pd.DatetimeIndex, bar_minutes: int)
     out = pd.DataFrame({"ts": ts[on_grid & ~dup], "symbol": keep["symbol"], "open": keep["open"],
                         "high": keep["high"], "low": keep["low"], "close": keep["close"], "volume": keep["volume"]})
     out = out.sort_values(["symbol", "ts"], kind="mergesort").reset_index(drop=True)
+    out["bid"] = out["ask"] = np.nan
+    params = QualityParams.from_cfg()
+    rule = row_rules(out, False, params.quote_tolerance_bps).astype(object)
+    live = rule == ""
+    days = out["ts"].dt.tz_convert(get_cfg("market.timezone")).dt.date.to_numpy().astype("datetime64[D]")
+    found, flags = price_rules(out[live].reset_index(drop=True), days[live], empty_adjustments(), params)
+    rule[np.nonzero(live)[0]] = found
+    bad = rule != ""
+    skips = pd.concat([skips, pd.DataFrame({"file": SKIP_FILE, "ts": out["ts"][bad], "symbol": out["symbol"][bad],
+                                            "rows": 1, "rule": rule[bad]}, columns=SKIP_COLUMNS)],
+                      ignore_index=True)
+    out = out[~bad].reset_index(drop=True)
     out["bid"], out["ask"] = estimate_bid_ask(out, get_cfg("market.timezone"))
     out = out[BAR_COLUMNS]
-    return out.sort_values(["ts", "symbol"], kind="mergesort").reset_index(drop=True), skips.reset_index(drop=True)
+    return (out.sort_values(["ts", "symbol"], kind="mergesort").reset_index(drop=True), skips.reset_index(drop=True),
+            flags)
 
 
 def daily_volumes(frame: pd.DataFrame, sessions: Sequence[dt.date], tz: str) -> pd.DataFrame:
@@ -167,6 +189,7 @@ class AlpacaSource:
         self.calendar = calendar or get_calendar()
         self.cache = BarCache(Path(cache_dir) if cache_dir else resolve_path("market.alpaca.cache_dir"))
         self._skips: list[pd.DataFrame] = []
+        self._flags = pd.DataFrame(columns=["symbol", "ts", "split_ratio", "reason"])
         self._adv: dict[dt.date, pd.Series] = {}
         self.requests = 0
 
@@ -201,11 +224,20 @@ class AlpacaSource:
         sessions = pd.Series(closes, index=closes).map(self.calendar.session_of)
         frames = [self._fetch(span.min() - step, span.max() - step, TimeFrame(minutes, TimeFrameUnit.Minute))
                   for _, span in sessions.index.to_series().groupby(sessions.to_numpy(), sort=True)]
-        rows, skips = to_contract(pd.concat(frames, ignore_index=True), pd.DatetimeIndex(closes), minutes)
+        rows, skips, flags = to_contract(pd.concat(frames, ignore_index=True), pd.DatetimeIndex(closes), minutes)
         if len(skips):
             self._skips.append(skips)
+        self._flags = flags
         self.cache.write(rows)
         return rows
+
+    def flags_between(self, start: pd.Timestamp | None, end: pd.Timestamp) -> pd.DataFrame:
+        """Split-like jumps at an open in the last fetched window, start ≤ ts ≤ end (``start`` None: all): the
+        symbol is held as for files (Alpaca's ``adjustment: raw`` bars are not split-adjusted)."""
+        f = self._flags
+        ts = pd.to_datetime(f["ts"], utc=True)
+        keep = (ts <= end) & (True if start is None else ts >= start)
+        return f[keep.to_numpy()].reset_index(drop=True)
 
     def drain_skips(self) -> pd.DataFrame:
         """The rows skipped since the last call (ts, symbol, rule), then forgotten."""

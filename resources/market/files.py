@@ -33,6 +33,7 @@ from assets.bars.quality import (
     level_shifts,
     price_jumps,
     row_rules,
+    segments,
     split_suspects,
 )
 from CONFIG.config_loader import get_cfg
@@ -179,35 +180,13 @@ class FilesSource:
     def _price_rules(self, out: pd.DataFrame, live: np.ndarray, rule: np.ndarray, grid: Grid, bar: np.ndarray,
                      actions: pd.DataFrame) -> pd.DataFrame:
         """Split-like jumps (flags), price jumps and implausible new levels (skips) on the rows that passed
-        the row rules (:mod:`assets.bars.quality`)."""
+        the row rules (:func:`price_rules`)."""
         idx = np.nonzero(live)[0]
         if not len(idx):
             return empty_flags()
-        rows = out.iloc[idx]
-        days = grid.days[bar[idx]]
-        new_session = np.ones(len(idx), dtype=bool)
-        new_session[1:] = days[1:] != days[:-1]
-        seg = np.zeros(len(idx), dtype=np.int64)
-        ts = rows["ts"].to_numpy(dtype="datetime64[ns]")
-        g = forward_log_factor(rows["symbol"].to_numpy(), ts, actions)
-        k = split_suspects(rows["open"].to_numpy(float), rows["close"].to_numpy(float), seg, new_session, g,
-                           self.params)
-        g2 = g + np.cumsum(np.where(np.isfinite(k), np.log(np.where(np.isfinite(k), k, 1.0)), 0.0))
-        prices = rows[["open", "high", "low", "close"]].to_numpy(dtype=float)
-        jumps = price_jumps(prices, seg, new_session, g2, self.params)
-        rule[idx[jumps]] = RULE_JUMP
-        level = level_shifts(prices[:, 3], seg, g2, jumps, self.params.level_shift_max_ratio)
-        rule[idx[level]] = RULE_LEVEL
-        found = np.isfinite(k) & ~jumps & ~level
-        if not found.any():
-            return empty_flags()
-        ratio = k[found]
-        prev = out["close"].to_numpy(float)[idx[np.nonzero(found)[0] - 1]]
-        reasons = [f"split-like jump at the open: open/previous close {o / c:.4f} ≈ 1/{r:g} (held whatever the "
-                   "volume says), and no entry in market.adjustments_file" for o, c, r in
-                   zip(rows["open"].to_numpy(float)[found], prev, ratio, strict=True)]
-        return pd.DataFrame({"symbol": rows["symbol"].to_numpy()[found], "ts": rows["ts"].to_numpy()[found],
-                             "split_ratio": ratio, "reason": reasons})
+        found, flags = price_rules(out.iloc[idx], grid.days[bar[idx]], actions, self.params)
+        rule[idx] = np.where(found != "", found, rule[idx])
+        return flags
 
     def _estimate_quotes(self, out: pd.DataFrame, live: np.ndarray, grid: Grid, bar: np.ndarray) -> None:
         idx = np.nonzero(live)[0]
@@ -317,3 +296,44 @@ def _skip_rows(file: str, symbol: str, rule: np.ndarray, times: np.ndarray, bar_
     out["ts"] = pd.DatetimeIndex(out["ts"]).tz_localize("UTC")
     out["rows"] = out["rows"].astype(np.int64)
     return out
+
+
+def price_rules(rows: pd.DataFrame, days: np.ndarray, actions: pd.DataFrame,
+                params: QualityParams) -> tuple[np.ndarray, pd.DataFrame]:
+    """Price sanity over rows sorted by (symbol, ts) that passed the row rules (any source: files, a vendor's):
+    (R,) the rule each row breaks (``RULE_JUMP``, ``RULE_LEVEL`` or "") and the split-like jumps at an open
+    (symbol, ts, split_ratio, reason), each row decided from its own symbol's earlier rows only
+    (:mod:`assets.bars.quality`)."""
+    rule = np.full(len(rows), "", dtype=object)
+    if not len(rows):
+        return rule, empty_flags()
+    symbols = rows["symbol"].to_numpy()
+    seg = segments(symbols)
+    new_session = np.ones(len(rows), dtype=bool)
+    new_session[1:] = (days[1:] != days[:-1]) | (symbols[1:] != symbols[:-1])
+    ts = rows["ts"].to_numpy(dtype="datetime64[ns]")
+    g = forward_log_factor(symbols, ts, actions)
+    k = split_suspects(rows["open"].to_numpy(float), rows["close"].to_numpy(float), seg, new_session, g, params)
+    step = np.where(np.isfinite(k), np.log(np.where(np.isfinite(k), k, 1.0)), 0.0)
+    g2 = g + _cumsum_by_segment(step, seg)
+    prices = rows[["open", "high", "low", "close"]].to_numpy(dtype=float)
+    jumps = price_jumps(prices, seg, new_session, g2, params)
+    rule[jumps] = RULE_JUMP
+    level = level_shifts(prices[:, 3], seg, g2, jumps, params.level_shift_max_ratio)
+    rule[level] = RULE_LEVEL
+    found = np.isfinite(k) & ~jumps & ~level
+    if not found.any():
+        return rule, empty_flags()
+    prev = rows["close"].to_numpy(float)[np.nonzero(found)[0] - 1]
+    reasons = [f"split-like jump at the open: open/previous close {o / c:.4f} ≈ 1/{r:g} (held whatever the "
+               "volume says), and no entry in market.adjustments_file" for o, c, r in
+               zip(rows["open"].to_numpy(float)[found], prev, k[found], strict=True)]
+    return rule, pd.DataFrame({"symbol": symbols[found], "ts": rows["ts"].to_numpy()[found],
+                               "split_ratio": k[found], "reason": reasons})
+
+
+def _cumsum_by_segment(values: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Cumulative sum restarting at each symbol's first row (``seg`` from :func:`segments`)."""
+    total = np.cumsum(values)
+    before = np.concatenate([[0.0], total])[seg]
+    return total - before

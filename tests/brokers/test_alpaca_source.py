@@ -25,7 +25,7 @@ def test_a_bar_stamped_at_its_start_becomes_the_bar_closing_five_minutes_later()
     raw = {"AAA": [{"t": "2025-06-03T13:30:00Z", "o": 10.0, "h": 11.0, "l": 9.0, "c": 10.5, "v": 1000},
                    {"t": "2025-06-03T13:25:00Z", "o": 10.0, "h": 10.0, "l": 10.0, "c": 10.0, "v": 5}]}
     closes = get_calendar().session_bars("2025-06-03")
-    rows, skips = to_contract(bars_frame(raw), closes, 5)
+    rows, skips, _ = to_contract(bars_frame(raw), closes, 5)
     assert rows["ts"].tolist() == [pd.Timestamp("2025-06-03T13:35Z")]
     # no quote in Alpaca bars: the Abdi–Ranaldo estimate needs market.spread_estimator_bars // 2 earlier bars of
     # the symbol, so a lone bar has none (its spread is unknown, not invented)
@@ -113,3 +113,31 @@ def test_what_was_fetched_is_cached_and_the_files_source_reads_it(source_config)
     pd.testing.assert_frame_equal(again[["ts", "symbol", "open", "high", "low", "close", "volume"]],
                                   hist[["ts", "symbol", "open", "high", "low", "close", "volume"]], check_dtype=False)
     assert len(files.history(BAR, 12)) == 24
+
+
+def test_vendor_rows_meet_the_same_row_rules_and_price_sanity_as_files():
+    """A vendor is not trusted more than a file: bad rows, a lasting x100 print and a split-like open in
+    Alpaca's bars are recorded skips / holds, never prices (found by an independent check: the alpaca source
+    applied no row rule or price sanity)."""
+    day1, day2 = get_calendar().session_bars("2025-06-02"), get_calendar().session_bars("2025-06-03")
+    starts = [t - pd.Timedelta(minutes=5) for t in [*day1, *day2]]
+    bars = {}
+    for sym in ("AAA", "BBB", "CCC", "DDD"):
+        bars[sym] = [{"t": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "o": 100.0, "h": 100.2, "l": 99.8,
+                      "c": 100.0 + 0.01 * (i % 3), "v": 1000} for i, t in enumerate(starts)]
+    n1 = len(day1)
+    bars["AAA"][10].update(c=float("nan"))                               # a missing close
+    bars["BBB"][11].update(h=99.0, l=101.0)                              # high < low
+    for row in bars["CCC"][20:]:                                         # cents from row 20 on (lasting x100)
+        row.update(o=row["o"] * 100, h=row["h"] * 100, l=row["l"] * 100, c=row["c"] * 100)
+    for row in bars["DDD"][n1:]:                                         # an unadjusted 2:1 split at day 2's open
+        row.update(o=row["o"] / 2, h=row["h"] / 2, l=row["l"] / 2, c=row["c"] / 2)
+    rows, skips, flags = to_contract(bars_frame(bars), pd.DatetimeIndex([*day1, *day2]), 5)
+    rules = skips.groupby(["symbol", "rule"])["rows"].sum()
+    assert rules[("AAA", "non-positive or missing price")] == 1
+    assert rules[("BBB", "high < low")] == 1
+    ccc = rows[rows["symbol"] == "CCC"]
+    assert len(ccc) == 20 and ccc["close"].max() < 101                   # no cent-priced row ever became a price
+    assert skips[skips["symbol"] == "CCC"]["rows"].sum() == len(starts) - 20
+    assert flags["symbol"].tolist() == ["DDD"] and flags["split_ratio"].tolist() == [2.0]
+    assert flags["ts"].tolist() == [day2[0]]
