@@ -21,9 +21,13 @@ _LOG_SCHEMA = f"""CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
 
 
 def recorded_run(store: LineageStore, bar: str) -> tuple[dict, str, str]:
-    """The configuration, its hash and the model versions of the last non-audit run of ``bar``."""
-    runs = store.read_sql("SELECT config_hash, model_versions FROM runs WHERE bar = ? AND mode <> 'audit' "
-                          "ORDER BY started_at DESC LIMIT 1", [bar])
+    """The configuration, its hash and the model versions of the run that recorded ``bar``'s decisions: the
+    last non-audit run with a recorded ``sized_orders`` of the bar (a refused rerun records none, so its
+    configuration never becomes the audit's); a bar with none falls back to its last non-audit run."""
+    runs = store.read_sql(
+        "SELECT config_hash, model_versions FROM runs r WHERE bar = ? AND mode <> 'audit' ORDER BY "
+        "EXISTS (SELECT 1 FROM materializations m WHERE m.run_id = r.run_id AND m.bar = r.bar "
+        "AND m.asset = 'sized_orders') DESC, started_at DESC LIMIT 1", [bar])
     if runs.empty:
         raise LookupError(f"bar {bar} has no recorded run in {store.path}: nothing to audit")
     h = runs["config_hash"].iloc[0]

@@ -124,3 +124,23 @@ def test_a_later_step_never_writes_running_over_a_recorded_failure(tg_home):
     row = store.read_sql("SELECT status, model_versions, ended_at FROM runs WHERE run_id = 'r1'").iloc[0]
     assert (row["status"], row["model_versions"]) == ("failed: positions", "lgbm:v1")
     assert row["ended_at"] is not None and str(row["ended_at"]) != "NaT"
+
+
+def test_the_audit_uses_the_configuration_of_the_run_that_recorded_the_decisions(tg_home):
+    """Found by an independent check: after a rerun refused for another configuration (it records no
+    decision), the audit took the refused run's configuration and reported 50 false differences."""
+    from resources.lineage.records import recorded_run
+
+    store, bar = LineageStore(), "2026-11-24T15:00Z"
+    t0 = pd.Timestamp("2026-11-24T15:00:05Z")
+    with store.connect() as con:
+        for run_id, h, cfg, at in (("traded", "a" * 64, {"sizing": {"max_weight": 0.05}}, t0),
+                                   ("refused", "b" * 64, {"sizing": {"max_weight": 0.04}}, t0 + pd.Timedelta("1min"))):
+            store.record_config(con, h, cfg)
+            store.upsert_run(con, run_id=run_id, bar=bar, mode="live", config_hash=h, model_versions=run_id,
+                             started_at=at.to_pydatetime(), status="success" if run_id == "traded" else "refused: config")
+        store.record_materializations(con, pd.DataFrame({
+            "run_id": ["traded"], "asset": ["sized_orders"], "tbl": ["sized_orders"], "bar": [bar], "row_count": [3],
+            "content_hash": ["x"], "upstream_hashes": ["{}"], "recorded_at": [t0]}))
+    cfg, h, models = recorded_run(store, bar)
+    assert (cfg, h, models) == ({"sizing": {"max_weight": 0.05}}, "a" * 64, "traded")
