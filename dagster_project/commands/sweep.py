@@ -23,7 +23,10 @@ def launch(spec_file: Path, out: Path | None, max_concurrent: int, in_process: b
     sweep_dir = out or resolve_path("paths.var_dir") / "sweeps" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_plan(spec, configs, sweep_dir)
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    # The multiprocess executor needs a persistent instance: DAGSTER_HOME's, else one of the sweep's own
+    # (<sweep dir>/dagster_home, kept with the results so the run's events stay readable).
+    instance = (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
+                else dg.DagsterInstance.local_temp(tempdir=str((sweep_dir / "dagster_home").resolve())))
     with instance:
         instance.add_dynamic_partitions(SWEEP_PARTITIONS.name, sorted(configs))
         run_config = sweep_run_config(sweep_dir, max_concurrent)
@@ -35,7 +38,8 @@ def launch(spec_file: Path, out: Path | None, max_concurrent: int, in_process: b
             with dg.execute_job(dg.reconstructable(get_sweep_job), instance=instance, run_config=run_config) as run:
                 ok, run_id = run.success, run.run_id
     if not ok:
-        raise SweepError(f"sweep_job failed (run {run_id}); its events are in the Dagster instance")
+        raise SweepError(f"sweep_job failed (run {run_id}); its events are in the Dagster instance "
+                         f"({os.environ.get('DAGSTER_HOME') or sweep_dir / 'dagster_home'})")
     return gather(sweep_dir), sweep_dir
 
 

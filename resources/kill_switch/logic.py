@@ -296,7 +296,16 @@ def reset(state: KillSwitchState, reason: str, now: dt.datetime, *, limits: Limi
 
 def on_session_open(state: KillSwitchState, session_date: dt.date, equity: float, now: dt.datetime, *,
                     limits: Limits, implicit: bool = False) -> CheckResult:
-    """A new session: re-base start-of-day equity (and the high-water mark), clear a daily-loss trip."""
+    """A new session: re-base start-of-day equity (and the high-water mark), clear a daily-loss trip.
+
+    Only once per session and only forward: for a session at or before the one the switch already opened
+    (a pre-open job launched again by hand mid-session, a re-execution) nothing is re-based and no trip is
+    cleared — a daily-loss HALT lasts until the next session's open, whoever launches what."""
+    if state.session_date is not None and session_date <= state.session_date:
+        event = KillSwitchEvent(now, "session_open", equity, None, "INFO",
+                                f"session {session_date} already opened (switch at {state.session_date}): "
+                                "nothing re-based, no trip cleared")
+        return CheckResult(state, [event])
     trips = {r: t for r, t in state.trips.items() if r is not TripReason.DAILY_LOSS}
     new = replace(state, trips=trips, session_date=session_date, start_of_day_equity=equity,
                   high_water_mark=_hwm(state.high_water_mark, equity))

@@ -86,6 +86,10 @@ def test_daily_loss_halts_same_bar_and_clears_at_next_session(opened, limits):
     # still halted later that day, even if equity recovers
     assert check(res.state, [], limits, equity=EQ, now=T0 + dt.timedelta(minutes=5),
                  bar_ts=T0 + dt.timedelta(minutes=5)).trading_state is TradingState.HALTED
+    # a pre-open launched again the same day (by hand, from the UI) clears nothing and re-bases nothing
+    again = on_session_open(res.state, SESSION, 979_000.0, T0 + dt.timedelta(minutes=10), limits=limits)
+    assert again.trading_state is TradingState.HALTED and set(again.state.trips) == {TripReason.DAILY_LOSS}
+    assert again.state.start_of_day_equity == res.state.start_of_day_equity == EQ
     nxt = on_session_open(res.state, SESSION + dt.timedelta(days=1), 979_000.0, T0, limits=limits)
     assert nxt.trading_state is TradingState.ACTIVE and nxt.state.start_of_day_equity == 979_000.0
     # exactly 2 % is not over the limit
