@@ -25,8 +25,10 @@ def launch(spec_file: Path, out: Path | None, max_concurrent: int, in_process: b
     write_plan(spec, configs, sweep_dir)
     # The multiprocess executor needs a persistent instance: DAGSTER_HOME's, else one of the sweep's own
     # (<sweep dir>/dagster_home, kept with the results so the run's events stay readable).
-    instance = (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
-                else dg.DagsterInstance.local_temp(tempdir=str((sweep_dir / "dagster_home").resolve())))
+    home = (sweep_dir / "dagster_home").resolve()
+    if not os.environ.get("DAGSTER_HOME"):
+        home.mkdir(exist_ok=True)
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.local_temp(str(home))
     with instance:
         instance.add_dynamic_partitions(SWEEP_PARTITIONS.name, sorted(configs))
         run_config = sweep_run_config(sweep_dir, max_concurrent)
