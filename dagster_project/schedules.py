@@ -145,7 +145,7 @@ def reset_kill_switch(context: dg.OpExecutionContext, config: ResetConfig, kill_
                                  "cleared": ", ".join(before.state.trips), "events": n})
 
 
-@dg.job(description="Manual kill-switch reset (SPEC §6): clears every trip; the reason comes from run config.")
+@dg.job(description="Manual kill-switch reset: clears every trip; the reason comes from run config.")
 def kill_switch_reset_job() -> None:
     reset_kill_switch()
 
@@ -222,7 +222,7 @@ def pre_open(context: dg.OpExecutionContext, config: SessionConfig, broker: Brok
                          metadata={"problems": "\n".join(problems)})
 
 
-@dg.job(description="Before the open (SPEC §7): reset daily state, check models and market data.")
+@dg.job(description="Before the open: reset daily state, check models and market data.")
 def preopen_job() -> None:
     pre_open()
 
@@ -242,7 +242,7 @@ def daily_report(context: dg.OpExecutionContext, config: ReportConfig, lineage: 
                                  **{k: v for k, v in summary.items() if isinstance(v, int | float)}})
 
 
-@dg.job(description="After the close (SPEC §7): the daily P&L report under paths.reports/daily.")
+@dg.job(description="After the close: the daily P&L report under paths.reports/daily.")
 def daily_report_job() -> None:
     daily_report()
 

@@ -16,7 +16,7 @@ from resources.market.contract import DataError
 
 
 @click.group("data", short_help="Check market-data files against the data contract.",
-             help="Market data: check files against the data contract (SPEC §10).")
+             help="Market data: check files against the data contract (docs/engine.md).")
 def data() -> None:
     pass
 
