@@ -166,6 +166,12 @@ class LineageStore:
                     held.columns[table] = set(cols)
             yield held.con
             return
+        if not read_only and not self.path.exists():
+            # a new file (first run, or one deleted and made again): what this process learnt of a file at
+            # this path is void, even if the new file gets the old one's inode (Linux reuses them)
+            forget_file(self.path)
+            self._schema_ready = False
+            self._own_columns.clear()
         con = self._open(read_only)
         try:
             if not read_only and not self._schema_ready:

@@ -113,3 +113,25 @@ def test_a_deleted_and_recreated_file_is_learnt_again(tmp_path):
     with fresh.connect() as con:
         fresh.write_partition(con, "t", "b1", pd.DataFrame({"x": [2.0]}))
     assert fresh.read_partition("t", "b1")["x"].tolist() == [2.0]
+
+
+def test_a_file_deleted_without_forget_file_is_learnt_again_even_on_the_same_inode(tmp_path, monkeypatch):
+    """A lineage file lost while a process runs (the operator deleted it; the fault tests do) and made again
+    may get the old file's inode: the process must not trust what it learnt of the old one (the suite failed
+    with 'Table with name configs does not exist' when Linux reused the inode)."""
+    import os
+
+    import pandas as pd
+
+    path = tmp_path / "l.duckdb"
+    store = LineageStore(path)
+    with store.connect() as con:
+        store.write_partition(con, "t", "b1", pd.DataFrame({"x": [1.0]}))
+    old_key = store._file_key()
+    os.remove(path)
+    monkeypatch.setattr(LineageStore, "_file_key", lambda self: old_key)   # the new file reuses the inode
+    fresh = LineageStore(path)
+    with fresh.connect() as con:
+        fresh.write_partition(con, "t", "b1", pd.DataFrame({"x": [2.0]}))
+        assert con.execute("SELECT count(*) FROM configs").fetchone() == (0,)
+    assert fresh.read_partition("t", "b1")["x"].tolist() == [2.0]
