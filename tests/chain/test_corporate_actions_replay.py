@@ -36,15 +36,21 @@ def split(frame: pd.DataFrame, sym: str) -> pd.DataFrame:
     return out
 
 
-def test_a_split_with_and_without_an_adjustments_entry(trained, sim_bars, tmp_path, monkeypatch):  # noqa: F811
+def baseline_held_overnight(frames, tmp_path, monkeypatch):
+    """Replay the unsplit bars; the bars, the split day's first index, the baseline and the first name held
+    overnight into the split day with its quantity."""
     bars = bars_around_the_split()
     first = bars.index(bar_key(get_calendar().session_bars(SPLIT_DAY)[0]))
-    base = replay(tmp_path / "base", write_files(tmp_path / "f_base", sim_bars), bars, monkeypatch)
+    base = replay(tmp_path / "base", write_files(tmp_path / "f_base", frames), bars, monkeypatch)
     held = base[first]["positions"]["positions"]
     held = held[held["qty"] != 0].sort_values("symbol")
     if held.empty:
         pytest.fail("the baseline holds nothing overnight: the split case is missing")
-    sym, qty = str(held["symbol"].iloc[0]), float(held["qty"].iloc[0])
+    return bars, first, base, str(held["symbol"].iloc[0]), float(held["qty"].iloc[0])
+
+
+def test_a_split_with_and_without_an_adjustments_entry(trained, sim_bars, tmp_path, monkeypatch):  # noqa: F811
+    bars, first, base, sym, qty = baseline_held_overnight(sim_bars, tmp_path, monkeypatch)
     files = write_files(tmp_path / "f_split", split(sim_bars, sym))
     adj = tmp_path / "adjustments.csv"
     adj.write_text(f"symbol,effective_date,split_ratio,cash_dividend\n{sym},{SPLIT_DAY},2,0\n")
@@ -97,14 +103,7 @@ def test_an_unadjusted_reverse_split_holds_the_position_without_fake_pnl(trained
     """Verifier's case (issue 10 recheck): a 1:4 reverse split at the open, prices ×4 and volume ÷4, on a name
     held overnight. On main the volume test missed it (the opening bar trades ~3× the intraday median), the
     jump was accepted at its 4th row and an exit at the ×4 open booked a fake profit."""
-    bars = bars_around_the_split()
-    first = bars.index(bar_key(get_calendar().session_bars(SPLIT_DAY)[0]))
-    base = replay(tmp_path / "base", write_files(tmp_path / "f_base", sim_bars), bars, monkeypatch)
-    held = base[first]["positions"]["positions"]
-    held = held[held["qty"] != 0].sort_values("symbol")
-    if held.empty:
-        pytest.fail("the baseline holds nothing overnight: the split case is missing")
-    sym, qty = str(held["symbol"].iloc[0]), float(held["qty"].iloc[0])
+    bars, first, base, sym, qty = baseline_held_overnight(sim_bars, tmp_path, monkeypatch)
     rev = sim_bars.copy()
     after = (rev["symbol"] == sym) & (rev["ts"] >= pd.Timestamp(f"{SPLIT_DAY} 13:30", tz="UTC"))
     for col in ("open", "high", "low", "close", "bid", "ask"):
