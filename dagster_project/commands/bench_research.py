@@ -137,9 +137,13 @@ def engine_memory(engine) -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(out.items()) if v >= 0.1}
 
 
+KEEP_HOMES = False   # --keep-homes: keep each finished phase's home (its lineage: ≈ 2 kB per symbol-bar today)
+
+
 @contextlib.contextmanager
 def home(path: Path, registry: Path, **env: str) -> Iterator[None]:
-    """A fresh home (removed first: a phase is never continued) with armed switches and ``env`` set."""
+    """A fresh home (removed first: a phase is never continued) with armed switches and ``env`` set; removed
+    after the phase succeeded (its figures are recorded) unless :data:`KEEP_HOMES`, kept after a failure."""
     from dagster_project.commands.bench import _env
 
     shutil.rmtree(path, ignore_errors=True)
@@ -150,6 +154,8 @@ def home(path: Path, registry: Path, **env: str) -> Iterator[None]:
         for key in env:
             os.environ.pop(key, None)
         reset_config()
+    if not KEEP_HOMES:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def replay(bars: list[str], cache: Path, lineage: str, progress: bool, after=None) -> dict:
@@ -228,8 +234,22 @@ class Phases:
 
 
 def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = True, progress: bool = False,
-        sweep_max_warm_s: float = 600.0, sweep_sessions: int = 5, persistent: bool = False) -> dict:
-    """Every phase over the period (see the module docstring); returns the figures and the issue's keys."""
+        sweep_max_warm_s: float = 600.0, sweep_sessions: int = 5, persistent: bool = False,
+        summary: bool = True) -> dict:
+    """Every phase over the period (see the module docstring); returns the figures and the issue's keys.
+    The caller's environment (each phase points TRADEGRAPH_HOME … at its own home) is restored on return."""
+    saved = dict(os.environ)
+    try:
+        return _run(work, registry, symbols, sessions, sweep, progress, sweep_max_warm_s, sweep_sessions,
+                    persistent, summary)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        reset_config()
+
+
+def _run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool, progress: bool,
+         sweep_max_warm_s: float, sweep_sessions: int, persistent: bool, summary: bool) -> dict:
     import torch
     import yaml
 
@@ -279,14 +299,15 @@ def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = T
     if "failed" in out["vectorbt"]:
         say(f"vectorbt cross-check FAILED (stepping_vs_vectorbt left null): {out['vectorbt']['failed']}")
 
-    def summary():
+    def summary_phase():
         with home(work / "summary", registry, **WARM_ENV):
             return replay(bars, cache, "summary", progress)
 
-    out["replay_summary"] = phases.run("replay_summary", summary)
     symbol_bars = len(bars) * symbols
     out["bytes_per_symbol_bar_full"] = out["replay_warm"]["lineage_bytes"] / symbol_bars
-    out["bytes_per_symbol_bar_summary"] = out["replay_summary"]["lineage_bytes"] / symbol_bars
+    if summary:
+        out["replay_summary"] = phases.run("replay_summary", summary_phase)
+        out["bytes_per_symbol_bar_summary"] = out["replay_summary"]["lineage_bytes"] / symbol_bars
     whole = out["replay_warm"]["seconds"] <= sweep_max_warm_s
     sweep_days = days if whole else days[:sweep_sessions]
     if sweep:
@@ -306,6 +327,9 @@ def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = T
             load = os.getloadavg()
             t = time.perf_counter()
             table, _ = launch(grid, work / "sweep", max_concurrent=2)
+            if not KEEP_HOMES:
+                for d in ("sweep_home", "sweep/configs"):   # each config's lineage; results.csv stays
+                    shutil.rmtree(work / d, ignore_errors=True)
             return {"seconds": time.perf_counter() - t, "configs": len(table), "sessions": len(sweep_days),
                     "whole_period": whole, "cache_misses": int(table["cache_misses"].sum()), "load_before": load,
                     "load_after": os.getloadavg()}
@@ -371,34 +395,33 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the run's state here and resume its finished phases (default: a temporary dir)")
     parser.add_argument("--progress", action="store_true", help="a progress bar per replay (stderr)")
+    parser.add_argument("--keep-homes", action="store_true",
+                        help="keep each replay's home (lineage, paper account) after its figures are recorded")
     parser.add_argument("--sweep-max-warm-s", type=float, default=600.0,
                         help="sweep the whole period only if the warm replay took at most this")
     parser.add_argument("--sweep-sessions", type=int, default=5,
                         help="otherwise sweep the period's first this many sessions")
     args = parser.parse_args(argv)
-    saved = dict(os.environ)
-    try:
-        with contextlib.ExitStack() as stack:
-            if args.work is None:
-                work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tradegraph-bench-research-")))
-            else:
-                work = args.work.resolve()
-                work.mkdir(parents=True, exist_ok=True)
-            from TRAINING.testing import train_small_registry
+    global KEEP_HOMES
+    KEEP_HOMES = args.keep_homes
+    with contextlib.ExitStack() as stack:
+        if args.work is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tradegraph-bench-research-")))
+        else:
+            work = args.work.resolve()
+            work.mkdir(parents=True, exist_ok=True)
+        from TRAINING.testing import train_small_registry
 
-            registry = work / "registry"
-            if not (work / "registry.done").exists():
-                shutil.rmtree(registry, ignore_errors=True)
-                say("training the benchmark's small registry")
-                registry = train_small_registry(work)
-                (work / "registry.done").write_text(str(registry))
-            result = run(work, registry, args.symbols, args.sessions, sweep=not args.no_sweep,
-                         progress=args.progress, sweep_max_warm_s=args.sweep_max_warm_s,
-                         sweep_sessions=args.sweep_sessions, persistent=args.work is not None)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        reset_config()
+        registry = work / "registry"
+        if not (work / "registry.done").exists():   # trained once per work dir: the cache is keyed by version
+            shutil.rmtree(registry, ignore_errors=True)
+            say("training the benchmark's small registry")
+            registry = train_small_registry(work)
+            reset_config()
+            (work / "registry.done").write_text(str(registry))
+        result = run(work, registry, args.symbols, args.sessions, sweep=not args.no_sweep,
+                     progress=args.progress, sweep_max_warm_s=args.sweep_max_warm_s,
+                     sweep_sessions=args.sweep_sessions, persistent=args.work is not None)
     import pandas as pd
 
     result["when"] = pd.Timestamp.now("UTC").strftime("%Y-%m-%d %H:%M UTC")
