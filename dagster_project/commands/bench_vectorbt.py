@@ -75,7 +75,8 @@ def recorded_fills(store, bars: list[str]) -> pd.DataFrame:
     quantity, price, fee, fill_id; a fill_id recorded twice is an error (the design records each once)."""
     parts = []
     with store.connect(read_only=True) as con:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        # tables or views (a bulk lineage store may serve them as views over Parquet)
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         for table in ("positions_fills", "executions_fills"):
             if table in tables:
                 parts.append(con.execute(f"SELECT bar, symbol, side, quantity, price, fee, fill_id FROM {table}")
