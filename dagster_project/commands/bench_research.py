@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     global KEEP_HOMES
     KEEP_HOMES = args.keep_homes
+    period(args.sessions)   # a period the calendar cannot hold fails now, not after training
     with contextlib.ExitStack() as stack:
         if args.work is None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tradegraph-bench-research-")))
