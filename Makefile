@@ -3,9 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
 
-.PHONY: install dagster-home demo test ui lint train bench clean postgres
+.PHONY: install dagster-home demo test ui lint train bench bench-year clean postgres
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -14,6 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# the benchmark-only extra (vectorbt, for stepping_vs_vectorbt)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
 
 dagster-home: $(STAMP)
 	$(BIN)/python -m dagster_project.instance >/dev/null
@@ -43,8 +49,14 @@ ui: $(STAMP) dagster-home
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP) dagster-home
+bench: $(BENCH_STAMP) dagster-home
 	$(BIN)/python -m dagster_project.commands.bench
+
+# The research benchmarks on a generated year: 252 sessions × 100 symbols (docs/benchmarks.md: how long).
+# State in var/bench/year: run it again after a failure and the finished phases are kept.
+bench-year: $(BENCH_STAMP) dagster-home
+	$(BIN)/python -m dagster_project.commands.bench_research --symbols 100 --sessions 252 --progress \
+	  --work var/bench/year
 
 clean:
 	rm -rf var

@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=2)
     parser.add_argument("--skip-sensor", action="store_true")
     parser.add_argument("--research-sessions", type=int, default=1,
-                        help="sessions of the research benchmarks (issue 12; 252 = the year, about an hour)")
+                        help="sessions of the research benchmarks (issue 12); the year: `make bench-year`")
     parser.add_argument("--skip-scale", action="store_true",
                         help="Skip the scale table (50 / 500 / 5 000 symbols; ≈ 20 min on 2 cores).")
     args = parser.parse_args(argv)
@@ -313,7 +313,9 @@ def main(argv: list[str] | None = None) -> None:
 
     research = bench_research.main(["--symbols", str(args.symbols), "--sessions", str(args.research_sessions)])
     results["research"] = research
-    results.update(research["keys"])   # the issue's keys, at the top level (null: not measured on a year)
+    # the issue's keys, at the top level: a year key this run did not measure comes from the last year run
+    # (`make bench-year`, var/bench/research_year.json; its date under research_keys_from), else null
+    results.update(bench_research.keys_with_year(research, out_dir / "research_year.json"))
     if not args.skip_scale:
         from dagster_project.commands import bench_scale
 
