@@ -22,7 +22,7 @@ from assets.arbitrated_scores.stage import compute_arbitrated
 from assets.blended_alpha.stage import compute_blended_alpha
 from assets.execution_record import MemoryRecord, pnl_fills
 from assets.executions.stage import execute, fresh_share
-from assets.features.logic import features_for_window
+from assets.features.logic import features_for_windows
 from assets.gated_signals.stage import compute_gated
 from assets.history import LineageHistory, MemoryHistory, PredictionGrid
 from assets.model_skill.stage import compute_model_skill
@@ -30,7 +30,7 @@ from assets.pnl.stage import compute_pnl, est_costs, previous_book, start_of_bar
 from assets.positions.stage import marks_from, positions_step, window_marks
 from assets.predictions.cache import PredictionCache
 from assets.predictions.models import ModelSet, load_models
-from assets.predictions.stage import compute_predictions
+from assets.predictions.stage import compute_predictions, needs_sequence, prepare_predictions
 from assets.sized_orders.stage import cancels_working_orders, compute_sized, pending_of, session_phase
 from assets.venue import quotes_provider
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, resolve_path
@@ -143,6 +143,7 @@ class ReplayEngine:
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
         self.timing: dict[str, float] = {}
         self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
+        self._prepared: dict[str, tuple] = {}   # bar → (window, features, model outputs) made by prepare()
 
     def _previous_pnl(self, bar: str):
         if self._book is not None:
@@ -166,14 +167,28 @@ class ReplayEngine:
         self.timing[name] = self.timing.get(name, 0.0) + time.perf_counter() - t
         return out
 
+    def prepare(self, bars: list[str]) -> None:
+        """Bars, features and model outputs of consecutive bars at once (issue 12): one read of the period
+        (``MarketDataResource.windows``), one feature block, each model called once for all of them; the same
+        functions the assets call with one bar, so every output is the same bits. :meth:`step` then uses
+        them bar by bar (standardization and everything after it need the bars before, so they stay there)."""
+        windows = [w for w, _ in self._timed("bars", self.market.windows, bars)]
+        T = needs_sequence(self.models)
+        feats = self._timed("features", features_for_windows, windows, None, T or 0)
+        prepared = self._timed("predictions", prepare_predictions, windows, [f for f, _ in feats], self.models,
+                               self.cache, None, [h for _, h in feats])
+        for bar, window, (frame, _), ready in zip(bars, windows, feats, prepared, strict=True):
+            self._prepared[bar] = (window, frame, ready)
+
     def step(self, bar: str) -> dict[str, object]:
         """Every stage of one bar, in graph order; returns each asset's output."""
         ts = parse_bar_key(bar)
         session = get_calendar().session_of(ts)
-        window, _ = self._timed("bars", self.market.window, bar)
-        features = self._timed("features", features_for_window, window)
+        if bar not in self._prepared:
+            self.prepare([bar])
+        window, features, prepared = self._prepared.pop(bar)
         preds = self._timed("predictions", compute_predictions, window, features, self.models, self.history,
-                            None, self.cache)
+                            None, self.cache, prepared)
         skill = self._timed("model_skill", compute_model_skill, window, features, preds["predictions"],
                             self.models, self.history)
         blended = self._timed("blended_alpha", compute_blended_alpha, preds["predictions"], skill["model_skill"],
@@ -266,7 +281,11 @@ class ReplayEngine:
 
             iterator = tqdm(bars, desc="replay", unit="bar")
         try:
-            for bar in iterator:
+            size = get_cfg("replay.batch_bars")
+            for i, bar in enumerate(iterator):
+                if i % size == 0:
+                    self._prepared.clear()
+                    self.prepare(list(bars[i:i + size]))
                 out = self.step(bar)
                 orders += int(out["sized_orders"]["has_order"].sum())
                 fills += len(out["positions"]["positions_fills"]) + len(out["executions"]["executions_fills"])
