@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class ReplayResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     cache_hits: int = 0          # model calls served by the prediction cache
     cache_misses: int = 0        # model calls computed (and cached)
+    batch_fallbacks: list[str] = field(default_factory=list)   # batches prepared bar by bar, with the reason
 
 
 class ReplayEngine:
@@ -144,6 +146,7 @@ class ReplayEngine:
         self.timing: dict[str, float] = {}
         self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
         self._prepared: dict[str, tuple] = {}   # bar → (window, features, model outputs) made by prepare()
+        self.batch_fallbacks: list[str] = []    # batches prepared bar by bar instead, with the reason
 
     def _previous_pnl(self, bar: str):
         if self._book is not None:
@@ -179,6 +182,18 @@ class ReplayEngine:
                                self.cache, None, [h for _, h in feats])
         for bar, window, (frame, _), ready in zip(bars, windows, feats, prepared, strict=True):
             self._prepared[bar] = (window, frame, ready)
+
+    def _prepare_batch(self, bars: list[str]) -> None:
+        """:meth:`prepare` for a batch; when it fails (bad data in one bar of it, say) the batch's bars are
+        prepared one by one in :meth:`step`, so an error surfaces at its own bar after the bars before it were
+        traded and recorded, as without batching. The fallback is kept with its reason (``batch_fallbacks``)."""
+        self._prepared.clear()
+        try:
+            self.prepare(bars)
+        except Exception as exc:  # noqa: BLE001 — re-raised by the per-bar path at the bar that causes it
+            self._prepared.clear()
+            self.batch_fallbacks.append(f"{bars[0]}…{bars[-1]}: {type(exc).__name__}: {exc}")
+            logging.getLogger(__name__).warning("replay: batch %s prepared bar by bar", self.batch_fallbacks[-1])
 
     def step(self, bar: str) -> dict[str, object]:
         """Every stage of one bar, in graph order; returns each asset's output."""
@@ -284,8 +299,7 @@ class ReplayEngine:
             size = get_cfg("replay.batch_bars")
             for i, bar in enumerate(iterator):
                 if i % size == 0:
-                    self._prepared.clear()
-                    self.prepare(list(bars[i:i + size]))
+                    self._prepare_batch(list(bars[i:i + size]))
                 out = self.step(bar)
                 orders += int(out["sized_orders"]["has_order"].sum())
                 fills += len(out["positions"]["positions_fills"]) + len(out["executions"]["executions_fills"])
@@ -293,7 +307,7 @@ class ReplayEngine:
             self.close()
         hits, misses = (self.cache.hits, self.cache.misses) if self.cache is not None else (0, 0)
         return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing),
-                            hits, misses)
+                            hits, misses, list(self.batch_fallbacks))
 
 
 def bars_between(start: str, end: str) -> list[str]:
