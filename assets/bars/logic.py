@@ -15,6 +15,7 @@ symbol last traded) and ``spread_estimated``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,12 @@ ADJ_COLUMNS = ["symbol", "effective_date", "split_ratio", "cash_dividend", "effe
 
 
 def empty_skips() -> pd.DataFrame:
+    """An empty ``bars_skips`` table (a copy: built once, it cost ~2 ms a bar)."""
+    return _empty_skips().copy()
+
+
+@lru_cache(maxsize=1)
+def _empty_skips() -> pd.DataFrame:
     return pd.DataFrame({"file": pd.Series(dtype=object), "symbol": pd.Series(dtype=object),
                          "ts": pd.Series(dtype="datetime64[ns, UTC]"), "rule": pd.Series(dtype=object),
                          "rows": pd.Series(dtype=np.int64)})
