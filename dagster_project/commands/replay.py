@@ -5,7 +5,9 @@ the history the stages need in memory, trades the replay paper account (``paths.
 simulated clock (now = the bar close) under the replay account's own kill switch, and writes the same
 lineage tables as the Dagster path (one transaction per bar), so ``explain`` and ``audit`` work on replayed
 bars too. For the same bars, models and configuration it produces the same ``sized_orders`` and
-``executions`` as the Dagster graph run in ``replay`` mode (tested).
+``executions`` as the Dagster graph run in ``replay`` mode (tested). Bars, features and model outputs are
+computed for ``replay.batch_bars`` consecutive bars at once (:meth:`ReplayEngine.prepare`: the functions the
+assets call with one bar, same bits), the rest bar by bar.
 """
 
 from __future__ import annotations
