@@ -526,6 +526,7 @@ class Replay(Section):
     sessions: PosInt
     dagster_bars: NonNegInt
     flush_bars: PosInt
+    batch_bars: PosInt
 
 
 class Report(Section):

@@ -1,9 +1,9 @@
 """The training panel: features of every bar of a window of sessions, computed by the live feature code.
 
 Why the live functions: a model is only as good as the agreement between the features it was fitted on and
-the ones it sees live, so every row here comes from :func:`assets.features.logic.features_at` on a panel
-slice ending at that bar — the same call, the same inputs, the same bits as the ``features`` asset (a test
-checks it against :func:`~assets.features.logic.feature_history`). The loop runs over bars, never symbols.
+the ones it sees live, so every row here comes from :func:`assets.features.logic.feature_rows`, each row as on a
+panel slice ending at that bar — the same call, the same inputs, the same bits as the ``features`` asset (a test
+checks it against :func:`~assets.features.logic.feature_history`), vectorised over bars and symbols.
 
 The time axis is the full calendar grid of the window (no bar skipped), so "h bars later" is an index shift;
 a symbol without a bar (halted, missing, or a row the source skipped) is NaN in every array at that bar, as in
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from assets.bars.logic import Panel, adjust_history, to_panel
-from assets.features.logic import MARKET_COLUMNS, FeatureParams, features_at
+from assets.features.logic import MARKET_COLUMNS, FeatureParams, feature_rows
 from CONFIG.config_loader import get_cfg
 from resources.market.sources import MarketDataSource, make_source
 
@@ -100,24 +100,22 @@ def build_dataset(sessions: int | None = None, train_end: str | dt.date | None =
 
 def _features(full: Panel, start: int, times: pd.DatetimeIndex, bar_sessions: np.ndarray,
               src: MarketDataSource, p: FeatureParams) -> tuple[np.ndarray, np.ndarray]:
-    """Features of rows ``start…`` of ``full``, each from ``features_at`` on the slice ending there."""
+    """Features of rows ``start…`` of ``full``, each row as ``features_at`` on the slice ending there: one
+    :func:`~assets.features.logic.feature_rows` block (bit-identical to the rows one by one); rows without
+    enough history at the very start of the data get NaN."""
     nf, n = len(p.names), len(full.symbols)
     need = p.lookback() + 1
     tods = src.calendar.session_fraction(times)
     adv = {d: src.adv_shares(d).reindex(full.symbols).to_numpy(dtype=float)
            for d in sorted(set(bar_sessions.tolist()))}
-    X = np.empty((len(times), n, nf))
-    market = np.empty((len(times), n, len(MARKET_COLUMNS)))
-    for k in range(len(times)):  # a loop over bars, never over symbols
-        end = start + k + 1
-        lo = max(0, end - need)
-        if end - lo < need:  # not enough history at the very start of the data: no features
-            X[k], market[k] = np.nan, np.nan
-            continue
-        sub = Panel(full.times[lo:end], full.symbols, {f: v[lo:end] for f, v in full.fields.items()})
+    X = np.full((len(times), n, nf), np.nan)
+    market = np.full((len(times), n, len(MARKET_COLUMNS)), np.nan)
+    first = max(0, need - 1 - start)  # the first bar with a whole lookback before it
+    if first < len(times):
+        rows = slice(start + first, start + len(times))
+        advs = np.stack([adv[d] for d in bar_sessions[first:]])
         with np.errstate(invalid="ignore", divide="ignore"):
-            row = features_at(sub, float(tods[k]), adv[bar_sessions[k]], p)
-        missing = ~np.isfinite(sub["close"][-1])
-        row[missing] = np.nan
-        X[k], market[k] = row[:, :nf], row[:, nf:]
+            block = feature_rows(full, rows, tods[first:], advs, p)
+        block = np.where(np.isfinite(full["close"][rows])[:, :, None], block, np.nan)
+        X[first:], market[first:] = block[:, :, :nf], block[:, :, nf:]
     return X, market

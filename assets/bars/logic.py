@@ -15,6 +15,7 @@ symbol last traded) and ``spread_estimated``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,12 @@ ADJ_COLUMNS = ["symbol", "effective_date", "split_ratio", "cash_dividend", "effe
 
 
 def empty_skips() -> pd.DataFrame:
+    """An empty ``bars_skips`` table (a copy: built once, it cost ~2 ms a bar)."""
+    return _empty_skips().copy()
+
+
+@lru_cache(maxsize=1)
+def _empty_skips() -> pd.DataFrame:
     return pd.DataFrame({"file": pd.Series(dtype=object), "symbol": pd.Series(dtype=object),
                          "ts": pd.Series(dtype="datetime64[ns, UTC]"), "rule": pd.Series(dtype=object),
                          "rows": pd.Series(dtype=np.int64)})
@@ -100,6 +107,10 @@ class Panel:
     def tail(self, n: int) -> Panel:
         return Panel(self.times[-n:], self.symbols, {k: v[-n:] for k, v in self.fields.items()})
 
+    def slice(self, lo: int, hi: int) -> Panel:
+        """Rows [lo, hi) as views (no copy)."""
+        return Panel(self.times[lo:hi], self.symbols, {k: v[lo:hi] for k, v in self.fields.items()})
+
 
 def to_panel(frame: pd.DataFrame, times: pd.DatetimeIndex, symbols: np.ndarray) -> Panel:
     """Pivot long bars onto the given time grid and symbol order (sorted), vectorised."""
@@ -155,15 +166,82 @@ def build_window(bar: str, bar_ts: pd.Timestamp, times: pd.DatetimeIndex, raw: p
 
     ``skips``: rows the source skipped that this bar saw (recorded with the window); ``flags``: split-like
     jumps (symbol, ts, split_ratio, reason) of the source; ``adjustments``: the actions in effect at the bar;
-    ``bar_minutes``: for the age of a quote with a timestamp (default ``market.bar_minutes``).
+    ``bar_minutes``: for the age of a quote with a timestamp (default ``market.bar_minutes``). The window of
+    one bar is :func:`build_windows` of one bar over the whole of ``times`` (one code path).
     """
+    return build_windows([bar], pd.DatetimeIndex([bar_ts]), times, raw, universe, [adv_shares],
+                         [(0, len(times))], skips=[skips], flags=[flags], adjustments=[adjustments],
+                         bar_minutes=bar_minutes)[0]
+
+
+def build_windows(bars: list[str], bar_ts: pd.DatetimeIndex, times: pd.DatetimeIndex, raw: pd.DataFrame,
+                  universe: np.ndarray, adv_shares: list[pd.Series], spans: list[tuple[int, int]], *,
+                  skips: list[pd.DataFrame | None] | None = None, flags: list[pd.DataFrame | None] | None = None,
+                  adjustments: list[pd.DataFrame | None] | None = None,
+                  bar_minutes: int | None = None) -> list[tuple[BarWindow, pd.DataFrame]]:
+    """The windows of B bars that share one period of history (issue 12: a period's bars at once).
+
+    ``times`` (T,) is the period's grid and ``raw`` its rows; bar b's window is the grid rows
+    ``spans[b]`` = [lo, hi) (its bar at ``hi − 1``, or anywhere inside for a single window) and its rows, so
+    it sees nothing after its bar. Per bar: ``adv_shares``, ``skips``, ``flags`` and ``adjustments`` as in
+    :func:`build_window`. The rows are validated and pivoted once for the period (every row rule reads only
+    its row, so a row's verdict does not depend on the window that holds it); each window's history, panel
+    and quote ages are slices of those, every value the same bits as the window built alone
+    (``tests/unit/test_period_windows.py``). The adjusted panel is built once per distinct set of
+    adjustments (the actions touching a window change only when one takes effect or leaves the window).
+    Errors: as :func:`validate_snapshot` (a duplicated row anywhere in the period).
+    """
+    b_n = len(bars)
+    skips = skips if skips is not None else [None] * b_n
+    flags = flags if flags is not None else [None] * b_n
+    adjustments = adjustments if adjustments is not None else [None] * b_n
     history, own = validate_snapshot(raw)
-    now_skips = own[own["ts"] == bar_ts]  # a bad history row is re-validated every bar: recorded at its own bar
+    symbols = np.sort(np.asarray(universe, dtype=object))
+    hist_all = history[history["symbol"].isin(symbols).to_numpy()].reset_index(drop=True)
+    hist_ts, rows_ts, own_ts, grid_ns = (_ns(x) for x in (hist_all["ts"], history["ts"], own["ts"], times))
+    raw_panel = to_panel(hist_all, times, symbols)  # unadjusted: the quotes' ages
+    adjusted: dict[object, Panel] = {}
+    out = []
+    for b in range(b_n):  # a loop over the period's bars, each vectorised over symbols
+        ts, (lo, hi) = pd.Timestamp(bar_ts[b]), spans[b]
+        whole = lo == 0 and hi == len(times)
+        w_times = times if whole else times[lo:hi]
+        if whole:  # one window keeps every row it was given (a caller's rows may reach before its grid)
+            hist = hist_all
+        else:
+            keep = (hist_ts >= grid_ns[lo]) & (hist_ts <= grid_ns[hi - 1])
+            hist = hist_all[keep].reset_index(drop=True)
+        panel = raw_panel if whole else raw_panel.slice(lo, hi)
+        now = history[rows_ts == _ns([ts])[0]].set_index("symbol")
+        snap, cur = _snapshot(ts, now, symbols, own[own_ts == _ns([ts])[0]], skips[b], adv_shares[b], flags[b],
+                              w_times, panel, bar_minutes)
+        adj = adjustments[b]
+        adj = adj[ADJ_COLUMNS].reset_index(drop=True) if adj is not None and len(adj) else None
+        key = None if adj is None else tuple(adj.astype(str).itertuples(index=False))
+        if key not in adjusted:
+            if adj is None:
+                adjusted[key] = raw_panel
+            else:
+                adjusted[key] = to_panel(adjust_history(hist_all, adj), times, symbols)
+            for arr in adjusted[key].fields.values():
+                arr.flags.writeable = False
+        window = BarWindow(bars[b], w_times, snap, hist, cur, adj)
+        full = adjusted[key]
+        object.__setattr__(window, "_panel", full if whole else full.slice(lo, hi))
+        object.__setattr__(window, "_period", (full, hi - 1))
+        out.append((window, cur))
+    return out
+
+
+def _snapshot(bar_ts: pd.Timestamp, now: pd.DataFrame, symbols: np.ndarray, now_skips: pd.DataFrame,
+              skips: pd.DataFrame | None, adv_shares: pd.Series, flags: pd.DataFrame | None,
+              times: pd.DatetimeIndex, panel: Panel, bar_minutes: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One bar's snapshot (module docstring) and its skipped rows, from the bar's validated rows ``now``
+    (indexed by symbol) and its window's unadjusted ``panel``."""
     cur = pd.concat([f for f in (skips, now_skips) if f is not None and len(f)], ignore_index=True) \
         if (skips is not None and len(skips)) or len(now_skips) else empty_skips()
     cur = cur[SKIP_COLUMNS].sort_values(["ts", "symbol", "rule"], kind="mergesort").reset_index(drop=True)
-    now = history[history["ts"] == bar_ts].set_index("symbol")
-    snap = pd.DataFrame({"symbol": np.sort(np.asarray(universe, dtype=object))})
+    snap = pd.DataFrame({"symbol": symbols})
     snap = snap.join(now[list(PANEL_FIELDS)], on="symbol")
     status = np.where(snap["close"].notna(), "ok", "missing").astype(object)
     at_bar = cur[(cur["ts"] == bar_ts) & (cur["symbol"] != "")].drop_duplicates("symbol", keep="first")
@@ -175,9 +253,7 @@ def build_window(bar: str, bar_ts: pd.Timestamp, times: pd.DatetimeIndex, raw: p
                               "rule": [RULE_EMPTY_BAR], "rows": np.array([0], dtype=np.int64)})
         cur = pd.concat([cur, empty], ignore_index=True) if len(cur) else empty
     snap["adv_shares"] = snap["symbol"].map(adv_shares).astype(float)
-    hist = history[history["symbol"].isin(snap["symbol"])].reset_index(drop=True)
     snap["hold_reason"], snap["hold_since"] = _holds(snap["symbol"], flags, times, bar_ts)
-    panel = to_panel(hist, times, snap["symbol"].to_numpy())
     estimated = _at_bar(now, "spread_estimated", snap["symbol"], False).astype(bool)
     age = quote_age_bars(panel["bid"], panel["ask"])
     quote_ts = _at_bar(now, "quote_ts", snap["symbol"], pd.NaT)
@@ -188,8 +264,12 @@ def build_window(bar: str, bar_ts: pd.Timestamp, times: pd.DatetimeIndex, raw: p
     age = np.where(estimated.to_numpy(), bars_since_trade(panel["volume"]), age)
     snap["quote_age_bars"] = np.where(status == "ok", age, np.nan)
     snap["spread_estimated"] = estimated.to_numpy()
-    adj = adjustments[ADJ_COLUMNS].reset_index(drop=True) if adjustments is not None and len(adjustments) else None
-    return BarWindow(bar, times, snap.reset_index(drop=True), hist, cur, adj), cur
+    return snap.reset_index(drop=True), cur
+
+
+def _ns(values) -> np.ndarray:
+    """Instants as int64 nanoseconds (whatever the unit they are stored in)."""
+    return pd.DatetimeIndex(values).as_unit("ns").asi8
 
 
 def _bar_minutes() -> int:

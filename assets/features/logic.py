@@ -35,7 +35,7 @@ import pandas as pd
 
 from assets.bars.logic import BarWindow, Panel
 from CONFIG.config_loader import get_cfg
-from resources.market.calendar import get_calendar, parse_bar_key
+from resources.market.calendar import get_calendar
 
 MARKET_COLUMNS = ["price", "mid", "sigma_bps", "sigma_daily_bps", "adv_shares", "adv_bar_dollars"]
 DATA_COLUMNS = {"quote_age_bars": np.nan, "spread_estimated": False, "hold_reason": ""}  # from the snapshot
@@ -80,15 +80,39 @@ class FeatureParams:
                    self.range_window, self.ewma_window_bars, self.bars_per_session)
 
 
-def _window_stat(values: np.ndarray, min_share: float, weights: np.ndarray | None = None) -> np.ndarray:
-    """Weighted nan-mean over axis 0, NaN where fewer than ``min_share`` of the rows are present."""
-    ok = np.isfinite(values)
-    w = np.ones(values.shape[0]) if weights is None else weights
-    wv = np.where(ok, w[:, None], 0.0)
-    total = wv.sum(axis=0)
+def _window_stats(values: np.ndarray, ends: slice, width: int, min_share: float,
+                  weights: np.ndarray | None = None) -> np.ndarray:
+    """(B, N) weighted nan-mean of the ``width`` rows ending at each row of ``ends`` (consecutive rows of
+    ``values`` (T, N)); NaN where fewer than ``min_share`` of those rows are present.
+
+    The sums run row by row, oldest first, starting from the first row (what numpy's reduction over the
+    leading axis of a (width, N) window does), so each bar's value is the same bits whatever the batch."""
+    lo = ends.start - width + 1
+    b_n = ends.stop - ends.start
+    w = np.ones(width) if weights is None else weights
+    total = num = count = None
+    for i in range(width):  # a loop over the window's rows, vectorised over bars and symbols
+        v = values[lo + i: lo + i + b_n]
+        ok = np.isfinite(v)
+        wv = np.where(ok, w[i], 0.0)
+        term = np.where(ok, v, 0.0) * wv
+        if total is None:
+            total, num, count = wv, term, ok.astype(np.int64)
+        else:
+            total, num, count = total + wv, num + term, count + ok
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = (np.where(ok, values, 0.0) * wv).sum(axis=0) / total
-    return np.where(ok.mean(axis=0) >= min_share, out, np.nan)
+        out = num / total
+    return np.where(count / width >= min_share, out, np.nan)
+
+
+def _window_sums(values: np.ndarray, ends: slice, width: int) -> np.ndarray:
+    """(B, N) sum of the ``width`` rows ending at each row of ``ends``, row by row, oldest first."""
+    lo = ends.start - width + 1
+    b_n = ends.stop - ends.start
+    total = values[lo: lo + b_n]
+    for i in range(1, width):
+        total = total + values[lo + i: lo + i + b_n]
+    return total
 
 
 def session_starts(times: pd.DatetimeIndex, bar_minutes: int) -> np.ndarray:
@@ -114,77 +138,148 @@ def intraday_returns(panel: Panel, bar_minutes: int) -> tuple[np.ndarray, np.nda
     return r1, gap
 
 
-def features_at(panel: Panel, tod: float, adv_shares: np.ndarray, p: FeatureParams) -> np.ndarray:
-    """The (N, F) model features and (N, M) market columns of the panel's last row, concatenated."""
+def feature_rows(panel: Panel, rows: slice, tods: np.ndarray, adv_shares: np.ndarray,
+                 p: FeatureParams) -> np.ndarray:
+    """(B, N, F + M) model features and market columns of the consecutive panel rows ``rows`` (B of them),
+    each row computed as if the panel ended there: it reads only its own last ``lookback()+1`` rows, so a
+    later row cannot move an earlier one, and every value is the same bits as the row computed alone
+    (``tests/unit/test_feature_rows.py``). ``tods`` (B,) each row's session fraction, ``adv_shares`` (B, N)
+    or (N,). Raises ValueError when the first row has fewer than ``lookback()+1`` rows of history.
+
+    Returns of a row use its own window only: the window's first row never opens a session (what a panel
+    ending at the row sees), so the overnight gap is taken only from a session start after it."""
     need = p.lookback() + 1
-    if len(panel.times) < need:
-        raise ValueError(f"features need {need} bars of history, the panel has {len(panel.times)}")
-    tail = panel.tail(need)
-    c = tail["close"]
-    logc = np.log(c)
-    with np.errstate(invalid="ignore"):
-        r1, gap = intraday_returns(tail, p.bar_minutes)  # (need-1, N) intraday one-bar log returns
+    first, stop = rows.start, rows.stop
+    if first + 1 < need:
+        raise ValueError(f"features need {need} bars of history, the panel has {first + 1}")
+    sub = panel.slice(first - need + 1, stop)  # the rows any of the B windows reads
+    b_n, n = stop - first, len(panel.symbols)
+    at = slice(need - 1, need - 1 + b_n)  # the B rows in ``sub``
+    c = sub["close"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logc, logo = np.log(c), np.log(sub["open"])
+    new = session_starts(sub.times, p.bar_minutes)
+    gap = np.zeros(logc.shape)
+    if new.any():
+        idx = np.nonzero(new)[0]
+        gap[idx] = logo[idx] - logc[idx - 1]
+    r1 = np.full(logc.shape, np.nan)  # r1[j]: the one-bar return into row j (row 0 has none)
+    r1[1:] = np.where(new[1:, None], logc[1:] - logo[1:], logc[1:] - logc[:-1])
     cols = []
     with np.errstate(invalid="ignore"):
         # the k-bar move less the overnight gaps inside it (their sum is exactly 0.0 within one session, NaN
         # when a gap inside is unknown)
-        rets = [logc[-1] - logc[-1 - k] - gap[-k:].sum(axis=0) for k in p.return_lookbacks]
+        rets = [logc[at] - logc[at.start - k: at.stop - k] - _window_sums(gap, at, k) for k in p.return_lookbacks]
     cols += rets
+    for r in rets:
+        finite = np.isfinite(r).any(axis=1)
+        with np.errstate(invalid="ignore"):
+            centre = np.nanmean(np.where(finite[:, None], r, 0.0), axis=1)
+        cols.append(np.where(finite[:, None], r - centre[:, None], r))
     with np.errstate(invalid="ignore"):
-        cols += [r - np.nanmean(r) if np.isfinite(r).any() else r for r in rets]
+        r2 = r1 ** 2
     for w in p.vol_windows:
-        cols.append(np.sqrt(_window_stat(r1[-w:] ** 2, p.min_valid_share)))
-    vol = panel["volume"][-p.volume_window:]
+        cols.append(np.sqrt(_window_stats(r2, at, w, p.min_valid_share)))
+    vol = sub["volume"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        cols.append(np.log(vol[-1] / _window_stat(vol, p.min_valid_share)))
-        hl = (panel["high"][-p.range_window:] - panel["low"][-p.range_window:]) / panel["close"][-p.range_window:]
-        cols.append(_window_stat(hl, p.min_valid_share))
-        bid, ask = panel["bid"][-1], panel["ask"][-1]
+        cols.append(np.log(vol[at] / _window_stats(vol, at, p.volume_window, p.min_valid_share)))
+        hl = (sub["high"] - sub["low"]) / c
+        cols.append(_window_stats(hl, at, p.range_window, p.min_valid_share))
+        bid, ask = sub["bid"][at], sub["ask"][at]
         mid = (bid + ask) / 2
         spread = (ask - bid) / mid * 1e4
     cols.append(spread)
-    cols.append(np.full(c.shape[1], tod))
-    starts = np.nonzero(session_starts(tail.times, p.bar_minutes))[0]
-    cols.append(gap[starts[-1]] if len(starts) else np.full(c.shape[1], np.nan))
+    cols.append(np.broadcast_to(np.asarray(tods, dtype=float)[:, None], (b_n, n)))
+    # the last session start inside each row's window, its first row excluded
+    last = np.maximum.accumulate(np.where(new, np.arange(len(new)), -1))[at]
+    has = last > np.arange(b_n)
+    cols.append(np.where(has[:, None], gap[np.maximum(last, 0)], np.nan))
     lam = 0.5 ** (1.0 / p.ewma_halflife_bars)
     weights = lam ** np.arange(p.ewma_window_bars - 1, -1, -1, dtype=float)
-    sigma = np.sqrt(_window_stat(r1[-p.ewma_window_bars:] ** 2, p.min_valid_share, weights)) * 1e4
-    price = c[-1]
-    market = [price, mid, sigma, sigma * np.sqrt(p.bars_per_session), adv_shares,
-              adv_shares * price / p.bars_per_session]
-    return np.column_stack(cols + market)
+    with np.errstate(invalid="ignore"):
+        sigma = np.sqrt(_window_stats(r2, at, p.ewma_window_bars, p.min_valid_share, weights)) * 1e4
+    price = c[at]
+    adv = np.broadcast_to(np.asarray(adv_shares, dtype=float), (b_n, n))
+    market = [price, mid, sigma, sigma * np.sqrt(p.bars_per_session), adv, adv * price / p.bars_per_session]
+    return np.stack(cols + market, axis=-1)
+
+
+def features_at(panel: Panel, tod: float, adv_shares: np.ndarray, p: FeatureParams) -> np.ndarray:
+    """The (N, F) model features and (N, M) market columns of the panel's last row, concatenated
+    (:func:`feature_rows` of one row)."""
+    end = len(panel.times)
+    return feature_rows(panel, slice(end - 1, end), np.array([tod]), adv_shares, p)[0]
 
 
 def feature_frame(panel: Panel, tod: float, adv_shares: np.ndarray, p: FeatureParams) -> pd.DataFrame:
     """Features of the panel's last bar for the symbols that have a bar then (others: recorded absent)."""
-    values = features_at(panel, tod, adv_shares, p)
+    return _frame(features_at(panel, tod, adv_shares, p), panel.symbols, panel["close"][-1], p)
+
+
+def _frame(values: np.ndarray, symbols: np.ndarray, close: np.ndarray, p: FeatureParams) -> pd.DataFrame:
     frame = pd.DataFrame(values, columns=p.names + MARKET_COLUMNS)
-    frame.insert(0, "symbol", panel.symbols)
-    present = np.isfinite(panel["close"][-1])
-    return frame[present].reset_index(drop=True)
+    frame.insert(0, "symbol", symbols)
+    return frame[np.isfinite(close)].reset_index(drop=True)
 
 
 def feature_history(panel: Panel, tods: np.ndarray, adv_shares: np.ndarray, p: FeatureParams,
                     n_last: int) -> np.ndarray:
-    """(n_last, N, F) model features of the panel's last ``n_last`` bars, each exactly as computed live."""
-    nf = len(p.names)
+    """(n_last, N, F) model features of the panel's last ``n_last`` bars, each exactly as computed live
+    (NaN where the symbol has no bar at that row)."""
     end = len(panel.times)
-    out = np.empty((n_last, len(panel.symbols), nf))
-    for k in range(n_last):  # a loop over bars of the window, never over symbols
-        sub = Panel(panel.times[: end - n_last + 1 + k], panel.symbols,
-                    {f: v[: end - n_last + 1 + k] for f, v in panel.fields.items()})
-        out[k] = features_at(sub, float(tods[k]), adv_shares, p)[:, :nf]
-        missing = ~np.isfinite(sub["close"][-1])
-        out[k][missing] = np.nan
-    return out
+    return masked_history(feature_rows(panel, slice(end - n_last, end), tods, adv_shares, p)[:, :, :len(p.names)],
+                          panel["close"][end - n_last:end])
+
+
+def masked_history(model_rows: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Model feature rows (B, N, F) with NaN where ``close`` (B, N) is missing (a symbol without a bar)."""
+    return np.where(np.isfinite(close)[:, :, None], model_rows, np.nan)
 
 
 def features_for_window(window: BarWindow, p: FeatureParams | None = None) -> pd.DataFrame:
     """Features of the window's bar (shared by the asset, replay and tests); ``valid`` marks complete rows."""
+    return features_for_windows([window], p)[0][0]
+
+
+def features_for_windows(windows: list[BarWindow], p: FeatureParams | None = None,
+                         history_bars: int = 0) -> list[tuple[pd.DataFrame, np.ndarray | None]]:
+    """Per window its features frame (:func:`features_for_window`) and, with ``history_bars`` = T > 0, the
+    (T, N, F) model features of its last T bars (:func:`feature_history`: the sequential models' windows).
+
+    Windows of one period (``MarketDataResource.windows``) are computed as one (B + T − 1, N, ·) block of
+    :func:`feature_rows` over the period's panel; any other window alone on its own panel. Same bits either
+    way (``tests/unit/test_feature_rows.py``)."""
     p = p or FeatureParams.from_cfg()
-    tod = float(get_calendar().session_fraction(pd.DatetimeIndex([parse_bar_key(window.bar)]))[0])
-    adv = window.snapshot["adv_shares"].to_numpy(dtype=float)
-    frame = feature_frame(window.panel(), tod, adv, p)
+    cal = get_calendar()
+    out: list[tuple[pd.DataFrame, np.ndarray | None]] = []
+    i = 0
+    while i < len(windows):  # runs of windows that are consecutive rows of one period's panel
+        panel, row = windows[i].__dict__.get("_period") or (windows[i].panel(), len(windows[i].panel().times) - 1)
+        j = i + 1
+        while j < len(windows) and windows[j].__dict__.get("_period", (None,))[0] is panel \
+                and windows[j].__dict__["_period"][1] == row + (j - i):
+            j += 1
+        run = windows[i:j]
+        extra = max(history_bars - 1, 0)
+        if j - i > 1 and any(len(w.times) < p.lookback() + 1 + extra for w in run):
+            # a window too short for its features alone must fail (or not) exactly as it does alone
+            panel, row, j = windows[i].panel(), len(windows[i].times) - 1, i + 1
+            run = windows[i:j]
+        rows = slice(row - extra, row + len(run))
+        tods = cal.session_fraction(panel.times[rows])
+        adv = np.stack([w.snapshot["adv_shares"].to_numpy(dtype=float) for w in [run[0]] * extra + run])
+        block = feature_rows(panel, rows, tods, adv, p)
+        close = panel["close"][rows]
+        for k, window in enumerate(run):
+            frame = _frame(block[extra + k], panel.symbols, close[extra + k], p)
+            hist = masked_history(block[k: k + history_bars, :, :len(p.names)], close[k: k + history_bars]) \
+                if history_bars else None
+            out.append((_with_data_columns(frame, window, p), hist))
+        i = j
+    return out
+
+
+def _with_data_columns(frame: pd.DataFrame, window: BarWindow, p: FeatureParams) -> pd.DataFrame:
     frame.insert(1, "valid", np.isfinite(frame[p.names].to_numpy()).all(axis=1))
     frame.insert(2, "feature_version", p.version)
     snap = window.snapshot.set_index("symbol").reindex(frame["symbol"])

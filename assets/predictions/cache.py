@@ -76,6 +76,28 @@ class PredictionCache:
         self._new.setdefault(key, {})[digest] = out
         return out.copy()
 
+    def predict_many(self, target: str, family: str, version: str,
+                     run: Callable[[list[np.ndarray]], list[np.ndarray]], Xs: list[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`predict` for many inputs (one per bar), each looked up and counted on its own as
+        :meth:`predict` would, in order (an input repeated later in the list is a hit); ``run`` computes every
+        missing one in one call (the model's outputs of a list of inputs)."""
+        key = self.model_key(target, family, version)
+        table = self._table(key)
+        digests = [input_digest(X) for X in Xs]
+        todo: dict[bytes, int] = {}
+        for i, digest in enumerate(digests):
+            if digest in table or digest in todo:
+                self.hits += 1
+            else:
+                self.misses += 1
+                todo[digest] = i
+        if todo:
+            for digest, out in zip(todo, run([Xs[i] for i in todo.values()]), strict=True):
+                out = np.asarray(out, dtype=np.float64)
+                table[digest] = out
+                self._new.setdefault(key, {})[digest] = out
+        return [table[d].copy() for d in digests]
+
     def save(self) -> int:
         """Write what this process computed as one new shard per model; returns the entries written."""
         written = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -9,7 +11,7 @@ from assets.bars.logic import BarWindow
 from assets.features.logic import FeatureParams, feature_history
 from assets.history import ChainHistory
 from assets.predictions.cache import PredictionCache
-from assets.predictions.logic import PredictionInputs, predict_barrier, predict_returns
+from assets.predictions.logic import PredictionInputs, model_outputs, predict_barrier, predict_returns
 from assets.predictions.models import ModelSet
 from assets.predictions.seq_buffer import REASON_SHORT, SeqBufferManager
 from CONFIG.config_loader import get_cfg
@@ -27,6 +29,15 @@ def seq_buffer_for(window: BarWindow, T: int) -> SeqBufferManager:
     panel = window.panel()
     tods = get_calendar().session_fraction(window.times[-T:])
     hist = feature_history(panel, tods, window.snapshot["adv_shares"].to_numpy(dtype=float), p, T)
+    return seq_buffer_from(window, hist, p)
+
+
+def seq_buffer_from(window: BarWindow, hist: np.ndarray, p: FeatureParams | None = None) -> SeqBufferManager:
+    """The sequential buffers of the window's universe from the (T, N, F) model features of its last T bars
+    (:func:`~assets.features.logic.feature_history`, or the same rows of a period's feature block)."""
+    p = p or FeatureParams.from_cfg()
+    T = len(hist)
+    panel = window.panel()
     has_bar = np.isfinite(panel["close"])
     buf = SeqBufferManager.rebuild(panel.symbols, hist, has_bar[-T:], get_cfg("prediction.seq_gap_tolerance_bars"))
     # A row counts as filled only when the symbol had bars for the row's whole feature lookback: a symbol
@@ -76,17 +87,46 @@ def needs_sequence(models: ModelSet) -> int | None:
     return ts.pop() if ts else None
 
 
-def compute_predictions(window: BarWindow, features: pd.DataFrame, models: ModelSet, history: ChainHistory,
-                        buffer: SeqBufferManager | None = None,
-                        cache: PredictionCache | None = None) -> dict[str, pd.DataFrame]:
-    """Predictions, barrier probabilities and the models' status for the window's bar (``cache``: model
-    calls served from the inference cache when their input was seen before; same output bits)."""
+@dataclass(frozen=True)
+class PreparedBar:
+    """One bar's model inputs and the models' outputs on them (:func:`prepare_predictions`)."""
+
+    inputs: PredictionInputs
+    outputs: dict[tuple[str, str], np.ndarray]
+
+
+def prepare_predictions(windows: list[BarWindow], features: list[pd.DataFrame], models: ModelSet,
+                        cache: PredictionCache | None = None, buffers: list[SeqBufferManager | None] | None = None,
+                        histories: list[np.ndarray | None] | None = None) -> list[PreparedBar]:
+    """The model inputs and outputs of B bars: every model runs once over all of them
+    (:func:`~assets.predictions.logic.model_outputs`). Each bar's sequential windows come from ``buffers``,
+    else from ``histories`` (its last T bars' model features, e.g. from
+    :func:`~assets.features.logic.features_for_windows`), else are rebuilt from its window."""
     T = needs_sequence(models)
-    if T is not None and buffer is None:
-        buffer = seq_buffer_for(window, T)
-    inp = prediction_inputs(features, models, buffer if T is not None else None)
+    inputs = []
+    for b, (window, frame) in enumerate(zip(windows, features, strict=True)):  # a loop over bars
+        buffer = None
+        if T is not None:
+            buffer = buffers[b] if buffers is not None and buffers[b] is not None else None
+            if buffer is None:
+                hist = histories[b] if histories is not None else None
+                buffer = seq_buffer_from(window, hist) if hist is not None else seq_buffer_for(window, T)
+        inputs.append(prediction_inputs(frame, models, buffer))
+    return [PreparedBar(i, o) for i, o in zip(inputs, model_outputs(models, inputs, cache), strict=True)]
+
+
+def compute_predictions(window: BarWindow, features: pd.DataFrame, models: ModelSet, history: ChainHistory,
+                        buffer: SeqBufferManager | None = None, cache: PredictionCache | None = None,
+                        prepared: PreparedBar | None = None) -> dict[str, pd.DataFrame]:
+    """Predictions, barrier probabilities and the models' status for the window's bar (``cache``: model
+    calls served from the inference cache when their input was seen before; same output bits). ``prepared``:
+    the bar's inputs and model outputs already computed with other bars (:func:`prepare_predictions`); the
+    standardization against the bar's own reference history is always done here, bar by bar."""
+    if prepared is None:
+        prepared = prepare_predictions([window], [features], models, cache, buffers=[buffer])[0]
+    inp, outputs = prepared.inputs, prepared.outputs
     return {
-        "predictions": predict_returns(models, inp, std_history(history, window.bar), cache=cache),
-        "predictions_barrier": predict_barrier(models, inp, cache),
+        "predictions": predict_returns(models, inp, std_history(history, window.bar), outputs=outputs),
+        "predictions_barrier": predict_barrier(models, inp, outputs=outputs),
         "predictions_models": models.status.copy(),
     }

@@ -5,13 +5,16 @@ the history the stages need in memory, trades the replay paper account (``paths.
 simulated clock (now = the bar close) under the replay account's own kill switch, and writes the same
 lineage tables as the Dagster path (one transaction per bar), so ``explain`` and ``audit`` work on replayed
 bars too. For the same bars, models and configuration it produces the same ``sized_orders`` and
-``executions`` as the Dagster graph run in ``replay`` mode (tested).
+``executions`` as the Dagster graph run in ``replay`` mode (tested). Bars, features and model outputs are
+computed for ``replay.batch_bars`` consecutive bars at once (:meth:`ReplayEngine.prepare`: the functions the
+assets call with one bar, same bits), the rest bar by bar.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,7 +25,7 @@ from assets.arbitrated_scores.stage import compute_arbitrated
 from assets.blended_alpha.stage import compute_blended_alpha
 from assets.execution_record import MemoryRecord, pnl_fills
 from assets.executions.stage import execute, fresh_share
-from assets.features.logic import features_for_window
+from assets.features.logic import features_for_windows
 from assets.gated_signals.stage import compute_gated
 from assets.history import LineageHistory, MemoryHistory, PredictionGrid
 from assets.model_skill.stage import compute_model_skill
@@ -30,7 +33,7 @@ from assets.pnl.stage import compute_pnl, est_costs, previous_book, start_of_bar
 from assets.positions.stage import marks_from, positions_step, window_marks
 from assets.predictions.cache import PredictionCache
 from assets.predictions.models import ModelSet, load_models
-from assets.predictions.stage import compute_predictions
+from assets.predictions.stage import compute_predictions, needs_sequence, prepare_predictions
 from assets.sized_orders.stage import cancels_working_orders, compute_sized, pending_of, session_phase
 from assets.venue import quotes_provider
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, resolve_path
@@ -109,6 +112,7 @@ class ReplayResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     cache_hits: int = 0          # model calls served by the prediction cache
     cache_misses: int = 0        # model calls computed (and cached)
+    batch_fallbacks: list[str] = field(default_factory=list)   # batches prepared bar by bar, with the reason
 
 
 class ReplayEngine:
@@ -143,6 +147,8 @@ class ReplayEngine:
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
         self.timing: dict[str, float] = {}
         self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
+        self._prepared: dict[str, tuple] = {}   # bar → (window, features, model outputs) made by prepare()
+        self.batch_fallbacks: list[str] = []    # batches prepared bar by bar instead, with the reason
 
     def _previous_pnl(self, bar: str):
         if self._book is not None:
@@ -166,14 +172,40 @@ class ReplayEngine:
         self.timing[name] = self.timing.get(name, 0.0) + time.perf_counter() - t
         return out
 
+    def prepare(self, bars: list[str]) -> None:
+        """Bars, features and model outputs of consecutive bars at once (issue 12): one read of the period
+        (``MarketDataResource.windows``), one feature block, each model called once for all of them; the same
+        functions the assets call with one bar, so every output is the same bits. :meth:`step` then uses
+        them bar by bar (standardization and everything after it need the bars before, so they stay there)."""
+        windows = [w for w, _ in self._timed("bars", self.market.windows, bars)]
+        T = needs_sequence(self.models)
+        feats = self._timed("features", features_for_windows, windows, None, T or 0)
+        prepared = self._timed("predictions", prepare_predictions, windows, [f for f, _ in feats], self.models,
+                               self.cache, None, [h for _, h in feats])
+        for bar, window, (frame, _), ready in zip(bars, windows, feats, prepared, strict=True):
+            self._prepared[bar] = (window, frame, ready)
+
+    def _prepare_batch(self, bars: list[str]) -> None:
+        """:meth:`prepare` for a batch; when it fails (bad data in one bar of it, say) the batch's bars are
+        prepared one by one in :meth:`step`, so an error surfaces at its own bar after the bars before it were
+        traded and recorded, as without batching. The fallback is kept with its reason (``batch_fallbacks``)."""
+        self._prepared.clear()
+        try:
+            self.prepare(bars)
+        except Exception as exc:  # noqa: BLE001 — re-raised by the per-bar path at the bar that causes it
+            self._prepared.clear()
+            self.batch_fallbacks.append(f"{bars[0]}…{bars[-1]}: {type(exc).__name__}: {exc}")
+            logging.getLogger(__name__).warning("replay: batch %s prepared bar by bar", self.batch_fallbacks[-1])
+
     def step(self, bar: str) -> dict[str, object]:
         """Every stage of one bar, in graph order; returns each asset's output."""
         ts = parse_bar_key(bar)
         session = get_calendar().session_of(ts)
-        window, _ = self._timed("bars", self.market.window, bar)
-        features = self._timed("features", features_for_window, window)
+        if bar not in self._prepared:
+            self.prepare([bar])
+        window, features, prepared = self._prepared.pop(bar)
         preds = self._timed("predictions", compute_predictions, window, features, self.models, self.history,
-                            None, self.cache)
+                            None, self.cache, prepared)
         skill = self._timed("model_skill", compute_model_skill, window, features, preds["predictions"],
                             self.models, self.history)
         blended = self._timed("blended_alpha", compute_blended_alpha, preds["predictions"], skill["model_skill"],
@@ -266,7 +298,10 @@ class ReplayEngine:
 
             iterator = tqdm(bars, desc="replay", unit="bar")
         try:
-            for bar in iterator:
+            size = get_cfg("replay.batch_bars")
+            for i, bar in enumerate(iterator):
+                if i % size == 0:
+                    self._prepare_batch(list(bars[i:i + size]))
                 out = self.step(bar)
                 orders += int(out["sized_orders"]["has_order"].sum())
                 fills += len(out["positions"]["positions_fills"]) + len(out["executions"]["executions_fills"])
@@ -274,7 +309,7 @@ class ReplayEngine:
             self.close()
         hits, misses = (self.cache.hits, self.cache.misses) if self.cache is not None else (0, 0)
         return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing),
-                            hits, misses)
+                            hits, misses, list(self.batch_fallbacks))
 
 
 def bars_between(start: str, end: str) -> list[str]:
