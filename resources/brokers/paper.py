@@ -125,10 +125,13 @@ class FrameQuotes:
     def __init__(self, frame: pd.DataFrame) -> None:
         frame = frame.reindex(columns=list(Quote.__dataclass_fields__))
         self._frame = frame.loc[~frame.index.duplicated(keep="first")].astype(float)
+        self._quotes: dict[str, Quote] | None = None
 
     def __call__(self, symbols: Sequence[str], ts: dt.datetime) -> dict[str, Quote]:
-        sub = self._frame.loc[self._frame.index.intersection(pd.Index(symbols))]
-        return {sym: Quote(*map(float, row)) for sym, row in zip(sub.index, sub.to_numpy(), strict=True)}
+        if self._quotes is None:  # built once: the venue asks again for every order of the bar
+            self._quotes = {sym: Quote(*row) for sym, row in zip(self._frame.index, self._frame.to_numpy().tolist(),
+                                                                 strict=True)}
+        return {sym: q for sym in symbols if (q := self._quotes.get(sym)) is not None}
 
 
 class BarClock:
