@@ -285,7 +285,7 @@ class PaperBroker:
 
     ``book``: where the book lives (``resources.brokers.paper_book``); default the DuckDB file ``db_path``
     (default ``paths.paper_broker_db``), every call durable before it returns. :meth:`in_memory` gives the
-    same venue on a :class:`MemoryBook` (the replay's stepping loop), durable only when :meth:`save` d."""
+    same venue on a :class:`MemoryBook` (the replay's stepping loop), durable only once :meth:`save` has run."""
 
     supported_order_types = SUPPORTED_ORDER_TYPES
 
