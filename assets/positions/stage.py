@@ -31,6 +31,8 @@ a mismatch, recorded here and acted on by the kill switch. A bar that is not the
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 
@@ -127,6 +129,11 @@ _TAKEN_TYPES = {"fill_id": object, "client_order_id": object, "symbol": object, 
 
 def empty_taken() -> pd.DataFrame:
     """A typed, empty fills table (its first recording gets real column types)."""
+    return _empty_taken().copy()  # built once: the stepping loop asks for it bar after bar
+
+
+@functools.cache
+def _empty_taken() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _TAKEN_TYPES.items()})
 
 
@@ -176,6 +183,11 @@ ACTION_COLUMNS = ["symbol", "effective_date", "effective_open", "split_ratio", "
 
 
 def empty_actions() -> pd.DataFrame:
+    return _empty_actions().copy()
+
+
+@functools.cache
+def _empty_actions() -> pd.DataFrame:
     return pd.DataFrame({"symbol": pd.Series(dtype=object), "effective_date": pd.Series(dtype=object),
                          "effective_open": pd.Series(dtype="datetime64[ns, UTC]"),
                          "split_ratio": pd.Series(dtype=float), "cash_dividend": pd.Series(dtype=float),

@@ -8,11 +8,22 @@ bars too. For the same bars, models and configuration it produces the same ``siz
 ``executions`` as the Dagster graph run in ``replay`` mode (tested). Bars, features and model outputs are
 computed for ``replay.batch_bars`` consecutive bars at once (:meth:`ReplayEngine.prepare`: the functions the
 assets call with one bar, same bits), the rest bar by bar.
+
+The paper account and the kill switch are held in memory for the whole replay (the same venue rules and
+kill-switch functions as the file-backed ones: ``resources.brokers.paper_book``, ``resources.kill_switch.
+memory``): the account file is loaded at the first bar and stays locked until :meth:`ReplayEngine.close`.
+Both are written to their files **at each lineage flush, just before the lineage transaction**, and at the
+close, so the account, the switch and lineage stay consistent:
+
+* an exception (or Ctrl-C) in a bar: :meth:`ReplayEngine.run` writes nothing more (:meth:`ReplayEngine.abort`):
+  the three files stay at the last flush, the bars since are replayed again next time;
+* a process killed between the account's save and the lineage commit leaves the account (and switch) ahead of
+  lineage by at most one flush: the next bar's ``positions`` takes the fills lineage lacks in (``broker`` /
+  ``recovered``) and reconciles, as after a live crash between submit and record.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -137,13 +148,11 @@ class ReplayEngine:
             "market.bar_minutes"), get_cfg("standardization.window_bars"), get_cfg("sizing.z_window_bars")) + 1
         self.history = ReplayHistory(MemoryHistory(keep), LineageHistory(self.store))
         self.clock = BarClock()
-        self.switch = switch_for(ACCOUNT)
+        self.switch = switch_for(ACCOUNT, held=True)   # state in memory; written with the account
         self.record = MemoryRecord.from_lineage(self.store, ACCOUNT)
         self._book = None
-        # one paper account and one connection to it for the whole replay (the account file is the replay's
-        # own): opening it bar after bar cost ~15 ms a bar
-        self.broker = PaperBroker(resolve_path("paths.replay_broker_db"), clock=self.clock)
-        self._broker_session: contextlib.ExitStack | None = None
+        # the paper account in memory for the whole replay, loaded at the first bar (``_venue``)
+        self.broker: PaperBroker | None = None
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
         self.timing: dict[str, float] = {}
         self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
@@ -165,6 +174,18 @@ class ReplayEngine:
             return pd.Series(dtype=float)
         book = previous[0].positions
         return pd.Series(book["mark"].to_numpy(dtype=float), index=book.index.to_numpy(), dtype=float)
+
+    def _venue(self) -> PaperBroker:
+        """The replay paper account, loaded into memory from its file (locked from now until the close)."""
+        if self.broker is None:
+            self.broker = PaperBroker.in_memory(resolve_path("paths.replay_broker_db"), clock=self.clock)
+        return self.broker
+
+    def _save_state(self) -> None:
+        """Write the paper account and the kill switch to their files (what changed since the last save)."""
+        if self.broker is not None:
+            self.broker.save()
+        self.switch.save()
 
     def _timed(self, name: str, fn, *args):
         t = time.perf_counter()
@@ -210,11 +231,8 @@ class ReplayEngine:
                             self.models, self.history)
         blended = self._timed("blended_alpha", compute_blended_alpha, preds["predictions"], skill["model_skill"],
                               skill["model_skill_sigma"], self.models)
-        broker = self.broker
+        broker = self._venue()
         broker.quotes = quotes_provider(window.snapshot, features)
-        if self._broker_session is None:
-            self._broker_session = contextlib.ExitStack()
-            self._broker_session.enter_context(broker.batch())
         self.clock.set(ts.to_pydatetime())
         with broker.batch():
             marks = window_marks(window, self._last_marks(bar))
@@ -257,6 +275,7 @@ class ReplayEngine:
         if not self._pending:
             return
         t = time.perf_counter()
+        self._save_state()   # before lineage: a crash in between leaves the account ahead, the recoverable side
         with self.store.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -276,15 +295,30 @@ class ReplayEngine:
         self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
 
     def close(self) -> None:
-        """Write what is pending, save the new predictions to the cache and release the paper account's file."""
+        """Write what is pending (the account and the kill switch, then lineage), save the new predictions to
+        the cache and release the paper account's file."""
         try:
             self.flush()
+            self._save_state()
             if self.cache is not None:
                 self.cache.save()
         finally:
-            if self._broker_session is not None:
-                self._broker_session.close()
-                self._broker_session = None
+            self._release()
+
+    def abort(self) -> None:
+        """A bar failed: write nothing more (the account, the kill switch and lineage stay at the last flush),
+        keep the cached predictions (they depend on models and features only), release the account's file."""
+        self._pending.clear()
+        try:
+            if self.cache is not None:
+                self.cache.save()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self.broker is not None:
+            self.broker.close()
+            self.broker = None
 
     def run(self, bars: list[str], progress: bool = False) -> ReplayResult:
         if not self.switch.is_armed():
@@ -305,8 +339,10 @@ class ReplayEngine:
                 out = self.step(bar)
                 orders += int(out["sized_orders"]["has_order"].sum())
                 fills += len(out["positions"]["positions_fills"]) + len(out["executions"]["executions_fills"])
-        finally:
-            self.close()
+        except BaseException:
+            self.abort()
+            raise
+        self.close()
         hits, misses = (self.cache.hits, self.cache.misses) if self.cache is not None else (0, 0)
         return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing),
                             hits, misses, list(self.batch_fallbacks))

@@ -1,11 +1,14 @@
-"""The paper broker: a simulated venue whose book lives in DuckDB tables of its own.
+"""The paper broker: a simulated venue, its rules written once over a pluggable book.
 
-Why DuckDB tables, short-lived connections: the book (cash, positions, orders, fills) must survive the
-process (every Dagster run is a new process) and be seen identically by the next one, while the DuckDB
-file lock would block every other process that holds the file open. So each public call opens the file,
-runs one transaction per order and closes it; :meth:`PaperBroker.batch` keeps one connection for a
-block of calls (one bar's orders) to pay the ~10 ms open once. A lock held elsewhere is waited for up to
-``broker.submit_timeout_seconds``, then :class:`BrokerTimeout`.
+Where the book lives (``resources.brokers.paper_book``): by default in DuckDB tables of its own
+(:class:`DuckDBBook`): the book (cash, positions, orders, fills) must survive the process (every Dagster run
+is a new process) and be seen identically by the next one, while the DuckDB file lock would block every
+other process that holds the file open. So each public call opens the file, runs one transaction per order
+and closes it; :meth:`PaperBroker.batch` keeps one connection for a block of calls (one bar's orders) to pay
+the ~10 ms open once. A lock held elsewhere is waited for up to ``broker.submit_timeout_seconds``, then
+:class:`BrokerTimeout`. The replay trades one account bar after bar in one process: :meth:`PaperBroker.in_memory`
+runs the same rules on a :class:`MemoryBook` loaded from the account file and saved back to it
+(:meth:`PaperBroker.save`), the same rows a file book would have written.
 
 The fill model (SPEC §6; the idea of Lean's next-bar fill models). An order decided at a bar's close can
 only fill at a price the market offered after the decision, so :meth:`submit` never fills: a valid order
@@ -58,7 +61,6 @@ import functools
 import hashlib
 import math
 import numbers
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -70,11 +72,11 @@ import numpy as np
 import pandas as pd
 
 from CONFIG.config_loader import get_cfg, resolve_path
+from resources.brokers.paper_book import SCHEMA_VERSION, DuckDBBook, MemoryBook, PaperBook, from_db, to_db
 from resources.brokers.protocol import (
     OPEN_STATUSES,
     Account,
     BrokerError,
-    BrokerTimeout,
     Fill,
     Order,
     OrderRequest,
@@ -88,34 +90,9 @@ from resources.brokers.protocol import (
 )
 from resources.brokers.quantity import floor_qty, round_qty
 
-SCHEMA_VERSION = 2
-_ORDER_COLS = ("client_order_id", "broker_order_id", "symbol", "side", "quantity", "filled_quantity",
-               "avg_price", "status", "reason_code", "bar_key", "reduce_only", "submitted_at",
-               "last_worked_at", "n_fills", "order_type")
-_FILL_COLS = ("fill_id", "client_order_id", "symbol", "side", "quantity", "price", "fee", "ts", "seq", "mid")
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS paper_account (
-        id INTEGER PRIMARY KEY, cash DOUBLE NOT NULL, initial_cash DOUBLE NOT NULL,
-        fill_seq BIGINT NOT NULL, order_seq BIGINT NOT NULL, schema_version INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS paper_orders (
-        client_order_id VARCHAR PRIMARY KEY, broker_order_id VARCHAR, symbol VARCHAR, side VARCHAR,
-        quantity DOUBLE, filled_quantity DOUBLE NOT NULL, avg_price DOUBLE, status VARCHAR NOT NULL,
-        reason_code VARCHAR, bar_key VARCHAR, reduce_only BOOLEAN, submitted_at TIMESTAMP,
-        last_worked_at TIMESTAMP, n_fills INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS paper_positions (
-        symbol VARCHAR PRIMARY KEY, quantity DOUBLE NOT NULL, last_price DOUBLE)""",
-    """CREATE TABLE IF NOT EXISTS paper_fills (
-        fill_id VARCHAR PRIMARY KEY, client_order_id VARCHAR NOT NULL, symbol VARCHAR NOT NULL,
-        side VARCHAR NOT NULL, quantity DOUBLE NOT NULL, price DOUBLE NOT NULL, fee DOUBLE NOT NULL,
-        ts TIMESTAMP NOT NULL, seq BIGINT NOT NULL UNIQUE, mid DOUBLE)""",
-    """CREATE TABLE IF NOT EXISTS paper_corporate_actions (
-        symbol VARCHAR, effective_date DATE, split_ratio DOUBLE, cash_dividend DOUBLE, qty_before DOUBLE,
-        qty_after DOUBLE, cash_change DOUBLE, PRIMARY KEY (symbol, effective_date))""",
-    # version 2 (an existing version-1 book gains the columns; its values stay)
-    "ALTER TABLE paper_orders ADD COLUMN IF NOT EXISTS order_type VARCHAR DEFAULT 'MARKET'",
-    "ALTER TABLE paper_positions ADD COLUMN IF NOT EXISTS avg_cost DOUBLE",
-    "ALTER TABLE paper_account ADD COLUMN IF NOT EXISTS settled_through TIMESTAMP",
-)
+__all__ = ["SCHEMA_VERSION", "BarClock", "FrameQuotes", "PaperBroker", "Quote", "Settlement", "average_cost",
+           "fill_id_for", "fill_price", "impact_bps"]
+
 SUPPORTED_ORDER_TYPES = frozenset({OrderType.MARKET, OrderType.MOC})
 
 
@@ -148,10 +125,13 @@ class FrameQuotes:
     def __init__(self, frame: pd.DataFrame) -> None:
         frame = frame.reindex(columns=list(Quote.__dataclass_fields__))
         self._frame = frame.loc[~frame.index.duplicated(keep="first")].astype(float)
+        self._quotes: dict[str, Quote] | None = None
 
     def __call__(self, symbols: Sequence[str], ts: dt.datetime) -> dict[str, Quote]:
-        sub = self._frame.loc[self._frame.index.intersection(pd.Index(symbols))]
-        return {sym: Quote(*map(float, row)) for sym, row in zip(sub.index, sub.to_numpy(), strict=True)}
+        if self._quotes is None:  # built once: the venue asks again for every order of the bar
+            self._quotes = {sym: Quote(*row) for sym, row in zip(self._frame.index, self._frame.to_numpy().tolist(),
+                                                                 strict=True)}
+        return {sym: q for sym in symbols if (q := self._quotes.get(sym)) is not None}
 
 
 class BarClock:
@@ -218,16 +198,6 @@ def fill_price(quote: Quote, side: Side, quantity: float, impact_y: float,
         return quote.close * (1.0 + side.sign * impact_bps(quote, quantity, impact_y) / 1e4)
     return quote.open + side.sign * ((quote.ask - quote.bid) / 2.0
                                      + quote.open * impact_bps(quote, quantity, impact_y) / 1e4)
-
-
-def _to_db(ts: dt.datetime) -> dt.datetime:
-    if ts.tzinfo is None:
-        raise BrokerError(f"naive timestamp {ts!r}: the engine is UTC, pass tz-aware times")
-    return ts.astimezone(dt.UTC).replace(tzinfo=None)
-
-
-def _from_db(ts: dt.datetime | None) -> dt.datetime | None:
-    return None if ts is None else ts.replace(tzinfo=dt.UTC)
 
 
 def _finite(*xs: Any) -> bool:
@@ -311,18 +281,32 @@ class _Sessions:
 
 class PaperBroker:
     """The paper adapter of :class:`resources.brokers.protocol.Broker` (plus ``submit_many``, ``settle``,
-    ``book_fill``, ``reset`` and ``batch``)."""
+    ``book_fill``, ``apply_corporate_action``, ``reset``, ``batch`` and ``save``).
+
+    ``book``: where the book lives (``resources.brokers.paper_book``); default the DuckDB file ``db_path``
+    (default ``paths.paper_broker_db``), every call durable before it returns. :meth:`in_memory` gives the
+    same venue on a :class:`MemoryBook` (the replay's stepping loop), durable only once :meth:`save` has run."""
 
     supported_order_types = SUPPORTED_ORDER_TYPES
 
     def __init__(self, db_path: str | Path | None = None, *, quotes: QuoteProvider | None = None,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
-        self.db_path = Path(db_path) if db_path is not None else resolve_path("paths.paper_broker_db")
+                 clock: Callable[[], dt.datetime] | None = None, book: PaperBook | None = None) -> None:
+        if book is None:
+            book = DuckDBBook(db_path if db_path is not None else resolve_path("paths.paper_broker_db"))
+        self.book = book
+        self.db_path = book.path
         self.quotes = quotes
         self.clock = clock
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._schema_ready = False
         self._sessions: _Sessions | None = None
+
+    @classmethod
+    def in_memory(cls, db_path: str | Path | None = None, *, quotes: QuoteProvider | None = None,
+                  clock: Callable[[], dt.datetime] | None = None) -> PaperBroker:
+        """The venue on a :class:`MemoryBook`: loaded from the paper account file ``db_path`` (which stays
+        locked until :meth:`close`; :meth:`save` writes the changes back), or a fresh account in memory only
+        when ``db_path`` is None."""
+        book = _broker_errors(MemoryBook.load)(db_path) if db_path is not None else MemoryBook()
+        return cls(quotes=quotes, clock=clock, book=book)
 
     @property
     def sessions(self) -> _Sessions:
@@ -330,76 +314,21 @@ class PaperBroker:
             self._sessions = _Sessions()
         return self._sessions
 
-    # ---- connections -------------------------------------------------------------------------------
-    def _open(self) -> duckdb.DuckDBPyConnection:
-        """Open the file, waiting (bounded) for a lock held by another process."""
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + get_cfg("broker.submit_timeout_seconds")
-        pause = 0.01
-        while True:
-            try:
-                con = duckdb.connect(str(self.db_path))
-                break
-            except duckdb.IOException as exc:
-                left = deadline - time.monotonic()
-                if "lock" not in str(exc).lower():
-                    raise BrokerError(f"paper broker: cannot open {self.db_path}: {exc}") from exc
-                if left <= 0:
-                    raise BrokerTimeout(f"paper broker: {self.db_path} locked by another process: {exc}") from exc
-                time.sleep(min(pause, left))
-                pause = min(pause * 2, 0.5)
-        if not self._schema_ready:
-            try:
-                for stmt in _SCHEMA:
-                    con.execute(stmt)
-                self._new_account(con, "ON CONFLICT DO NOTHING")
-            except BaseException:
-                con.close()
-                raise
-            self._schema_ready = True
-        return con
-
-    @staticmethod
-    def _new_account(con: duckdb.DuckDBPyConnection, conflict: str = "") -> None:
-        cash = get_cfg("broker.initial_cash")
-        con.execute("INSERT INTO paper_account (id, cash, initial_cash, fill_seq, order_seq, schema_version, "
-                    f"settled_through) VALUES (1, ?, ?, 0, 0, ?, NULL) {conflict}", [cash, cash, SCHEMA_VERSION])
-
-    @contextmanager
-    def _conn(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if self._con is not None:
-            yield self._con
-            return
-        con = self._open()
-        try:
-            yield con
-        finally:
-            con.close()
-
     @contextmanager
     def batch(self) -> Iterator[PaperBroker]:
-        """Hold one connection for a block of calls (one bar's orders); each submit stays its own
+        """Hold the book open for a block of calls (one bar's orders); each submit stays its own
         transaction. Other processes are blocked only for the block's duration."""
-        if self._con is not None:
+        with _broker_errors(self.book.session)():
             yield self
-            return
-        self._con = _broker_errors(self._open)()
-        try:
-            yield self
-        finally:
-            con, self._con = self._con, None
-            con.close()
 
-    @staticmethod
-    @contextmanager
-    def _tx(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+    @_broker_errors
+    def save(self) -> None:
+        """Make the book durable (a file book already is; a memory book writes its changes to its file)."""
+        self.book.save()
+
+    def close(self) -> None:
+        """Release what the book holds (a memory book's file, without saving)."""
+        self.book.close()
 
     def _now(self) -> dt.datetime:
         if self.clock is None:
@@ -423,22 +352,21 @@ class PaperBroker:
             return []
         params = _Params.load()
         now = self._now()
-        _to_db(now)
+        to_db(now)
         session_open = self.sessions.is_open(now)
         quotes = self._quotes([str(r.symbol) for r in requests], now)
-        with self._conn() as con:
-            return [self._submit_one(con, r, quotes.get(r.symbol), now, params, session_open) for r in requests]
+        with self.book.session():
+            return [self._submit_one(r, quotes.get(r.symbol), now, params, session_open) for r in requests]
 
-    def _submit_one(self, con: duckdb.DuckDBPyConnection, req: OrderRequest, quote: Quote | None,
-                    now: dt.datetime, params: _Params, session_open: bool) -> SubmitResult:
-        with self._tx(con):
-            if con.execute("SELECT 1 FROM paper_orders WHERE client_order_id = ?",
-                           [req.client_order_id]).fetchone():
+    def _submit_one(self, req: OrderRequest, quote: Quote | None, now: dt.datetime, params: _Params,
+                    session_open: bool) -> SubmitResult:
+        book = self.book
+        with book.transaction():
+            if book.order(req.client_order_id) is not None:
                 return SubmitResult(req.client_order_id, OrderStatus.REJECTED,
                                     RejectReason.DUPLICATE_CLIENT_ORDER_ID)
-            order_seq = con.execute(
-                "UPDATE paper_account SET order_seq = order_seq + 1 RETURNING order_seq").fetchone()[0]
-            reason = self._reject_reason(req, quote, params, self._position(con, req.symbol)[0], session_open)
+            order_seq = book.next_order_seq()
+            reason = self._reject_reason(req, quote, params, book.position(req.symbol)[0], session_open)
             status = check_transition(OrderStatus.NEW,
                                       OrderStatus.REJECTED if reason else OrderStatus.ACCEPTED)
             order = dict(client_order_id=req.client_order_id, broker_order_id=f"PB-{order_seq:010d}",
@@ -446,10 +374,9 @@ class PaperBroker:
                          if isinstance(req.quantity, numbers.Real) else math.nan,
                          filled_quantity=0.0, avg_price=None, status=status.value,
                          reason_code=reason.value if reason else None, bar_key=req.bar_key,
-                         reduce_only=bool(req.reduce_only), submitted_at=_to_db(now), last_worked_at=None,
+                         reduce_only=bool(req.reduce_only), submitted_at=to_db(now), last_worked_at=None,
                          n_fills=0, order_type=str(req.order_type))
-            con.execute(f"INSERT INTO paper_orders ({', '.join(_ORDER_COLS)}) VALUES "
-                        f"({', '.join('?' * len(_ORDER_COLS))})", [order[c] for c in _ORDER_COLS])
+            book.insert_order(order)
             return self._to_order(order).as_result()
 
     @staticmethod
@@ -480,36 +407,34 @@ class PaperBroker:
         at the session's closing bar MOC fills at its close and the expiry of what is still working.
         A bar at or before the last settled one changes nothing. Quotes come from the quote provider.
 
-        The whole settlement is computed in memory (orders in broker order id order, positions updated
-        fill by fill for reduce-only clipping and cost basis) and written in one transaction with a
-        handful of bulk statements, whatever the number of fills."""
+        The whole settlement is computed on copies (orders in broker order id order, positions updated
+        fill by fill for reduce-only clipping and cost basis) and written in one transaction (a file book:
+        a handful of bulk statements, whatever the number of fills)."""
         now = ts or self._now()
         params = _Params.load()
         sessions = self.sessions
-        with self._conn() as con:
-            last, seq, cash = con.execute("SELECT settled_through, fill_seq, cash FROM paper_account").fetchone()
-            if last is not None and _to_db(now) <= last:
+        book = self.book
+        with book.session():
+            last, seq, cash = book.settle_state()
+            if last is not None and to_db(now) <= last:
                 return Settlement(now)
-            orders = [dict(zip(_ORDER_COLS, r, strict=True)) for r in con.execute(
-                f"SELECT {', '.join(_ORDER_COLS)} FROM paper_orders WHERE status IN (SELECT unnest(?)) "
-                "ORDER BY broker_order_id", [sorted(s.value for s in OPEN_STATUSES)]).fetchall()]
+            orders = book.open_orders()
             out = Settlement(now)
+            held: dict[str, tuple[float, float | None]] = {}
             if orders:
                 session, closing = sessions.session(now), sessions.is_closing_bar(now)
                 cutoff = sessions.due_cutoff(now, params.latency_bars)
                 symbols = sorted({o["symbol"] for o in orders})
                 quotes = self._quotes(symbols, now)
-                book = {sym: (float(q), a) for sym, q, a in con.execute(
-                    "SELECT symbol, quantity, avg_cost FROM paper_positions WHERE symbol IN (SELECT unnest(?))",
-                    [symbols]).fetchall()}
+                held = book.positions_of(symbols)
                 for order in orders:  # the account's working orders, in the order the venue took them
                     before = (order["status"], order["filled_quantity"])
-                    decided = _from_db(order["submitted_at"])
+                    decided = from_db(order["submitted_at"])
                     if sessions.session(decided) < session:          # its session closed unsettled
                         self._expire(order)
                     elif (order["order_type"] == OrderType.MARKET and cutoff is not None and decided <= cutoff) \
                             or (order["order_type"] == OrderType.MOC and closing):
-                        fill = self._work(order, quotes.get(order["symbol"]), now, params, book)
+                        fill = self._work(order, quotes.get(order["symbol"]), now, params, held)
                         if fill is not None:
                             seq += 1
                             cash -= fill.side.sign * fill.quantity * fill.price + fill.fee
@@ -517,49 +442,15 @@ class PaperBroker:
                     if closing and OrderStatus(order["status"]) in OPEN_STATUSES:
                         self._expire(order)
                     if (order["status"], order["filled_quantity"]) != before:
-                        order["last_worked_at"] = _to_db(now)
+                        order["last_worked_at"] = to_db(now)
                         out.orders.append(order)
-            with self._tx(con):
-                self._write_settlement(con, out, cash, seq, book if orders else {}, now)
+            touched = sorted({f.symbol for f in out.fills})
+            positions = [(s, held[s][0], next(f.price for f in reversed(out.fills) if f.symbol == s), held[s][1])
+                         for s in touched]
+            with book.transaction():
+                book.write_settlement(out.fills, positions, out.orders, cash, seq, to_db(now))
             out.orders[:] = [self._to_order(o) for o in out.orders]
         return out
-
-    @staticmethod
-    def _write_settlement(con: duckdb.DuckDBPyConnection, out: Settlement, cash: float, seq: int,
-                          book: dict[str, tuple[float, float | None]], now: dt.datetime) -> None:
-        """The settlement's fills, positions, orders and account, in bulk (inside the caller's transaction)."""
-        if out.fills:
-            fills = pd.DataFrame([(f.fill_id, f.client_order_id, f.symbol, f.side.value, f.quantity, f.price, f.fee,
-                                   _to_db(f.ts), f.seq, f.mid) for f in out.fills], columns=list(_FILL_COLS))
-            touched = sorted({f.symbol for f in out.fills})
-            positions = pd.DataFrame({"symbol": touched, "quantity": [book[s][0] for s in touched],
-                                      "last_price": [next(f.price for f in reversed(out.fills) if f.symbol == s)
-                                                     for s in touched],
-                                      "avg_cost": pd.Series([book[s][1] for s in touched], dtype="Float64")})
-            con.register("_fills", fills)
-            con.register("_positions", positions)
-            try:
-                con.execute(f"INSERT INTO paper_fills ({', '.join(_FILL_COLS)}) SELECT * FROM _fills")
-                con.execute("INSERT INTO paper_positions (symbol, quantity, last_price, avg_cost) "
-                            "SELECT symbol, quantity, last_price, avg_cost FROM _positions "
-                            "ON CONFLICT (symbol) DO UPDATE SET quantity = excluded.quantity, "
-                            "last_price = excluded.last_price, avg_cost = excluded.avg_cost")
-            finally:
-                con.unregister("_fills")
-                con.unregister("_positions")
-        if out.orders:
-            cols = ["client_order_id", "filled_quantity", "avg_price", "status", "reason_code", "last_worked_at",
-                    "n_fills"]
-            changed = pd.DataFrame([[o[c] for c in cols] for o in out.orders], columns=cols).astype(
-                {"filled_quantity": float, "avg_price": "Float64", "n_fills": int})  # Float64: None stays NULL
-            con.register("_orders", changed)
-            try:
-                con.execute("UPDATE paper_orders o SET filled_quantity = c.filled_quantity, avg_price = c.avg_price, "
-                            "status = c.status, reason_code = c.reason_code, last_worked_at = c.last_worked_at, "
-                            "n_fills = c.n_fills FROM _orders c WHERE o.client_order_id = c.client_order_id")
-            finally:
-                con.unregister("_orders")
-        con.execute("UPDATE paper_account SET fill_seq = ?, cash = ?, settled_through = ?", [seq, cash, _to_db(now)])
 
     def _expire(self, order: dict) -> None:
         self._move(order, OrderStatus.EXPIRED)
@@ -602,127 +493,91 @@ class PaperBroker:
         if new != order["status"]:
             order["status"] = check_transition(order["status"], new).value
 
-    @staticmethod
-    def _position(con: duckdb.DuckDBPyConnection, symbol: str) -> tuple[float, float | None]:
-        row = con.execute("SELECT quantity, avg_cost FROM paper_positions WHERE symbol = ?", [symbol]).fetchone()
-        return (float(row[0]), row[1]) if row else (0.0, None)
-
-    def _book(self, con: duckdb.DuckDBPyConnection, fill: Fill, order: dict | None,
-              decimals: int) -> Fill | None:
-        """Insert the fill and move cash and position; a fill id already booked changes nothing."""
-        if con.execute("SELECT 1 FROM paper_fills WHERE fill_id = ?", [fill.fill_id]).fetchone():
-            return None
-        if order is not None and round_qty(order["filled_quantity"] + fill.quantity, decimals) > order["quantity"]:
-            raise Overfill(f"fill {fill.fill_id}: {fill.quantity} more on order {fill.client_order_id} "
-                           f"({order['filled_quantity']} of {order['quantity']} filled)")
-        side = Side(fill.side)
-        seq = con.execute("UPDATE paper_account SET fill_seq = fill_seq + 1, cash = cash - ? "
-                          "RETURNING fill_seq", [side.sign * fill.quantity * fill.price + fill.fee]).fetchone()[0]
-        fill = replace(fill, side=side, seq=seq)
-        con.execute(f"INSERT INTO paper_fills ({', '.join(_FILL_COLS)}) VALUES "
-                    f"({', '.join('?' * len(_FILL_COLS))})",
-                    [fill.fill_id, fill.client_order_id, fill.symbol, fill.side.value, fill.quantity,
-                     fill.price, fill.fee, _to_db(fill.ts), seq, fill.mid])
-        qty, avg = self._position(con, fill.symbol)
-        new_qty, new_avg = average_cost(qty, avg, side.sign * fill.quantity, fill.price, decimals)
-        con.execute("INSERT INTO paper_positions (symbol, quantity, last_price, avg_cost) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (symbol) DO UPDATE SET quantity = excluded.quantity, "
-                    "last_price = excluded.last_price, avg_cost = excluded.avg_cost",
-                    [fill.symbol, new_qty, fill.price, new_avg])
-        return fill
-
     @_broker_errors
     def book_fill(self, fill: Fill) -> bool:
         """Book an externally known fill (restoring a book from recorded fills). Returns False when its
         ``fill_id`` is already booked; raises :class:`Overfill` if it would overfill its order. The
         order's own filled quantity is not changed here."""
         decimals = get_cfg("broker.qty_decimals")
-        with self._conn() as con, self._tx(con):
-            row = con.execute("SELECT quantity, (SELECT coalesce(sum(quantity), 0) FROM paper_fills f "
-                              "WHERE f.client_order_id = o.client_order_id) FROM paper_orders o "
-                              "WHERE client_order_id = ?", [fill.client_order_id]).fetchone()
-            order = None if row is None else {"quantity": row[0], "filled_quantity": row[1],
-                                              "client_order_id": fill.client_order_id}
-            return self._book(con, fill, order, decimals) is not None
+        book = self.book
+        with book.session(), book.transaction():
+            if book.has_fill(fill.fill_id):
+                return False
+            total = book.order_fill_total(fill.client_order_id)
+            if total is not None and round_qty(total[1] + fill.quantity, decimals) > total[0]:
+                raise Overfill(f"fill {fill.fill_id}: {fill.quantity} more on order {fill.client_order_id} "
+                               f"({total[1]} of {total[0]} filled)")
+            side = Side(fill.side)
+            fill = book.append_fill(replace(fill, side=side), side.sign * fill.quantity * fill.price + fill.fee)
+            qty, avg = book.position(fill.symbol)
+            new_qty, new_avg = average_cost(qty, avg, side.sign * fill.quantity, fill.price, decimals)
+            book.upsert_position(fill.symbol, new_qty, fill.price, new_avg)
+            return True
 
     @_broker_errors
     def cancel(self, client_order_id: str) -> SubmitResult:
-        with self._conn() as con, self._tx(con):
-            order = self._load_order(con, client_order_id)
+        book = self.book
+        with book.session(), book.transaction():
+            order = book.order(client_order_id)
             if order is None:
                 return SubmitResult(client_order_id, OrderStatus.REJECTED, RejectReason.ORDER_NOT_FOUND)
             if OrderStatus(order["status"]) not in OPEN_STATUSES:
                 return replace(self._to_order(order).as_result(), reason_code=RejectReason.ORDER_NOT_OPEN)
             self._move(order, OrderStatus.CANCELLED)
             order["reason_code"] = RejectReason.CANCELLED_BY_REQUEST.value
-            con.execute("UPDATE paper_orders SET status = ?, reason_code = ? WHERE client_order_id = ?",
-                        [order["status"], order["reason_code"], client_order_id])
+            book.set_order_status(client_order_id, order["status"], order["reason_code"])
             return self._to_order(order).as_result()
 
     # ---- queries -----------------------------------------------------------------------------------
-    @staticmethod
-    def _load_order(con: duckdb.DuckDBPyConnection, client_order_id: str) -> dict | None:
-        row = con.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM paper_orders WHERE client_order_id = ?",
-                          [client_order_id]).fetchone()
-        return None if row is None else dict(zip(_ORDER_COLS, row, strict=True))
-
     @staticmethod
     def _to_order(o: dict) -> Order:
         return Order(o["client_order_id"], o["broker_order_id"], o["symbol"], _side(o["side"]), o["quantity"],
                      o["filled_quantity"], o["avg_price"], OrderStatus(o["status"]),
                      RejectReason(o["reason_code"]) if o["reason_code"] else None, o["bar_key"],
-                     bool(o["reduce_only"]), _from_db(o["submitted_at"]),
+                     bool(o["reduce_only"]), from_db(o["submitted_at"]),
                      OrderType(o["order_type"] or OrderType.MARKET))
 
     @_broker_errors
     def order_status(self, client_order_id: str) -> Order | None:
-        with self._conn() as con:
-            order = self._load_order(con, client_order_id)
+        with self.book.session():
+            order = self.book.order(client_order_id)
         return None if order is None else self._to_order(order)
 
     @_broker_errors
     def open_orders(self) -> list[Order]:
-        with self._conn() as con:
-            rows = con.execute(f"SELECT {', '.join(_ORDER_COLS)} FROM paper_orders WHERE status IN (SELECT unnest(?)) "
-                               "ORDER BY broker_order_id", [sorted(s.value for s in OPEN_STATUSES)]).fetchall()
-        return [self._to_order(dict(zip(_ORDER_COLS, r, strict=True))) for r in rows]
+        with self.book.session():
+            rows = self.book.open_orders()
+        return [self._to_order(o) for o in rows]
 
     @_broker_errors
     def positions(self) -> dict[str, float]:
-        with self._conn() as con:
-            rows = con.execute("SELECT symbol, quantity FROM paper_positions WHERE quantity <> 0 "
-                               "ORDER BY symbol").fetchall()
-        return {s: float(q) for s, q in rows}
+        with self.book.session():
+            rows = self.book.nonzero_positions()
+        return {s: float(q) for s, q, _, _ in rows}
 
     @_broker_errors
     def account(self, marks: Mapping[str, float] | None = None) -> Account:
         """Cash, equity, positions and their average entry prices. Marks: ``marks`` if given, else the
         quote mids at the clock's time when a quote provider and clock are set, else each position's last
         fill price."""
-        with self._conn() as con:
-            cash = float(con.execute("SELECT cash FROM paper_account").fetchone()[0])
-            pos = con.execute("SELECT symbol, quantity, last_price, avg_cost FROM paper_positions "
-                              "WHERE quantity <> 0 ORDER BY symbol").df()
-        if marks is None and self.quotes is not None and self.clock is not None and len(pos):
-            marks = {s: q.mid for s, q in self._quotes(list(pos["symbol"]), self.clock()).items()}
-        px = pd.Series(marks or {}, dtype=float).reindex(pos["symbol"]).to_numpy()
-        px = np.where(np.isfinite(px), px, pos["last_price"].to_numpy(dtype=float))
-        equity = cash + float(np.dot(pos["quantity"].to_numpy(dtype=float), px))
-        return Account(cash, equity, dict(zip(pos["symbol"], pos["quantity"].astype(float), strict=True)),
-                       dict(zip(pos["symbol"], pos["avg_cost"].astype(float), strict=True)))
+        with self.book.session():
+            cash = float(self.book.cash())
+            rows = self.book.nonzero_positions()
+        symbols = [r[0] for r in rows]
+        qty = np.array([r[1] for r in rows], dtype=float)
+        last = np.array([math.nan if r[2] is None else r[2] for r in rows], dtype=float)
+        avg = np.array([math.nan if r[3] is None else r[3] for r in rows], dtype=float)
+        if marks is None and self.quotes is not None and self.clock is not None and rows:
+            marks = {s: q.mid for s, q in self._quotes(symbols, self.clock()).items()}
+        px = pd.Series(marks or {}, dtype=float).reindex(symbols).to_numpy()
+        px = np.where(np.isfinite(px), px, last)
+        equity = cash + float(np.dot(qty, px))
+        return Account(cash, equity, dict(zip(symbols, qty, strict=True)), dict(zip(symbols, avg, strict=True)))
 
     @_broker_errors
     def fills_since(self, since: dt.datetime | int | None = None) -> list[Fill]:
-        where, args = "", []
-        if isinstance(since, dt.datetime):
-            where, args = "WHERE ts >= ?", [_to_db(since)]
-        elif since is not None:
-            where, args = "WHERE seq > ?", [int(since)]
-        with self._conn() as con:
-            rows = con.execute(f"SELECT {', '.join(_FILL_COLS)} FROM paper_fills {where} ORDER BY seq",
-                               args).fetchall()
-        return [Fill(fid, cid, sym, Side(side), q, px, fee, _from_db(ts), seq, math.nan if mid is None else mid)
-                for fid, cid, sym, side, q, px, fee, ts, seq, mid in rows]
+        with self.book.session():
+            return self.book.fills_since(since)
 
     @_broker_errors
     def apply_corporate_action(self, symbol: str, effective_date: dt.date, split_ratio: float,
@@ -734,31 +589,23 @@ class PaperBroker:
         if not (_finite(split_ratio, cash_dividend) and split_ratio > 0 and cash_dividend >= 0):
             raise BrokerError(f"corporate action {symbol} {effective_date}: split_ratio {split_ratio} must be > 0 "
                               f"and cash_dividend {cash_dividend} ≥ 0")
-        with self._conn() as con, self._tx(con):
-            done = con.execute("SELECT qty_before, qty_after, cash_change FROM paper_corporate_actions "
-                               "WHERE symbol = ? AND effective_date = ?", [symbol, effective_date]).fetchone()
+        book = self.book
+        with book.session(), book.transaction():
+            done = book.corporate_action(symbol, effective_date)
             if done:
                 return {"applied": False, "qty_before": done[0], "qty_after": done[1], "cash_change": done[2]}
-            before, _ = self._position(con, symbol)
+            before, _ = book.position(symbol)
             after = round_qty(before * split_ratio, _Params.load().qty_decimals)
             cash = before * cash_dividend
-            if before != 0:
-                con.execute("UPDATE paper_positions SET quantity = ?, last_price = last_price / ?, "
-                            "avg_cost = avg_cost / ? WHERE symbol = ?", [after, split_ratio, split_ratio, symbol])
-            if cash:
-                con.execute("UPDATE paper_account SET cash = cash + ?", [cash])
-            con.execute("INSERT INTO paper_corporate_actions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [symbol, effective_date, split_ratio, cash_dividend, before, after, cash])
+            book.apply_corporate_action((symbol, effective_date, split_ratio, cash_dividend, before, after, cash),
+                                        split_ratio)
         return {"applied": True, "qty_before": before, "qty_after": after, "cash_change": cash}
 
     @_broker_errors
     def reset(self) -> None:
         """A fresh account with ``broker.initial_cash`` (tests, replay). Deletes every order and fill."""
-        with self._conn() as con, self._tx(con):
-            for table in ("paper_corporate_actions", "paper_fills", "paper_orders", "paper_positions",
-                          "paper_account"):
-                con.execute(f"DELETE FROM {table}")
-            self._new_account(con)
+        with self.book.session(), self.book.transaction():
+            self.book.reset(get_cfg("broker.initial_cash"))
 
 
 def average_cost(qty: float, avg: float | None, delta: float, price: float, decimals: int) -> tuple[float, float | None]:

@@ -19,6 +19,7 @@ from CONFIG.config_loader import resolve_path
 from resources.brokers.protocol import Broker, BrokerError, OrderRequest, Side, SubmitResult
 from resources.brokers.submit import submit_with_lookup
 from resources.kill_switch.logic import CheckResult, KillSwitch, TradingState
+from resources.kill_switch.memory import HeldKillSwitch
 from resources.kill_switch.witness import armed_witness
 
 
@@ -28,9 +29,12 @@ def state_path_for(account: str, base: str | None = None) -> Path:
     return path if account == "live" else path.with_name(f"{path.stem}.{account}{path.suffix}")
 
 
-def switch_for(account: str, base: str | None = None) -> KillSwitch:
-    """The file-backed switch of ``account`` with its second witness (lineage file and broker account)."""
-    return KillSwitch(state_path_for(account, base), witness=armed_witness(account))
+def switch_for(account: str, base: str | None = None, held: bool = False) -> KillSwitch:
+    """The file-backed switch of ``account`` with its second witness (lineage file and broker account);
+    ``held``: its state held in memory between operations, written by ``save()`` (the replay's,
+    :class:`resources.kill_switch.memory.HeldKillSwitch`)."""
+    kind = HeldKillSwitch if held else KillSwitch
+    return kind(state_path_for(account, base), witness=armed_witness(account))
 
 
 class KillSwitchResource(ConfigurableResource):

@@ -36,13 +36,15 @@ class Venue:
     extra: dict = field(default_factory=dict)
 
 
-def _paper(tmp_path) -> Venue:
+def _paper(tmp_path, memory: bool = False) -> Venue:
+    """The paper venue on its file book, or (``memory``) on the replay's memory book loaded from that file."""
     from resources.market.calendar import get_calendar
 
     frame = pd.DataFrame({s: (p, p - 0.01, p + 0.01, 1e9, 150.0, 1e9, p, p) for s, p in PRICES.items()},
                          index=["mid", "bid", "ask", "volume", "sigma_daily_bps", "adv", "open", "close"]).T
     clock = BarClock(T0)
-    broker = PaperBroker(tmp_path / "paper.duckdb", quotes=FrameQuotes(frame), clock=clock)
+    make = PaperBroker.in_memory if memory else PaperBroker
+    broker = make(tmp_path / "paper.duckdb", quotes=FrameQuotes(frame), clock=clock)
     closing_bar = get_calendar().session_bars(T0.date())[-1].to_pydatetime()
 
     def advance(ratio: float = 1.0) -> None:
@@ -52,7 +54,8 @@ def _paper(tmp_path) -> Venue:
             clock.set(closing_bar)
             broker.settle()
 
-    return Venue("paper", broker, advance, frozenset({OrderType.MARKET, OrderType.MOC}), partial=False)
+    return Venue("paper-memory" if memory else "paper", broker, advance, frozenset({OrderType.MARKET, OrderType.MOC}),
+                 partial=False)
 
 
 def _alpaca(rsps: responses.RequestsMock) -> Venue:
@@ -98,10 +101,12 @@ def ibkr(venue_config) -> Iterator[Venue]:
     v.broker.close()
 
 
-@pytest.fixture(params=["paper", "alpaca", "ibkr"])
+@pytest.fixture(params=["paper", "paper-memory", "alpaca", "ibkr"])
 def venue(request, tmp_path, venue_config) -> Iterator[Venue]:
-    if request.param == "paper":
-        yield _paper(tmp_path)
+    if request.param.startswith("paper"):
+        v = _paper(tmp_path, memory=request.param == "paper-memory")
+        yield v
+        v.broker.close()
     elif request.param == "alpaca":
         with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
             yield _alpaca(rsps)

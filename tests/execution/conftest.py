@@ -82,5 +82,26 @@ def clock() -> BarClock:
 
 
 @pytest.fixture
-def broker(configure, clock) -> PaperBroker:
-    return PaperBroker(quotes=make_quotes(), clock=clock)
+def book_kind() -> str:
+    """Where the paper venue's book lives: ``file`` (DuckDB) here; ``test_paper_broker`` runs both."""
+    return "file"
+
+
+@pytest.fixture
+def make_broker(configure, book_kind) -> Iterator[Callable[..., PaperBroker]]:
+    """``make_broker(db_path=None, quotes=..., clock=...)``: a paper broker on the ``book_kind`` book (a memory
+    book is a fresh account in memory: ``db_path`` is ignored)."""
+    made: list[PaperBroker] = []
+
+    def make(db_path=None, **kw) -> PaperBroker:
+        made.append(PaperBroker(db_path, **kw) if book_kind == "file" else PaperBroker.in_memory(**kw))
+        return made[-1]
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+@pytest.fixture
+def broker(make_broker, clock) -> PaperBroker:
+    return make_broker(quotes=make_quotes(), clock=clock)

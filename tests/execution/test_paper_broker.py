@@ -1,6 +1,9 @@
 """Paper broker: the next-bar fill model, rejects with reason codes, participation cap at its edge, the
 order lifecycle (carry, cancel, expiry at the close, MOC), share precision, idempotence, order FSM.
 
+Every venue test runs on both books (``file``: DuckDB, ``memory``: the replay's); the lock timeout is the
+file's own. That the two leave the same rows in the file: ``test_paper_book.py``.
+
 Expressed against the ``Broker`` protocol where the protocol says enough (submit, cancel, open_orders,
 positions, account, fills_since, order_status); ``settle`` is the simulated venue's own step between bars.
 """
@@ -34,6 +37,12 @@ from resources.brokers.protocol import (
 from tests.execution.conftest import CLOSE, MARKET, T0, T1, make_quotes, next_bar
 
 INITIAL = 1_000_000.0
+
+
+@pytest.fixture(params=["file", "memory"])
+def book_kind(request) -> str:
+    return request.param
+
 # the bar after the decision: AAA opens at 100.04 (the decision bar's mid and close were 100.00)
 OPENS = make_quotes(AAA=(100.10, 100.09, 100.11, 1000.0, 150.0, 1_000_000.0, 100.04, 100.10))
 
@@ -86,9 +95,9 @@ def test_a_market_order_never_fills_at_the_decision_bar_it_fills_at_the_next_ope
     assert broker.positions() == {} and broker.account().cost_basis == {}
 
 
-def test_fill_latency_delays_the_fill_bar(configure, clock):
+def test_fill_latency_delays_the_fill_bar(configure, make_broker, clock):
     configure(broker={"fill_latency_bars": 1})
-    broker = PaperBroker(quotes=make_quotes(), clock=clock)
+    broker = make_broker(quotes=make_quotes(), clock=clock)
     broker.submit(buy("o1", 10))
     assert next_bar(broker, clock).fills == []                  # t+1: not yet
     (fill,) = next_bar(broker, clock, quotes=OPENS).fills       # t+2: at its open
@@ -145,8 +154,8 @@ def test_no_order_is_taken_once_the_session_has_closed(broker, clock, when, befo
     ((100.0, 99.99, 100.01, math.nan, 150.0, 1e6), RejectReason.INVALID_MARKET_DATA),
     ((100.0, 99.99, 100.01, 1000.0, 150.0, 0.0), RejectReason.INVALID_MARKET_DATA),  # ADV 0
 ])
-def test_bad_quote_rejects(configure, clock, quote, reason):
-    broker = PaperBroker(quotes=make_quotes(AAA=(*quote, 100.0, 100.0)), clock=clock)
+def test_bad_quote_rejects(configure, make_broker, clock, quote, reason):
+    broker = make_broker(quotes=make_quotes(AAA=(*quote, 100.0, 100.0)), clock=clock)
     res = broker.submit(buy("o1", 10))
     assert (res.status, res.reason_code) == (OrderStatus.REJECTED, reason)
     assert broker.fills_since() == []
@@ -179,9 +188,9 @@ def test_participation_cap_at_its_edge(broker, clock, qty, filled, status):
     assert broker.positions() == {"AAA": filled} and broker.open_orders() == []
 
 
-def test_partial_fill_remainder_carried_across_bars(configure, clock):
+def test_partial_fill_remainder_carried_across_bars(configure, make_broker, clock):
     configure(broker={"partial_remainder": "carry"})
-    broker = PaperBroker(quotes=make_quotes(), clock=clock)
+    broker = make_broker(quotes=make_quotes(), clock=clock)
     broker.submit(buy("big", 250))
     assert [f.quantity for f in next_bar(broker, clock).fills] == [100.0]
     order = broker.order_status("big")
@@ -196,9 +205,9 @@ def test_partial_fill_remainder_carried_across_bars(configure, clock):
     assert broker.positions() == {"AAA": 250.0} and broker.open_orders() == []
 
 
-def test_a_carried_remainder_expires_at_the_close(configure, clock):
+def test_a_carried_remainder_expires_at_the_close(configure, make_broker, clock):
     configure(broker={"partial_remainder": "carry"})
-    broker = PaperBroker(quotes=make_quotes(), clock=BarClock(CLOSE - dt.timedelta(minutes=10)))
+    broker = make_broker(quotes=make_quotes(), clock=BarClock(CLOSE - dt.timedelta(minutes=10)))
     clock = broker.clock
     broker.submit(buy("late", 250))
     assert [f.quantity for f in next_bar(broker, clock).fills] == [100.0]        # 15:55
@@ -223,9 +232,9 @@ def test_market_on_close_fills_at_the_closing_price(broker, clock):
     assert broker.order_status("moc").status is OrderStatus.FILLED
 
 
-def test_cancel_open_order_and_terminal_order(configure, clock):
+def test_cancel_open_order_and_terminal_order(configure, make_broker, clock):
     configure(broker={"partial_remainder": "carry"})
-    broker = PaperBroker(quotes=make_quotes(), clock=clock)
+    broker = make_broker(quotes=make_quotes(), clock=clock)
     broker.submit(buy("big", 250))
     next_bar(broker, clock)
     res = broker.cancel("big")
@@ -257,9 +266,9 @@ def test_a_reduce_only_order_never_goes_past_flat(broker, clock):
     assert broker.positions() == {}
 
 
-def test_fractional_shares_leave_no_float_residue(configure, clock):
+def test_fractional_shares_leave_no_float_residue(configure, make_broker, clock):
     configure(broker={"allow_fractional": True})
-    broker = PaperBroker(quotes=make_quotes(), clock=clock)
+    broker = make_broker(quotes=make_quotes(), clock=clock)
     for i, (side, q) in enumerate([(Side.BUY, 0.1), (Side.BUY, 0.2), (Side.SELL, 0.3)]):
         broker.submit(OrderRequest(f"f{i}", "AAA", side, q, "k"))
     next_bar(broker, clock)
@@ -273,9 +282,9 @@ def test_fractional_shares_leave_no_float_residue(configure, clock):
     assert not reconcile(expected_positions(fills), broker.positions(), tolerance=0.0).mismatch
 
 
-def test_participation_cap_with_fractional_shares_is_floored_to_the_precision(configure, clock):
+def test_participation_cap_with_fractional_shares_is_floored_to_the_precision(configure, make_broker, clock):
     configure(broker={"allow_fractional": True, "participation_cap": 0.0029, "qty_decimals": 2})
-    broker = PaperBroker(quotes=make_quotes(), clock=clock)
+    broker = make_broker(quotes=make_quotes(), clock=clock)
     broker.submit(buy("o", 10))
     (fill,) = next_bar(broker, clock).fills
     assert fill.quantity == 2.9                                # 0.0029 × 1000 = 2.9 (not 2.8999999999999995)
@@ -321,10 +330,10 @@ def test_overfill_is_refused(broker, clock):
     assert broker.positions() == {"AAA": 100.0}
 
 
-def test_fill_ids_and_prices_deterministic_across_books(configure, tmp_path):
+def test_fill_ids_and_prices_deterministic_across_books(configure, make_broker, tmp_path):
     def run(path):
         clock = BarClock(T0)
-        b = PaperBroker(path, quotes=make_quotes(), clock=clock)
+        b = make_broker(path, quotes=make_quotes(), clock=clock)
         b.submit_many([buy("a", 100), sell("b", 30, symbol="BBB"), buy("c", 500)])
         next_bar(b, clock)
         return b.fills_since()
@@ -349,13 +358,14 @@ def test_reset_gives_a_fresh_account(broker, clock):
     assert broker.order_status("o1") is None
 
 
-def test_naive_clock_refused(configure):
-    broker = PaperBroker(quotes=make_quotes(), clock=BarClock(dt.datetime(2025, 6, 2, 14)))
+def test_naive_clock_refused(configure, make_broker):
+    broker = make_broker(quotes=make_quotes(), clock=BarClock(dt.datetime(2025, 6, 2, 14)))
     with pytest.raises(Exception, match="naive"):
         broker.submit(buy("o1", 10))
 
 
 def test_lock_held_by_another_process_times_out(configure, clock):
+    """The file book's own: another process holding the file."""
     configure(broker={"submit_timeout_seconds": 0.3})
     broker = PaperBroker(quotes=make_quotes(), clock=clock)
     broker.positions()  # create the file
