@@ -198,6 +198,14 @@ def record_batch(store: LineageStore, con: Any, run_id: str,
         store.write_market_bars(con, hist.sort_values(["ts", "symbol"], kind="mergesort"), run_id)
 
 
+def absorb_staged(store: LineageStore, con: Any, staged: Any) -> dict[str, int]:
+    """Move a staging lineage file written by :func:`record_batch` into ``store`` in one transaction, with
+    the same result as recording its bars there directly (append-only tables appended, fills unique by
+    ``fill_id`` across both fills tables, every other table's bars replaced); see ``LineageStore.absorb``."""
+    appends = {t: ("fill_id", FILLS_TABLES) if t in FILLS_TABLES else (None, ()) for t in sorted(APPEND_ONLY_TABLES)}
+    return store.absorb(con, staged, appends)
+
+
 def load_recorded(store: LineageStore, asset: str, bar: str) -> Any:
     """What was recorded for ``asset`` at ``bar``, in the shape the asset returned it."""
     if asset == "bars":
