@@ -3,7 +3,13 @@
 - ``replay_cold``: a replay over ``--sessions`` sessions with an empty prediction cache (inference included);
 - ``replay_warm``: the same bars again with a changed sizing parameter: the cache serves every model call;
 - ``replay_summary``: the warm replay with ``--lineage-mode summary``;
-- bytes of lineage written per symbol-bar, full and summary (the DuckDB file's size after the replay);
+- ``lineage_bytes``: bytes of lineage a replay writes per symbol-bar, full and summary, measured on its own
+  replays over ``--bytes-sessions`` (5) sessions and over 1 session, each into a fresh lineage file: the file's
+  size after the replay / (bars × symbols), the marginal bytes per symbol-bar of the sessions after the first
+  (what a long replay converges to), and the bytes of each table. Why 5 sessions: DuckDB allocates 256-kB
+  blocks per table, so the ~35 tables of one session at 100 symbols cost ≥ 9 MB (≈ 1.2 kB per symbol-bar) of
+  mostly empty blocks; at 5 sessions the big tables fill whole row groups and the fixed part is ~15 %.
+  ``replay_bytes_per_symbol_bar`` is the full-mode figure of the 5-session replay;
 - ``sweep_8_warm``: 8 configurations of the warm case through ``tradegraph sweep``'s Dagster job on the
   multiprocess executor (2 at a time).
 
@@ -37,15 +43,62 @@ def _replay(home: Path, registry: Path, cache: Path, bars: list[str], lineage: s
 
     _env(home, registry, **env)
     result = ReplayEngine(lineage=lineage, prediction_cache=PredictionCache(cache)).run(bars)
-    size = resolve_path("paths.lineage_db").stat().st_size
+    path = resolve_path("paths.lineage_db")
+    size = path.stat().st_size
     for key in env:
         os.environ.pop(key, None)
     return {"seconds": result.seconds, "ms_per_bar": result.seconds / len(bars) * 1e3, "lineage_bytes": size,
+            "lineage_path": str(path),
             "cache_hits": result.cache_hits, "cache_misses": result.cache_misses,
             "stage_ms_per_bar": {k: round(v / len(bars) * 1e3, 2) for k, v in sorted(result.stage_seconds.items())}}
 
 
-def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = True) -> dict:
+def table_bytes(path: Path) -> dict[str, int]:
+    """Bytes each table of a DuckDB file occupies: its segments' extents within the file's blocks (from
+    ``pragma_storage_info``: a segment runs from its offset to the next segment's in the same block, or to the
+    block's end; blocks are 256 kB), largest first. Free blocks and the header are in no table."""
+    import duckdb
+    import pandas as pd
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        block = int(con.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0])
+        tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
+        segments = pd.concat([con.execute(
+            f"SELECT '{t}' AS tbl, block_id, block_offset, len(additional_block_ids) AS extra "
+            f"FROM pragma_storage_info('{t}') WHERE persistent AND block_id >= 0").df() for t in tables]
+            + [pd.DataFrame(columns=["tbl", "block_id", "block_offset", "extra"])], ignore_index=True)
+    finally:
+        con.close()
+    segments = segments.sort_values(["block_id", "block_offset"], kind="mergesort")
+    end = segments.groupby("block_id")["block_offset"].shift(-1).fillna(block)
+    segments["bytes"] = (end - segments["block_offset"] + segments["extra"] * block).astype("int64")
+    sizes = segments.groupby("tbl")["bytes"].sum().sort_values(ascending=False, kind="mergesort")
+    return {str(t): int(b) for t, b in sizes.items()}
+
+
+def lineage_bytes(work: Path, registry: Path, cache: Path, days: list, symbols: int) -> dict:
+    """Lineage bytes per symbol-bar of full and summary replays over ``days`` and over its first session."""
+    from dagster_project.commands.replay import bars_between
+
+    out: dict = {"sessions": len(days)}
+    for mode in ("full", "summary"):
+        sizes = {}
+        for n in (1, len(days)):
+            bars = bars_between(days[0].isoformat(), days[n - 1].isoformat())
+            done = _replay(work / f"bytes_{mode}_{n}", registry, cache, bars, mode)
+            sizes[n] = (len(bars), done["lineage_bytes"], Path(done["lineage_path"]))
+        (b1, s1, _), (bn, sn, path) = sizes[1], sizes[len(days)]
+        out[mode] = {"bars": bn, "file_bytes": sn, "bytes_per_symbol_bar": sn / (bn * symbols),
+                     "one_session_bytes_per_symbol_bar": s1 / (b1 * symbols),
+                     "marginal_bytes_per_symbol_bar": (sn - s1) / ((bn - b1) * symbols) if bn > b1 else None,
+                     "table_bytes_per_symbol_bar": {t: round(b / (bn * symbols), 1)
+                                                    for t, b in table_bytes(path).items()}}
+    return out
+
+
+def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = True,
+        bytes_sessions: int = 5) -> dict:
     import torch
     import yaml
 
@@ -63,9 +116,8 @@ def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = T
     band = {"TRADEGRAPH__SIZING__NO_TRADE_BAND": "0.0"}
     out["replay_warm"] = _replay(work / "warm", registry, cache, bars, "full", **band)
     out["replay_summary"] = _replay(work / "summary", registry, cache, bars, "summary", **band)
-    symbol_bars = len(bars) * symbols
-    out["bytes_per_symbol_bar_full"] = out["replay_warm"]["lineage_bytes"] / symbol_bars
-    out["bytes_per_symbol_bar_summary"] = out["replay_summary"]["lineage_bytes"] / symbol_bars
+    bytes_days = get_calendar().sessions("2025-06-02", "2026-12-31")[:bytes_sessions]
+    out["lineage_bytes"] = lineage_bytes(work, registry, cache, bytes_days, symbols)
     if sweep:
         from dagster_project.commands.sweep import launch
 
@@ -87,7 +139,7 @@ def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = T
         "replay_year_100_cold_s": out["replay_cold"]["seconds"] if year else None,
         "replay_year_100_warm_s": out["replay_warm"]["seconds"] if year else None,
         "sweep_8_warm_s": out["sweep_8_warm"]["seconds"] if year and sweep else None,
-        "replay_bytes_per_symbol_bar": out["bytes_per_symbol_bar_full"],
+        "replay_bytes_per_symbol_bar": out["lineage_bytes"]["full"]["bytes_per_symbol_bar"],
         "stepping_vs_vectorbt": None,
     }
     return out
@@ -97,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--sessions", type=int, default=2)
+    parser.add_argument("--bytes-sessions", type=int, default=5,
+                        help="sessions of the lineage-bytes replays (≥ 2: the marginal needs a second session)")
     parser.add_argument("--no-sweep", action="store_true")
     args = parser.parse_args(argv)
     saved = dict(os.environ)
@@ -105,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
             from TRAINING.testing import train_small_registry
 
             registry = train_small_registry(Path(tmp))
-            result = run(Path(tmp), registry, args.symbols, args.sessions, sweep=not args.no_sweep)
+            result = run(Path(tmp), registry, args.symbols, args.sessions, sweep=not args.no_sweep,
+                         bytes_sessions=args.bytes_sessions)
     finally:
         os.environ.clear()
         os.environ.update(saved)
