@@ -72,7 +72,7 @@ def content_hashes(frames: list[pd.DataFrame]) -> list[str]:
         ends = np.cumsum(lengths)
         starts = ends - lengths
         hashers = [hashlib.sha256() for _ in members]
-        whole = pd.concat([frames[i] for i in members], ignore_index=True, copy=False)
+        whole = pd.concat([frames[i] for i in members], ignore_index=True)
         for j, (name, _) in enumerate(signature):
             kind, data = _normalised(whole.iloc[:, j])
             header = f"{name}\x1f{kind}\x1e".encode()
