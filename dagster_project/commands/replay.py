@@ -3,8 +3,10 @@
 No Dagster run per bar: the loop calls exactly what each asset calls (``compute_*`` of every stage), keeps
 the history the stages need in memory, trades the replay paper account (``paths.replay_broker_db``) on a
 simulated clock (now = the bar close) under the replay account's own kill switch, and writes the same
-lineage tables as the Dagster path (one transaction per bar), so ``explain`` and ``audit`` work on replayed
-bars too. For the same bars, models and configuration it produces the same ``sized_orders`` and
+lineage tables as the Dagster path, so ``explain`` and ``audit`` work on replayed bars too. The lineage is
+written in bulk: every ``replay.flush_bars`` bars to the replay's own staging file, and at the end (``close``)
+into the lineage file in one transaction, so the replay's bars appear there together, each table as whole
+compressed row groups (issue 12). For the same bars, models and configuration it produces the same ``sized_orders`` and
 ``executions`` as the Dagster graph run in ``replay`` mode (tested).
 """
 
@@ -225,8 +227,8 @@ class ReplayEngine:
         """Write the pending bars' lineage to this replay's staging file (one transaction; the staging file
         is the replay's own, so no reader waits on it). :meth:`close` moves the staging file into the
         lineage file in one bulk transaction: each table is then written as whole compressed row groups
-        once, instead of one partial row group (and one checkpoint) per flush, which made the file 4–5×
-        larger than its data (issue 12)."""
+        once, instead of one partial row group (and one checkpoint) per flush: 1,741 → 1,250 bytes per
+        symbol-bar over 5 sessions × 100 symbols (issue 12)."""
         if not self._pending:
             return
         t = time.perf_counter()

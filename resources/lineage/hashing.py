@@ -62,9 +62,9 @@ def content_hashes(frames: list[pd.DataFrame]) -> list[str]:
     out: list[str | None] = [None] * len(frames)
     groups: dict[tuple, list[int]] = {}
     for i, f in enumerate(frames):
-        groups.setdefault(tuple((str(n), str(d)) for n, d in f.dtypes.items()), []).append(i)
+        groups.setdefault(tuple(zip(f.columns, f.dtypes, strict=True)), []).append(i)
     for signature, members in groups.items():
-        if len(members) == 1 or not signature:
+        if len(members) == 1 or not signature or len({n for n, _ in signature}) < len(signature):
             for i in members:
                 out[i] = content_hash(frames[i])
             continue
@@ -73,7 +73,7 @@ def content_hashes(frames: list[pd.DataFrame]) -> list[str]:
         starts = ends - lengths
         hashers = [hashlib.sha256() for _ in members]
         whole = pd.concat([frames[i] for i in members], ignore_index=True)
-        for j, (name, _) in enumerate(signature):
+        for j, (name, _) in enumerate(signature):   # name as content_hash formats it (f"{name}")
             kind, data = _normalised(whole.iloc[:, j])
             header = f"{name}\x1f{kind}\x1e".encode()
             if kind == "s":

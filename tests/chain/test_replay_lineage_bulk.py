@@ -36,7 +36,9 @@ def test_content_hashes_equal_content_hash_frame_by_frame():
 
     frames = [frame(n) for n in (0, 1, 5, 100, 7)] + [
         frame(3, tz=None), frame(4).astype({"i": float}), pd.DataFrame(), frame(6)[["x"]], frame(2)[["t", "x"]],
-        pd.DataFrame({"s": ["a", "b"]}), pd.DataFrame({"s": ["a", None]}), pd.DataFrame({"s": [_Side.BUY] * 2})]
+        pd.DataFrame({"s": ["a", "b"]}), pd.DataFrame({"s": ["a", None]}), pd.DataFrame({"s": [_Side.BUY] * 2}),
+        pd.DataFrame([[1.0, 2.0]], columns=["d", "d"]), pd.DataFrame([[3.0, 4.0]], columns=["d", "d"]),
+        pd.DataFrame({1: [1.5]}), pd.DataFrame({"1": [1.5]}), pd.DataFrame({"c": pd.Categorical(["x", "y"])})]
     assert content_hashes(frames) == [content_hash(f) for f in frames]
     assert content_hashes([]) == []
 
