@@ -331,6 +331,7 @@ class LineageStore:
         was. Returns the rows inserted per table.
         """
         con.execute("ATTACH ? AS _stg (READ_ONLY)", [str(staged)])
+        learnt = {t: set(c) for t, c in self._columns.items()}   # to forget what a rolled-back write created
         con.execute("BEGIN TRANSACTION")
         try:
             have = {t for (t,) in con.execute(
@@ -374,6 +375,8 @@ class LineageStore:
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
+            self._columns.clear()
+            self._columns.update(learnt)
             raise
         finally:
             con.execute("DETACH _stg")

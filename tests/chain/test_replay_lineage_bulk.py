@@ -182,6 +182,9 @@ def test_a_failed_final_write_leaves_the_lineage_file_as_it_was(trained, tmp_pat
     assert store.read_sql("SELECT count(*) AS n FROM runs")["n"][0] == 0
     assert set(store.tables()) == {"configs", "market_bars", "materializations", "runs", "runs_process"}
     assert list(store.path.parent.glob(".*.staging.duckdb"))     # kept: the replay's record, to inspect
+    monkeypatch.setattr(Store, "_append_incoming", real)   # the next replay in this process records normally
+    engine, _ = _replay(tmp_path, monkeypatch, "failed", KEYS[:3])
+    assert engine.store.read_sql("SELECT DISTINCT bar FROM features ORDER BY bar")["bar"].tolist() == KEYS[:3]
 
 
 def test_explain_and_audit_work_on_bulk_replayed_bars(trained, tmp_path, monkeypatch):
