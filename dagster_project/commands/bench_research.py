@@ -3,13 +3,10 @@
 - ``replay_cold``: a replay over ``--sessions`` sessions with an empty prediction cache (inference included);
 - ``replay_warm``: the same bars again with a changed sizing parameter: the cache serves every model call;
 - ``replay_summary``: the warm replay with ``--lineage-mode summary``;
-- ``lineage_bytes``: bytes of lineage a replay writes per symbol-bar, full and summary, measured on its own
-  replays over ``--bytes-sessions`` (5) sessions and over 1 session, each into a fresh lineage file: the file's
-  size after the replay / (bars × symbols), the marginal bytes per symbol-bar of the sessions after the first
-  (what a long replay converges to), and the bytes of each table. Why 5 sessions: DuckDB allocates 256-kB
-  blocks per table, so the ~35 tables of one session at 100 symbols cost ≥ 9 MB (≈ 1.2 kB per symbol-bar) of
-  mostly empty blocks; at 5 sessions the big tables fill whole row groups and the fixed part is ~15 %.
-  ``replay_bytes_per_symbol_bar`` is the full-mode figure of the 5-session replay;
+- ``lineage_bytes``: bytes of lineage a replay writes per symbol-bar, full and summary, on its own replays over
+  ``--bytes-sessions`` (5) sessions and over 1 session (``bench_lineage.py``: file, marginal and per-table
+  bytes; why 5 sessions is there). ``replay_bytes_per_symbol_bar`` is the full-mode figure of the 5-session
+  replay;
 - ``sweep_8_warm``: 8 configurations of the warm case through ``tradegraph sweep``'s Dagster job on the
   multiprocess executor (2 at a time).
 
@@ -53,50 +50,6 @@ def _replay(home: Path, registry: Path, cache: Path, bars: list[str], lineage: s
             "stage_ms_per_bar": {k: round(v / len(bars) * 1e3, 2) for k, v in sorted(result.stage_seconds.items())}}
 
 
-def table_bytes(path: Path) -> dict[str, int]:
-    """Bytes each table of a DuckDB file occupies: its segments' extents within the file's blocks (from
-    ``pragma_storage_info``: a segment runs from its offset to the next segment's in the same block, or to the
-    block's end; blocks are 256 kB), largest first. Free blocks and the header are in no table."""
-    import duckdb
-    import pandas as pd
-
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        block = int(con.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0])
-        tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
-        segments = pd.concat([con.execute(
-            f"SELECT '{t}' AS tbl, block_id, block_offset, len(additional_block_ids) AS extra "
-            f"FROM pragma_storage_info('{t}') WHERE persistent AND block_id >= 0").df() for t in tables]
-            + [pd.DataFrame(columns=["tbl", "block_id", "block_offset", "extra"])], ignore_index=True)
-    finally:
-        con.close()
-    segments = segments.sort_values(["block_id", "block_offset"], kind="mergesort")
-    end = segments.groupby("block_id")["block_offset"].shift(-1).fillna(block)
-    segments["bytes"] = (end - segments["block_offset"] + segments["extra"] * block).astype("int64")
-    sizes = segments.groupby("tbl")["bytes"].sum().sort_values(ascending=False, kind="mergesort")
-    return {str(t): int(b) for t, b in sizes.items()}
-
-
-def lineage_bytes(work: Path, registry: Path, cache: Path, days: list, symbols: int) -> dict:
-    """Lineage bytes per symbol-bar of full and summary replays over ``days`` and over its first session."""
-    from dagster_project.commands.replay import bars_between
-
-    out: dict = {"sessions": len(days)}
-    for mode in ("full", "summary"):
-        sizes = {}
-        for n in (1, len(days)):
-            bars = bars_between(days[0].isoformat(), days[n - 1].isoformat())
-            done = _replay(work / f"bytes_{mode}_{n}", registry, cache, bars, mode)
-            sizes[n] = (len(bars), done["lineage_bytes"], Path(done["lineage_path"]))
-        (b1, s1, _), (bn, sn, path) = sizes[1], sizes[len(days)]
-        out[mode] = {"bars": bn, "file_bytes": sn, "bytes_per_symbol_bar": sn / (bn * symbols),
-                     "one_session_bytes_per_symbol_bar": s1 / (b1 * symbols),
-                     "marginal_bytes_per_symbol_bar": (sn - s1) / ((bn - b1) * symbols) if bn > b1 else None,
-                     "table_bytes_per_symbol_bar": {t: round(b / (bn * symbols), 1)
-                                                    for t, b in table_bytes(path).items()}}
-    return out
-
-
 def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = True,
         bytes_sessions: int = 5) -> dict:
     import torch
@@ -117,7 +70,12 @@ def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = T
     out["replay_warm"] = _replay(work / "warm", registry, cache, bars, "full", **band)
     out["replay_summary"] = _replay(work / "summary", registry, cache, bars, "summary", **band)
     bytes_days = get_calendar().sessions("2025-06-02", "2026-12-31")[:bytes_sessions]
-    out["lineage_bytes"] = lineage_bytes(work, registry, cache, bytes_days, symbols)
+    from dagster_project.commands.bench_lineage import file_figures, lineage_bytes
+
+    def replay_into(name: str, replay_bars: list[str], mode: str) -> dict:
+        return file_figures(Path(_replay(work / name, registry, cache, replay_bars, mode)["lineage_path"]))
+
+    out["lineage_bytes"] = lineage_bytes(replay_into, bytes_days, symbols)
     if sweep:
         from dagster_project.commands.sweep import launch
 
