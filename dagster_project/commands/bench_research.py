@@ -12,6 +12,10 @@ Phases, in order (each one's figures under its name in the output):
   :mod:`dagster_project.commands.bench_vectorbt`) vs vectorbt's ``Portfolio.from_orders`` on the replay's
   fills, in this process, with vectorbt's final cash, positions and value checked against the replay's;
 - ``replay_summary``: the warm replay with ``--lineage-mode summary``;
+- ``lineage_bytes`` (``--bytes-sessions N``, off by default): full and summary replays over the first N sessions
+  and over 1 session into fresh files: bytes per symbol-bar, marginal bytes per extra session and per table
+  (``bench_lineage.py``; at one session DuckDB's 256-kB blocks per table dominate). Every replay phase also
+  records its lineage file's bytes per table;
 - ``sweep_8_warm``: 8 configurations of the warm case through ``tradegraph sweep``'s Dagster job on the
   multiprocess executor (2 at a time) — over the whole period when the warm replay took at most
   ``--sweep-max-warm-s`` (600 s: a sweep of 8 at 2 cores is then ≤ ~40 min), else over the period's first
@@ -166,8 +170,12 @@ def replay(bars: list[str], cache: Path, lineage: str, progress: bool, after=Non
     load = os.getloadavg()
     engine = ReplayEngine(lineage=lineage, prediction_cache=PredictionCache(cache))
     result = engine.run(bars, progress=progress)
+    from dagster_project.commands.bench_lineage import table_bytes
+
+    lineage_db = resolve_path("paths.lineage_db")
     out = {"seconds": result.seconds, "ms_per_bar": result.seconds / len(bars) * 1e3,
-           "lineage_bytes": resolve_path("paths.lineage_db").stat().st_size, "orders": result.orders,
+           "lineage_bytes": lineage_db.stat().st_size, "lineage_table_bytes": table_bytes(lineage_db),
+           "orders": result.orders,
            "fills": result.fills, "cache_hits": result.cache_hits, "cache_misses": result.cache_misses,
            "stage_seconds": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
            "stage_ms_per_bar": {k: round(v / len(bars) * 1e3, 2) for k, v in sorted(result.stage_seconds.items())},
@@ -235,13 +243,13 @@ class Phases:
 
 def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = True, progress: bool = False,
         sweep_max_warm_s: float = 600.0, sweep_sessions: int = 5, persistent: bool = False,
-        summary: bool = True) -> dict:
+        summary: bool = True, bytes_sessions: int = 0) -> dict:
     """Every phase over the period (see the module docstring); returns the figures and the issue's keys.
     The caller's environment (each phase points TRADEGRAPH_HOME … at its own home) is restored on return."""
     saved = dict(os.environ)
     try:
         return _run(work, registry, symbols, sessions, sweep, progress, sweep_max_warm_s, sweep_sessions,
-                    persistent, summary)
+                    persistent, summary, bytes_sessions)
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -249,7 +257,8 @@ def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = T
 
 
 def _run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool, progress: bool,
-         sweep_max_warm_s: float, sweep_sessions: int, persistent: bool, summary: bool) -> dict:
+         sweep_max_warm_s: float, sweep_sessions: int, persistent: bool, summary: bool,
+         bytes_sessions: int = 0) -> dict:
     import torch
     import yaml
 
@@ -308,6 +317,17 @@ def _run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool, p
     if summary:
         out["replay_summary"] = phases.run("replay_summary", summary_phase)
         out["bytes_per_symbol_bar_summary"] = out["replay_summary"]["lineage_bytes"] / symbol_bars
+    if bytes_sessions:
+        def bytes_phase():
+            from dagster_project.commands.bench_lineage import file_figures, lineage_bytes
+
+            def replay_into(name: str, replay_bars: list[str], mode: str) -> dict:
+                with home(work / name, registry, **WARM_ENV):
+                    replay(replay_bars, cache, mode, progress=False)
+                    return file_figures(resolve_path("paths.lineage_db"))
+            return lineage_bytes(replay_into, days[:bytes_sessions], symbols)
+
+        out["lineage_bytes"] = phases.run("lineage_bytes", bytes_phase)
     whole = out["replay_warm"]["seconds"] <= sweep_max_warm_s
     sweep_days = days if whole else days[:sweep_sessions]
     if sweep:
@@ -401,6 +421,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="sweep the whole period only if the warm replay took at most this")
     parser.add_argument("--sweep-sessions", type=int, default=5,
                         help="otherwise sweep the period's first this many sessions")
+    parser.add_argument("--bytes-sessions", type=int, default=0,
+                        help="also measure lineage bytes on own replays of the first this many sessions (0: off)")
     args = parser.parse_args(argv)
     global KEEP_HOMES
     KEEP_HOMES = args.keep_homes
@@ -422,7 +444,8 @@ def main(argv: list[str] | None = None) -> dict:
             (work / "registry.done").write_text(str(registry))
         result = run(work, registry, args.symbols, args.sessions, sweep=not args.no_sweep,
                      progress=args.progress, sweep_max_warm_s=args.sweep_max_warm_s,
-                     sweep_sessions=args.sweep_sessions, persistent=args.work is not None)
+                     sweep_sessions=args.sweep_sessions, persistent=args.work is not None,
+                     bytes_sessions=args.bytes_sessions)
     import pandas as pd
 
     result["when"] = pd.Timestamp.now("UTC").strftime("%Y-%m-%d %H:%M UTC")

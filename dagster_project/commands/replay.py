@@ -3,32 +3,39 @@
 No Dagster run per bar: the loop calls exactly what each asset calls (``compute_*`` of every stage), keeps
 the history the stages need in memory, trades the replay paper account (``paths.replay_broker_db``) on a
 simulated clock (now = the bar close) under the replay account's own kill switch, and writes the same
-lineage tables as the Dagster path (one transaction per bar), so ``explain`` and ``audit`` work on replayed
-bars too. For the same bars, models and configuration it produces the same ``sized_orders`` and
-``executions`` as the Dagster graph run in ``replay`` mode (tested). Bars, features and model outputs are
-computed for ``replay.batch_bars`` consecutive bars at once (:meth:`ReplayEngine.prepare`: the functions the
-assets call with one bar, same bits), the rest bar by bar.
+lineage tables as the Dagster path, so ``explain`` and ``audit`` work on replayed bars too. For the same bars,
+models and configuration it produces the same ``sized_orders`` and ``executions`` as the Dagster graph run in
+``replay`` mode (tested). Bars, features and model outputs are computed for ``replay.batch_bars`` consecutive
+bars at once (:meth:`ReplayEngine.prepare`: the functions the assets call with one bar, same bits), the rest
+bar by bar.
 
 The paper account and the kill switch are held in memory for the whole replay (the same venue rules and
 kill-switch functions as the file-backed ones: ``resources.brokers.paper_book``, ``resources.kill_switch.
 memory``): the account file is loaded at the first bar and stays locked until :meth:`ReplayEngine.close`.
-Both are written to their files **at each lineage flush, just before the lineage transaction**, and at the
-close, so the account, the switch and lineage stay consistent:
+Lineage is written in bulk: every ``replay.flush_bars`` bars to the replay's own staging file, and at the end
+into the lineage file in one transaction (each table as whole compressed row groups). The account and the
+switch are written to their files at each flush, just before the staging transaction, so the staged lineage,
+the account and the switch always stand at the same bar:
 
-* an exception (or Ctrl-C) in a bar: :meth:`ReplayEngine.run` writes nothing more (:meth:`ReplayEngine.abort`):
-  the three files stay at the last flush, the bars since are replayed again next time;
-* a process killed between the account's save and the lineage commit leaves the account (and switch) ahead of
-  lineage by at most one flush: the next bar's ``positions`` takes the fills lineage lacks in (``broker`` /
-  ``recovered``) and reconciles, as after a live crash between submit and record.
+* the replay ends: what is pending is flushed and the staging file moved into the lineage file;
+* an exception (or Ctrl-C) in a bar: :meth:`ReplayEngine.abort` drops the bars since the last flush, moves
+  what was staged into the lineage file, and writes nothing else: the three files stay at the last flush, the
+  bars since are replayed again next time;
+* a killed process leaves the account and switch at its last flush and the staged bars in the staging file
+  (named by :attr:`ReplayEngine.staging_path`), not in the lineage file: the next replay's ``positions`` takes
+  the fills lineage lacks in (``broker`` / ``recovered``) and reconciles, as after a live crash between
+  submit and record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -50,8 +57,8 @@ from assets.venue import quotes_provider
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, resolve_path
 from resources.brokers.paper import BarClock, PaperBroker
 from resources.kill_switch.resource import switch_for
-from resources.lineage.io_manager import record_batch
-from resources.lineage.store import RUN_COLUMNS, LineageStore
+from resources.lineage.io_manager import absorb_staged, record_batch
+from resources.lineage.store import RUN_COLUMNS, LineageStore, forget_file, hold_connection
 from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
 from resources.market.resource import MarketDataResource
 from TRAINING.common.utils.code_version import code_version
@@ -154,6 +161,7 @@ class ReplayEngine:
         # the paper account in memory for the whole replay, loaded at the first bar (``_venue``)
         self.broker: PaperBroker | None = None
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
+        self._staging: tuple[LineageStore, contextlib.ExitStack] | None = None
         self.timing: dict[str, float] = {}
         self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
         self._prepared: dict[str, tuple] = {}   # bar → (window, features, model outputs) made by prepare()
@@ -270,22 +278,26 @@ class ReplayEngine:
         return outputs
 
     def flush(self) -> None:
-        """Write the pending bars' lineage in one connection and one transaction (the file is held only
-        for that long, so readers wait at most one flush)."""
+        """Write the pending bars' lineage to this replay's staging file (one transaction; the staging file
+        is the replay's own, so no reader waits on it). :meth:`close` moves the staging file into the
+        lineage file in one bulk transaction: each table is then written as whole compressed row groups
+        once, instead of one partial row group (and one checkpoint) per flush: 1,741 → 1,250 bytes per
+        symbol-bar over 5 sessions × 100 symbols (issue 12)."""
         if not self._pending:
             return
         t = time.perf_counter()
         self._save_state()   # before lineage: a crash in between leaves the account ahead, the recoverable side
-        with self.store.connect() as con:
+        stage = self._staging_store()
+        with stage.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                self.store.record_config(con, effective_config_hash(), effective_config())
-                self.store.replace_runs(con, pd.DataFrame(
+                stage.record_config(con, effective_config_hash(), effective_config())
+                stage.replace_runs(con, pd.DataFrame(
                     [(self.run_id, bar, ACCOUNT, code_version(), effective_config_hash(),
                       str(self.models.versions()), started, started, "success") for bar, _, started in self._pending],
                     columns=RUN_COLUMNS))
-                record_batch(self.store, con, self.run_id, [(bar, asset, outputs[asset], UPSTREAM[asset])
-                                                            for bar, outputs, _ in self._pending for asset in ORDER],
+                record_batch(stage, con, self.run_id, [(bar, asset, outputs[asset], UPSTREAM[asset])
+                                                       for bar, outputs, _ in self._pending for asset in ORDER],
                              keep=self.keep)
                 con.execute("COMMIT")
             except BaseException:
@@ -294,28 +306,65 @@ class ReplayEngine:
         self._pending.clear()
         self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
 
+    @property
+    def staging_path(self) -> Path:
+        """This replay's staging lineage file, next to the lineage file (left there only by a killed replay
+        or a failed final write: its bars are then not in the lineage file)."""
+        return self.store.path.parent / f".{self.store.path.stem}.{self.run_id}.staging.duckdb"
+
+    def _staging_store(self) -> LineageStore:
+        if self._staging is None:
+            path = self.staging_path
+            for stale in (path, path.with_name(path.name + ".wal")):
+                stale.unlink(missing_ok=True)
+            hold = contextlib.ExitStack()
+            hold.enter_context(hold_connection(path))   # one connection for the replay's life
+            self._staging = (LineageStore(path), hold)
+        return self._staging[0]
+
+    def _absorb(self) -> None:
+        """Move the staging file into the lineage file (one transaction: all of this replay's bars or none)."""
+        if self._staging is None:
+            return
+        t = time.perf_counter()
+        stage, hold = self._staging
+        hold.close()
+        self._staging = None
+        with self.store.connect() as con:
+            absorb_staged(self.store, con, stage.path)
+        forget_file(stage.path)
+        for path in (stage.path, stage.path.with_name(stage.path.name + ".wal")):
+            path.unlink(missing_ok=True)
+        self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
+
     def close(self) -> None:
-        """Write what is pending (the account and the kill switch, then lineage), save the new predictions to
-        the cache and release the paper account's file."""
+        """Write what is pending (the account and the kill switch, then the staged lineage), move the replay's
+        lineage into the lineage file, save the new predictions to the cache and release the account's file."""
         try:
             self.flush()
             self._save_state()
+            self._absorb()
             if self.cache is not None:
                 self.cache.save()
         finally:
             self._release()
 
     def abort(self) -> None:
-        """A bar failed: write nothing more (the account, the kill switch and lineage stay at the last flush),
-        keep the cached predictions (they depend on models and features only), release the account's file."""
+        """A bar failed: drop the bars since the last flush; record the flushed ones (the account and the kill
+        switch were saved with them, so the three stay at the same bar); keep the cached predictions (they
+        depend on models and features only); release the account's and the staging file."""
         self._pending.clear()
         try:
+            self._absorb()
             if self.cache is not None:
                 self.cache.save()
         finally:
             self._release()
 
     def _release(self) -> None:
+        if self._staging is not None:   # the final write failed: release the staging file, keep it to inspect
+            self._staging[1].close()
+            self._staging = None
         if self.broker is not None:
             self.broker.close()
             self.broker = None

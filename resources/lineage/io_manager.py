@@ -31,7 +31,7 @@ import pandas as pd
 
 from assets.bars.logic import BarWindow, empty_skips
 from assets.history import write_prediction_state
-from resources.lineage.hashing import content_hash
+from resources.lineage.hashing import content_hash, content_hashes
 from resources.lineage.store import LineageStore
 from resources.market.adjustments import empty_adjustments
 from resources.market.calendar import get_calendar, parse_bar_key
@@ -175,11 +175,17 @@ def record_batch(store: LineageStore, con: Any, run_id: str,
     mats = []
     histories = []
     now = dt.datetime.now(dt.UTC)
+    recorded = []
     for bar, asset, obj, upstream_names in items:
         tables = {t: own_rows(t, f, run_id) if t in APPEND_ONLY_TABLES else f
                   for t, f in output_tables(asset, obj).items()}
-        own = {t: content_hash(f) for t, f in tables.items()}
-        hashes[(bar, asset)] = own
+        recorded.append((bar, asset, obj, upstream_names, tables))
+    # every table of every bar hashed in one pass, grouped by columns (the per-frame cost was ~14 ms a bar)
+    digests = iter(content_hashes([f for *_, tables in recorded for f in tables.values()]))
+    for bar, asset, _, _, tables in recorded:
+        hashes[(bar, asset)] = {t: next(digests) for t in tables}
+    for bar, asset, obj, upstream_names, tables in recorded:
+        own = hashes[(bar, asset)]
         upstream = {t: h for name in sorted(upstream_names) for t, h in sorted(hashes.get((bar, name), {}).items())}
         blob = json.dumps(dict(sorted(upstream.items())), sort_keys=True)
         for t, frame in tables.items():
@@ -196,6 +202,14 @@ def record_batch(store: LineageStore, con: Any, run_id: str,
     if histories:
         hist = pd.concat(histories, ignore_index=True).drop_duplicates(["ts", "symbol"], keep="first")
         store.write_market_bars(con, hist.sort_values(["ts", "symbol"], kind="mergesort"), run_id)
+
+
+def absorb_staged(store: LineageStore, con: Any, staged: Any) -> dict[str, int]:
+    """Move a staging lineage file written by :func:`record_batch` into ``store`` in one transaction, with
+    the same result as recording its bars there directly (append-only tables appended, fills unique by
+    ``fill_id`` across both fills tables, every other table's bars replaced); see ``LineageStore.absorb``."""
+    appends = {t: ("fill_id", FILLS_TABLES) if t in FILLS_TABLES else (None, ()) for t in sorted(APPEND_ONLY_TABLES)}
+    return store.absorb(con, staged, appends)
 
 
 def load_recorded(store: LineageStore, asset: str, bar: str) -> Any:

@@ -246,23 +246,30 @@ class LineageStore:
         exists = known is not None or self._has(con, table)
         con.register("_incoming", data)
         try:
-            if known is None or not set(data.columns) <= known:
-                self._columns[table] = self._ensure_columns(con, table, data, exists)
-            where = ""
-            if unique:
-                others = [t for t in dict.fromkeys((table, *unique_in)) if self._has(con, _check_ident(t))]
-                where = f"WHERE i.{unique} NOT IN (" + " UNION ".join(
-                    f"SELECT {unique} FROM {t}" for t in others) + ")"
-            n = con.execute(f"""
-                INSERT INTO {table} BY NAME
-                SELECT i.* EXCLUDE (_row), i._row + coalesce(o.last + 1, 0) AS _row FROM _incoming i
-                LEFT JOIN (SELECT bar, max(_row) AS last FROM {table} WHERE bar IN (SELECT DISTINCT bar FROM _incoming)
-                           GROUP BY bar) o USING (bar) {where}""").fetchall()
+            return self._append_incoming(con, table, unique, unique_in, exists,
+                                         known if known is not None and set(data.columns) <= known else None)
         finally:
             con.unregister("_incoming")
+
+    def _append_incoming(self, con: duckdb.DuckDBPyConnection, table: str, unique: str | None,
+                         unique_in: tuple[str, ...], exists: bool, known: set[str] | None = None) -> int:
+        """Append the relation ``_incoming`` (columns ``bar``, ``_row`` numbered per bar from 0, …) to
+        ``table`` as :meth:`append_rows` does."""
+        if known is None:
+            self._columns[table] = self._ensure_columns(con, table, None, exists)
+        where = ""
+        if unique:
+            others = [t for t in dict.fromkeys((table, *unique_in)) if self._has(con, _check_ident(t))]
+            where = f"WHERE i.{unique} NOT IN (" + " UNION ".join(
+                f"SELECT {unique} FROM {t}" for t in others) + ")"
+        n = con.execute(f"""
+            INSERT INTO {table} BY NAME
+            SELECT i.* EXCLUDE (_row), i._row + coalesce(o.last + 1, 0) AS _row FROM _incoming i
+            LEFT JOIN (SELECT bar, max(_row) AS last FROM {table} WHERE bar IN (SELECT DISTINCT bar FROM _incoming)
+                       GROUP BY bar) o USING (bar) {where}""").fetchall()
         return int(n[0][0]) if n else 0
 
-    def _ensure_columns(self, con: duckdb.DuckDBPyConnection, table: str, data: pd.DataFrame,
+    def _ensure_columns(self, con: duckdb.DuckDBPyConnection, table: str, data: pd.DataFrame | None,
                         exists: bool) -> set[str]:
         """Create the table from ``_incoming`` or add its new columns; returns the table's columns.
         Tables and columns are only ever added, so the answer is cached for this store's lifetime."""
@@ -272,7 +279,9 @@ class LineageStore:
         for col, typ in sorted(existing.items()):
             if typ in ('"NULL"', "NULL"):
                 con.execute(f'ALTER TABLE {table} ALTER COLUMN "{col}" TYPE VARCHAR')
-        for col in data.columns:
+        incoming = list(data.columns) if data is not None else [r[0] for r in con.execute(
+            "DESCRIBE _incoming").fetchall()]
+        for col in incoming:
             if col not in existing:
                 dtype = con.execute(f'SELECT typeof("{col}") FROM _incoming LIMIT 1').fetchall()
                 typ = dtype[0][0] if dtype and dtype[0][0] != "NULL" else "VARCHAR"
@@ -306,6 +315,72 @@ class LineageStore:
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
         finally:
             con.unregister("_incoming")
+
+    def absorb(self, con: duckdb.DuckDBPyConnection, staged: str | Path,
+               appends: dict[str, tuple[str | None, tuple[str, ...]]]) -> dict[str, int]:
+        """Move a staging lineage file's record (written by the same writers) into this one, in bulk : one ``INSERT … SELECT`` per table, so each table gets whole row groups
+        compressed at once instead of one partial row group per flush.
+
+        The staged file's ``materializations`` say which (table, bar) it recorded. Per table and bar the
+        result is what writing the same frames here bar by bar gives: a replaced table loses the bar's
+        earlier rows (also when the staged frame was empty); an append-only table (``appends``: table →
+        (unique column or None, the other tables it must be unique across)) keeps them, continues each
+        bar's ``_row`` after them and skips a unique value already recorded; ``market_bars`` keeps the
+        first row seen; ``runs``/``materializations`` rows of the same run replace, ``configs`` are kept.
+        All of it is one transaction of its own (call it outside one): a failure leaves this file as it
+        was. Returns the rows inserted per table.
+        """
+        con.execute("ATTACH ? AS _stg (READ_ONLY)", [str(staged)])
+        learnt = {t: set(c) for t, c in self._columns.items()}   # to forget what a rolled-back write created
+        con.execute("BEGIN TRANSACTION")
+        try:
+            have = {t for (t,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = '_stg'").fetchall()}
+            wrote = [t for (t,) in con.execute(
+                "SELECT DISTINCT tbl FROM _stg.materializations ORDER BY tbl").fetchall()]
+            inserted: dict[str, int] = {}
+            for table in wrote:
+                table = _check_ident(table)
+                con.execute(f"CREATE OR REPLACE TEMP VIEW _incoming AS SELECT * FROM _stg.{table}"
+                            if table in have else "CREATE OR REPLACE TEMP VIEW _incoming AS SELECT NULL AS bar "
+                            "WHERE false")
+                exists = table in self._columns or self._has(con, table)
+                if table in appends:
+                    if table in have:
+                        unique, unique_in = appends[table]
+                        inserted[table] = self._append_incoming(con, table, unique, unique_in, exists)
+                    continue
+                if exists:
+                    bars = con.execute("SELECT min(bar), max(bar) FROM _stg.materializations WHERE tbl = ?",
+                                       [table]).fetchall()[0]
+                    con.execute(f"DELETE FROM {table} WHERE bar BETWEEN ? AND ? AND bar IN "
+                                "(SELECT bar FROM _stg.materializations WHERE tbl = ?)", [*bars, table])
+                if table in have:
+                    self._columns[table] = self._ensure_columns(con, table, None, exists)
+                    inserted[table] = con.execute(
+                        f"INSERT INTO {table} BY NAME SELECT * FROM _incoming").fetchall()[0][0]
+            con.execute("DELETE FROM materializations m USING _stg.materializations r "
+                        "WHERE m.run_id = r.run_id AND m.tbl = r.tbl AND m.bar = r.bar")
+            con.execute("INSERT INTO materializations BY NAME SELECT * FROM _stg.materializations")
+            con.execute("DELETE FROM runs r USING _stg.runs n WHERE r.run_id = n.run_id AND r.bar = n.bar")
+            con.execute("INSERT INTO runs BY NAME SELECT * FROM _stg.runs")
+            con.execute("INSERT OR IGNORE INTO configs BY NAME SELECT * FROM _stg.configs")
+            span = con.execute("SELECT min(ts), max(ts) FROM _stg.market_bars").fetchall()[0]
+            if span[0] is not None:
+                inserted["market_bars"] = con.execute("""
+                    INSERT INTO market_bars BY NAME SELECT m.* FROM _stg.market_bars m
+                    ANTI JOIN (SELECT ts, symbol FROM market_bars WHERE ts BETWEEN ? AND ?) b USING (ts, symbol)
+                    ORDER BY m.ts, m.symbol""", list(span)).fetchall()[0][0]
+            con.execute("DROP VIEW IF EXISTS _incoming")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            self._columns.clear()
+            self._columns.update(learnt)
+            raise
+        finally:
+            con.execute("DETACH _stg")
+        return inserted
 
     def record_materializations(self, con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
         """Insert many ``materializations`` rows (replacing the same run, table and bar)."""
@@ -409,7 +484,8 @@ class LineageStore:
 
     @staticmethod
     def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-        return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall()[0][0])
+        return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? "
+                                "AND database_name = current_database()", [table]).fetchall()[0][0])
 
     @contextmanager
     def _maybe(self, con: duckdb.DuckDBPyConnection | None) -> Iterator[duckdb.DuckDBPyConnection]:
