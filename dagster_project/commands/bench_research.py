@@ -294,7 +294,8 @@ def _run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool, p
             return {"vectorbt": bench_vectorbt.compare(LineageStore(), bars, closes, result.stage_seconds,
                                                        float(get_cfg("broker.initial_cash")), venue)}
         except bench_vectorbt.VectorbtUnavailable as exc:
-            return {"vectorbt": {"skipped": str(exc), "stepping_s": bench_vectorbt.stepping_seconds(
+            return {"vectorbt": {"skipped": str(exc), "stepping_stages": list(bench_vectorbt.STEPPING_STAGES),
+                                 "stepping_s": bench_vectorbt.stepping_seconds(
                 result.stage_seconds)}}
         except bench_vectorbt.CrossCheckFailed as exc:   # recorded, the key stays null: never a ratio of
             return {"vectorbt": {"failed": str(exc)}}     # two different pieces of work

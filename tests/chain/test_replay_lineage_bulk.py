@@ -161,7 +161,7 @@ def test_a_killed_replay_leaves_the_lineage_file_without_any_of_its_bars(trained
     assert store.tables() == ["configs", "market_bars", "materializations", "runs", "runs_process"]
     assert store.read_sql("SELECT run_id FROM runs")["run_id"].tolist() == ["earlier"]
     engine._staging[1].close()   # what the process's death does to its connection (no close, no absorb)
-    engine._broker_session.close()
+    engine.broker.close()   # and its hold on the paper account file
 
 
 def test_a_failed_final_write_leaves_the_lineage_file_as_it_was(trained, tmp_path, monkeypatch):
