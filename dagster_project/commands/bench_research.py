@@ -422,6 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="sweep the whole period only if the warm replay took at most this")
     parser.add_argument("--sweep-sessions", type=int, default=5,
                         help="otherwise sweep the period's first this many sessions")
+    parser.add_argument("--no-summary", action="store_true", help="leave out the summary-mode replay")
     parser.add_argument("--bytes-sessions", type=int, default=0,
                         help="also measure lineage bytes on own replays of the first this many sessions (0: off)")
     args = parser.parse_args(argv)
@@ -446,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = run(work, registry, args.symbols, args.sessions, sweep=not args.no_sweep,
                      progress=args.progress, sweep_max_warm_s=args.sweep_max_warm_s,
                      sweep_sessions=args.sweep_sessions, persistent=args.work is not None,
-                     bytes_sessions=args.bytes_sessions)
+                     bytes_sessions=args.bytes_sessions, summary=not args.no_summary)
     import pandas as pd
 
     result["when"] = pd.Timestamp.now("UTC").strftime("%Y-%m-%d %H:%M UTC")
