@@ -22,9 +22,10 @@ the account and the switch always stand at the same bar:
   what was staged into the lineage file, and writes nothing else: the three files stay at the last flush, the
   bars since are replayed again next time;
 * a killed process leaves the account and switch at its last flush and the staged bars in the staging file
-  (named by :attr:`ReplayEngine.staging_path`), not in the lineage file: the next replay's ``positions`` takes
-  the fills lineage lacks in (``broker`` / ``recovered``) and reconciles, as after a live crash between
-  submit and record.
+  (:attr:`ReplayEngine.staging_path`), not in the lineage file: the next replay moves that file in before it
+  reads lineage (:func:`recover_staged`), so the three agree again. Killed between the account's save and the
+  staging commit, the account is one flush ahead: its next ``positions`` finds fills of orders lineage never
+  recorded (foreign fills, a reconciliation mismatch: the kill switch halts, the safe side).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
 from resources.market.resource import MarketDataResource
 from TRAINING.common.utils.code_version import code_version
 
+_log = logging.getLogger(__name__)
 ACCOUNT = "replay"
 ORDER = ["bars", "features", "predictions", "model_skill", "blended_alpha", "positions", "arbitrated_scores",
          "gated_signals", "sized_orders", "executions", "pnl"]
@@ -156,6 +158,7 @@ class ReplayEngine:
         self.history = ReplayHistory(MemoryHistory(keep), LineageHistory(self.store))
         self.clock = BarClock()
         self.switch = switch_for(ACCOUNT, held=True)   # state in memory; written with the account
+        self.recovered = recover_staged(self.store) if record else []   # before the record is read from lineage
         self.record = MemoryRecord.from_lineage(self.store, ACCOUNT)
         self._book = None
         # the paper account in memory for the whole replay, loaded at the first bar (``_venue``)
@@ -224,7 +227,7 @@ class ReplayEngine:
         except Exception as exc:  # noqa: BLE001 — re-raised by the per-bar path at the bar that causes it
             self._prepared.clear()
             self.batch_fallbacks.append(f"{bars[0]}…{bars[-1]}: {type(exc).__name__}: {exc}")
-            logging.getLogger(__name__).warning("replay: batch %s prepared bar by bar", self.batch_fallbacks[-1])
+            _log.warning("replay: batch %s prepared bar by bar", self.batch_fallbacks[-1])
 
     def step(self, bar: str) -> dict[str, object]:
         """Every stage of one bar, in graph order; returns each asset's output."""
@@ -395,6 +398,36 @@ class ReplayEngine:
         hits, misses = (self.cache.hits, self.cache.misses) if self.cache is not None else (0, 0)
         return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing),
                             hits, misses, list(self.batch_fallbacks))
+
+
+def recover_staged(store: LineageStore) -> list[Path]:
+    """Move the staging files a killed replay left beside ``store``'s file into it (oldest first), so lineage
+    catches up with the paper account and kill switch that replay saved at its last flush; returns them.
+
+    A staging file still held by a running replay (the file is locked) is left alone, as is one whose move
+    fails (the error is logged; it stays to inspect). Why at the next replay's start: a killed process runs no
+    cleanup, and without its bars the next replay would find fills in the account for orders lineage never
+    knew (foreign fills, a reconciliation mismatch)."""
+    import duckdb
+
+    moved = []
+    for path in sorted(store.path.parent.glob(f".{store.path.stem}.replay-*.staging.duckdb"),
+                       key=lambda p: (p.stat().st_mtime_ns, p.name)):
+        try:
+            with store.connect() as con:
+                absorb_staged(store, con, path)
+        except duckdb.IOException as exc:   # held by a replay still running
+            _log.warning("replay staging file %s left alone (in use?): %s", path, exc)
+            continue
+        except duckdb.Error as exc:
+            _log.error("replay staging file %s could not be moved into %s: %s", path, store.path, exc)
+            continue
+        forget_file(path)
+        for leftover in (path, path.with_name(path.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        _log.warning("recovered the bars of a killed replay from %s", path)
+        moved.append(path)
+    return moved
 
 
 def bars_between(start: str, end: str) -> list[str]:

@@ -199,3 +199,33 @@ def test_explain_and_audit_work_on_bulk_replayed_bars(trained, tmp_path, monkeyp
     assert chain["lifecycle"] or chain["fills"]                  # the order's life after its bar
     report = audit_bar(bar, engine.store)
     assert report.identical, report.render()
+
+
+def test_the_next_replay_recovers_a_killed_replays_flushed_bars_and_trades_on_without_a_mismatch(
+        trained, tmp_path, monkeypatch):
+    """kill -9 after two flushes: the account and the switch were saved at the last flush, lineage has none of
+    the replay's bars. The next replay moves the staging file in first, so lineage, account and switch agree."""
+    from tests.conftest import arm_switches
+
+    for key, value in SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "killed"))
+    reset_config()
+    arm_switches()
+    killed = ReplayEngine()
+    for bar in KEYS[:5]:
+        killed.step(bar)   # bars 1–4 flushed (and the account saved with them), bar 5 pending
+    staging = killed.staging_path
+    killed._staging[1].close()
+    killed.broker.close()
+    assert staging.exists() and not LineageStore().path.exists()   # nothing of it in the lineage file
+
+    engine = ReplayEngine()
+    assert engine.recovered == [staging] and not staging.exists()
+    store = LineageStore()
+    assert store.read_sql("SELECT DISTINCT bar FROM materializations ORDER BY bar")["bar"].tolist() == KEYS[:4]
+    result = engine.run(KEYS[4:])
+    assert result.orders > 0
+    account = store.read_sql("SELECT bar, mismatch, foreign_fills FROM positions_account ORDER BY bar")
+    assert account["bar"].tolist() == KEYS and not account["mismatch"].any()
+    assert (account["foreign_fills"] == 0).all()
