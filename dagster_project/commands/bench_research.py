@@ -243,13 +243,13 @@ class Phases:
 
 def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = True, progress: bool = False,
         sweep_max_warm_s: float = 600.0, sweep_sessions: int = 5, persistent: bool = False,
-        summary: bool = True, bytes_sessions: int = 0) -> dict:
+        summary: bool = True, bytes_sessions: int = 0, warm_phase: bool = True) -> dict:
     """Every phase over the period (see the module docstring); returns the figures and the issue's keys.
     The caller's environment (each phase points TRADEGRAPH_HOME … at its own home) is restored on return."""
     saved = dict(os.environ)
     try:
         return _run(work, registry, symbols, sessions, sweep, progress, sweep_max_warm_s, sweep_sessions,
-                    persistent, summary, bytes_sessions)
+                    persistent, summary, bytes_sessions, warm_phase)
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -258,7 +258,7 @@ def run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool = T
 
 def _run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool, progress: bool,
          sweep_max_warm_s: float, sweep_sessions: int, persistent: bool, summary: bool,
-         bytes_sessions: int = 0) -> dict:
+         bytes_sessions: int = 0, warm_phase: bool = True) -> dict:
     import torch
     import yaml
 
@@ -281,9 +281,7 @@ def _run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool, p
     def cold():
         shutil.rmtree(cache, ignore_errors=True)   # a cold replay starts from an empty cache
         with home(work / "cold", registry):
-            return replay(bars, cache, "full", progress)
-
-    out["replay_cold"] = phases.run("replay_cold", cold)
+            return replay(bars, cache, "full", progress, after=vectorbt_of)
 
     def vectorbt_of(result) -> dict:
         from resources.brokers.paper import PaperBroker
@@ -304,6 +302,13 @@ def _run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool, p
         with home(work / "warm", registry, **WARM_ENV):
             return replay(bars, cache, "full", progress, after=vectorbt_of)
 
+    out["replay_cold"] = phases.run("replay_cold", cold)
+    out["vectorbt_cold"] = out["replay_cold"]["vectorbt"]   # the same comparison on the cold replay's fills
+    if not warm_phase:   # --no-warm: the cold replay's comparison stands for the stepping loop
+        out["vectorbt"] = out["vectorbt_cold"]
+        out["load_after"] = os.getloadavg()
+        out["keys"] = keys_of(out, symbols, len(days))
+        return out
     out["replay_warm"] = phases.run("replay_warm", warm)
     out["vectorbt"] = out["replay_warm"]["vectorbt"]
     if "failed" in out["vectorbt"]:
@@ -368,9 +373,10 @@ def keys_of(out: dict, symbols: int, sessions: int) -> dict:
     vbt = out.get("vectorbt") or {}
     return {
         "replay_year_100_cold_s": out["replay_cold"]["seconds"] if year else None,
-        "replay_year_100_warm_s": out["replay_warm"]["seconds"] if year else None,
+        "replay_year_100_warm_s": out["replay_warm"]["seconds"] if year and "replay_warm" in out else None,
         "sweep_8_warm_s": sweep["seconds"] if year and sweep and sweep["whole_period"] else None,
-        "replay_bytes_per_symbol_bar": out["bytes_per_symbol_bar_full"],
+        "replay_bytes_per_symbol_bar": out.get("bytes_per_symbol_bar_full",
+                                               out["replay_cold"]["lineage_bytes"] / (out["bars"] * symbols)),
         "stepping_vs_vectorbt": vbt.get("ratio") if year else None,
     }
 
@@ -422,6 +428,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="sweep the whole period only if the warm replay took at most this")
     parser.add_argument("--sweep-sessions", type=int, default=5,
                         help="otherwise sweep the period's first this many sessions")
+    parser.add_argument("--no-warm", action="store_true",
+                        help="cold replay only (its fills for the vectorbt comparison); run again without it to "
+                             "resume with the warm phases")
     parser.add_argument("--no-summary", action="store_true", help="leave out the summary-mode replay")
     parser.add_argument("--bytes-sessions", type=int, default=0,
                         help="also measure lineage bytes on own replays of the first this many sessions (0: off)")
@@ -447,7 +456,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = run(work, registry, args.symbols, args.sessions, sweep=not args.no_sweep,
                      progress=args.progress, sweep_max_warm_s=args.sweep_max_warm_s,
                      sweep_sessions=args.sweep_sessions, persistent=args.work is not None,
-                     bytes_sessions=args.bytes_sessions, summary=not args.no_summary)
+                     bytes_sessions=args.bytes_sessions, summary=not args.no_summary,
+                     warm_phase=not args.no_warm)
     import pandas as pd
 
     result["when"] = pd.Timestamp.now("UTC").strftime("%Y-%m-%d %H:%M UTC")
