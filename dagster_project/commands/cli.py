@@ -118,6 +118,10 @@ def replay(start: str, end: str, no_record: bool, lineage_mode: str, no_predicti
     click.echo(f"replayed {len(bars)} bars in {result.seconds:.1f}s "
                f"({result.seconds / len(bars) * 1e3:.1f} ms/bar): {result.orders} orders, {result.fills} fills; "
                f"model calls {result.cache_hits} cached, {result.cache_misses} computed; run id {result.run_id}")
+    if result.switch_state != "ACTIVE":   # orders after the trip were denied: never a quiet success
+        click.echo(f"WARNING: the replay account's kill switch is {result.switch_state}: "
+                   + "; ".join(result.switch_trips), err=True)
+        raise SystemExit(1)
 
 
 for _sub in kill_switch.commands.values():

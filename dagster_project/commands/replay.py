@@ -86,6 +86,12 @@ SUMMARY_TABLES = frozenset({"pnl", "positions_account", "executions_killswitch",
 LINEAGE_MODES = ("full", "summary")
 
 
+class AccountAhead(LookupError):
+    """The replay account has already settled the period's first bar: replaying it again would settle nothing
+    up to that point (a past bar is never settled twice), fill new orders late and find the earlier replay's
+    orders under the same client ids — silently wrong numbers."""
+
+
 class KillSwitchNotArmed(LookupError):
     """The replay account's kill switch was never armed: every order would be denied."""
 
@@ -133,6 +139,8 @@ class ReplayResult:
     cache_hits: int = 0          # model calls served by the prediction cache
     cache_misses: int = 0        # model calls computed (and cached)
     batch_fallbacks: list[str] = field(default_factory=list)   # batches prepared bar by bar, with the reason
+    switch_state: str = "ACTIVE"  # the replay kill switch's state at the end
+    switch_trips: list[str] = field(default_factory=list)   # why it is not ACTIVE (reason: detail, since when)
 
 
 class ReplayEngine:
@@ -164,6 +172,7 @@ class ReplayEngine:
         # the paper account in memory for the whole replay, loaded at the first bar (``_venue``)
         self.broker: PaperBroker | None = None
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
+        self._saved_ahead = False   # the account and switch were saved with bars not yet staged (inside a flush)
         self._staging: tuple[LineageStore, contextlib.ExitStack] | None = None
         self.timing: dict[str, float] = {}
         self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
@@ -191,6 +200,21 @@ class ReplayEngine:
         if self.broker is None:
             self.broker = PaperBroker.in_memory(resolve_path("paths.replay_broker_db"), clock=self.clock)
         return self.broker
+
+    def _check_period(self, bars: list[str]) -> None:
+        """Refuse a period whose first bar the replay account has already settled (:class:`AccountAhead`)."""
+        if not bars:
+            return
+        through = self._venue().book.settle_state()[0]
+        if through is not None and parse_bar_key(bars[0]) <= pd.Timestamp(through, tz="UTC"):
+            path = resolve_path("paths.replay_broker_db")
+            self._release()
+            raise AccountAhead(
+                f"the replay account {path} has already traded through {pd.Timestamp(through, tz='UTC'):%Y-%m-%d %H:%M}Z; "
+                f"replaying from {bars[0]} into it would give wrong numbers. Replay a later period, or start "
+                f"a fresh replay account: another home (TRADEGRAPH_HOME=…, or TRADEGRAPH__PATHS__REPLAY_BROKER_DB "
+                f"and TRADEGRAPH__PATHS__KILL_SWITCH_STATE), or delete {path} and the replay kill switch's state "
+                f"file, then `tradegraph kill-switch init --account replay`")
 
     def _save_state(self) -> None:
         """Write the paper account and the kill switch to their files (what changed since the last save)."""
@@ -289,7 +313,8 @@ class ReplayEngine:
         if not self._pending:
             return
         t = time.perf_counter()
-        self._save_state()   # before lineage: a crash in between leaves the account ahead, the recoverable side
+        self._save_state()   # the account and switch first; until the staging commit below they are ahead
+        self._saved_ahead = True
         stage = self._staging_store()
         with stage.connect() as con:
             con.execute("BEGIN TRANSACTION")
@@ -307,6 +332,7 @@ class ReplayEngine:
                 con.execute("ROLLBACK")
                 raise
         self._pending.clear()
+        self._saved_ahead = False
         self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
 
     @property
@@ -355,9 +381,15 @@ class ReplayEngine:
     def abort(self) -> None:
         """A bar failed: drop the bars since the last flush; record the flushed ones (the account and the kill
         switch were saved with them, so the three stay at the same bar); keep the cached predictions (they
-        depend on models and features only); release the account's and the staging file."""
-        self._pending.clear()
+        depend on models and features only); release the account's and the staging file.
+
+        Interrupted inside a flush after the account and switch were saved with the pending bars (a Ctrl-C
+        during the lineage write), those bars are the account's now: they are staged and recorded too."""
+        if not self._saved_ahead:
+            self._pending.clear()
         try:
+            if self._pending:
+                self.flush()
             self._absorb()
             if self.cache is not None:
                 self.cache.save()
@@ -376,6 +408,7 @@ class ReplayEngine:
         if not self.switch.is_armed():
             raise KillSwitchNotArmed(f"the replay account's kill switch ({self.switch.path}) was never armed: "
                                      "every order would be denied; run `tradegraph kill-switch init --account replay`")
+        self._check_period(bars)
         t0 = time.perf_counter()
         orders = fills = 0
         iterator = bars
@@ -396,8 +429,10 @@ class ReplayEngine:
             raise
         self.close()
         hits, misses = (self.cache.hits, self.cache.misses) if self.cache is not None else (0, 0)
+        state = self.switch.status(dt.datetime.now(dt.UTC)).state
+        trips = [f"{t.reason} since {t.ts:%Y-%m-%d %H:%M}Z: {t.detail}" for _, t in sorted(state.trips.items())]
         return ReplayResult(self.run_id, list(bars), time.perf_counter() - t0, orders, fills, dict(self.timing),
-                            hits, misses, list(self.batch_fallbacks))
+                            hits, misses, list(self.batch_fallbacks), str(state.state), trips)
 
 
 def recover_staged(store: LineageStore) -> list[Path]:

@@ -66,3 +66,65 @@ def test_a_bar_that_raises_leaves_account_switch_and_lineage_at_the_last_flush(t
         assert set(store.read_partition("positions_fills", key, missing_ok=True).get("source", [])) <= {"settled"}
     closed = PaperBroker(resolve_path("paths.replay_broker_db"))
     assert {f.fill_id for f in closed.fills_since()} == lineage_fill_ids(KEYS)   # saved at the close
+
+
+def test_a_period_the_replay_account_already_settled_is_refused_before_anything_moves(trained, tmp_path, monkeypatch):
+    """Replaying bars into an account that traded through them would settle nothing before its last bar, fill
+    the new orders late and meet the earlier replay's orders under the same ids: refused, nothing written."""
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "home"))
+    reset_config()
+    arm_switches()
+    ReplayEngine(prediction_cache=False).run(KEYS[:3])
+    before = {f.fill_id for f in PaperBroker(resolve_path("paths.replay_broker_db")).fills_since()}
+    runs = LineageStore().read_sql("SELECT count(*) AS n FROM runs")["n"][0]
+    with pytest.raises(replay_module.AccountAhead, match="already traded through"):
+        ReplayEngine(prediction_cache=False).run(KEYS[2:4])          # its first bar was settled
+    assert {f.fill_id for f in PaperBroker(resolve_path("paths.replay_broker_db")).fills_since()} == before
+    assert LineageStore().read_sql("SELECT count(*) AS n FROM runs")["n"][0] == runs
+    assert ReplayEngine(prediction_cache=False).run(KEYS[3:]).bars == KEYS[3:]   # the next bars go on
+
+
+def test_a_ctrl_c_inside_a_flush_records_the_bars_the_account_was_saved_with(trained, tmp_path, monkeypatch):
+    """Ctrl-C after the account's save and before the staging commit: those bars are recorded too, so the
+    next replay finds lineage, account and switch at the same bar (it halted on a mismatch before)."""
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRADEGRAPH__REPLAY__FLUSH_BARS", "2")
+    reset_config()
+    arm_switches()
+    real = replay_module.record_batch
+    calls = []
+
+    def interrupted_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:   # the second flush (bars 3–4), after the account was saved with them
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(replay_module, "record_batch", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        ReplayEngine(prediction_cache=False).run(KEYS)
+    monkeypatch.setattr(replay_module, "record_batch", real)
+    assert LineageStore().read_sql("SELECT DISTINCT bar FROM runs ORDER BY bar")["bar"].tolist() == KEYS[:4]
+    account = PaperBroker(resolve_path("paths.replay_broker_db"))
+    assert {f.fill_id for f in account.fills_since()} == lineage_fill_ids(KEYS[:4])
+    ReplayEngine(prediction_cache=False).run(KEYS[4:])
+    store = LineageStore()
+    for key in KEYS[4:]:
+        acct = store.read_partition("positions_account", key)
+        assert int(acct["n_mismatched"].iloc[0]) == 0 and int(acct["foreign_fills"].iloc[0]) == 0, key
+
+
+def test_the_replay_command_says_when_its_kill_switch_is_not_active(trained, tmp_path, monkeypatch, capsys):
+    import datetime as dt
+
+    from dagster_project.commands.cli import main
+    from resources.kill_switch.resource import switch_for
+
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "home"))
+    reset_config()
+    arm_switches()
+    switch_for("replay").trip("operator test", dt.datetime.now(dt.UTC))
+    with pytest.raises(SystemExit) as exit_:
+        main(["replay", "--start", "2025-06-04", "--end", "2025-06-04", "--no-prediction-cache"])
+    assert exit_.value.code == 1
+    assert "kill switch is HALTED" in capsys.readouterr().err
