@@ -150,6 +150,8 @@ class Paths(Section):
     launch_secret: Text
     reports: Text
     demo_lineage_db: Text
+    demo_replay_broker_db: Text
+    demo_kill_switch_state: Text
     bench: Text
     prediction_cache: Text
 

@@ -2,9 +2,10 @@
 
 1. trains the models once (when the registry is empty);
 2. replays ``replay.sessions`` out-of-sample sessions from ``replay.start`` through the pure stage functions
-   with the replay paper account (a fresh demo book each time: the demo's own lineage file
-   ``paths.demo_lineage_db``, the replay account and the replay kill switch are reset first; the registry, the
-   live lineage file and the live account are never touched);
+   with the demo's own replay paper account (a fresh demo book each time: the demo's own lineage file
+   ``paths.demo_lineage_db``, replay account ``paths.demo_replay_broker_db`` and kill switches
+   ``paths.demo_kill_switch_state`` are reset first; the registry, the live files and the replay account a
+   user's ``tradegraph replay`` continues are never touched);
 3. runs the period's last ``replay.dagster_bars`` bars through the Dagster graph itself (replay mode, the
    same account), so they show in the UI;
 4. writes a report (PNG plots and a summary table) and prints where the report, the DuckDB file and the UI are.
@@ -29,8 +30,12 @@ from resources.market.calendar import get_calendar
 
 
 def use_demo_lineage() -> None:
-    """The demo records into its own lineage file (``paths.demo_lineage_db``), so it never touches the live one."""
-    os.environ["TRADEGRAPH__PATHS__LINEAGE_DB"] = str(resolve_path("paths.demo_lineage_db"))
+    """The demo records into its own lineage file (``paths.demo_lineage_db``) and trades its own replay paper
+    account and kill switch (``paths.demo_replay_broker_db``, ``paths.demo_kill_switch_state``), so it never
+    touches the live ones nor the replay account a user's ``tradegraph replay`` continues."""
+    for key, demo in (("LINEAGE_DB", "paths.demo_lineage_db"), ("REPLAY_BROKER_DB", "paths.demo_replay_broker_db"),
+                      ("KILL_SWITCH_STATE", "paths.demo_kill_switch_state")):
+        os.environ[f"TRADEGRAPH__PATHS__{key}"] = str(resolve_path(demo))
     load_config()
 
 
