@@ -375,8 +375,8 @@ def keys_of(out: dict, symbols: int, sessions: int) -> dict:
         "replay_year_100_cold_s": out["replay_cold"]["seconds"] if year else None,
         "replay_year_100_warm_s": out["replay_warm"]["seconds"] if year and "replay_warm" in out else None,
         "sweep_8_warm_s": sweep["seconds"] if year and sweep and sweep["whole_period"] else None,
-        "replay_bytes_per_symbol_bar": out.get("bytes_per_symbol_bar_full",
-                                               out["replay_cold"]["lineage_bytes"] / (out["bars"] * symbols)),
+        "replay_bytes_per_symbol_bar": out["bytes_per_symbol_bar_full"] if "bytes_per_symbol_bar_full" in out
+        else out["replay_cold"]["lineage_bytes"] / (out["bars"] * symbols),
         "stepping_vs_vectorbt": vbt.get("ratio") if year else None,
     }
 

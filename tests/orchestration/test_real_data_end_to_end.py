@@ -49,7 +49,11 @@ def config(files: Path, minutes: int, registry: Path, lineage: Path) -> dict:
         "market": {"source": "files", "files_dir": str(files), "bar_minutes": minutes,
                    "partitions_start": "2013-10-01", "partitions_end": "2013-10-31",
                    "history_bars": 420 if minutes == 1 else 120},
-        "paths": {"registry": str(registry), "lineage_db": str(lineage)},
+        # each config its own replay account and kill switch: replaying the same session again into an account
+        # that traded it is refused (AccountAhead)
+        "paths": {"registry": str(registry), "lineage_db": str(lineage),
+                  "replay_broker_db": str(lineage.with_name(f"{lineage.stem}_replay_broker.duckdb")),
+                  "kill_switch_state": str(lineage.with_name(f"{lineage.stem}_kill_switch.json"))},
         "training": {"train_sessions": 5, "train_end": LAST_SESSION, "ic_min_symbols": 3, "threads": 1,
                      "lightgbm": {"n_estimators": 60, "min_child_samples": 50},
                      "barrier_lightgbm": {"n_estimators": 60, "min_child_samples": 50},
@@ -81,12 +85,16 @@ def use(cfg: dict, path: Path, monkeypatch) -> Path:
 
 
 def train_and_replay(cfg_file: Path) -> tuple[list[str], object]:
+    import datetime as dt
+
     from dagster_project.commands.replay import ReplayEngine, bars_between
+    from resources.kill_switch.resource import switch_for
     from TRAINING.train import train_all
 
     summary = train_all(progress=False, force=True)  # 4 names: an IC is measured, however small
     assert len(summary.rows) == 12 and summary.window["last_session"] == "2013-10-10"
     bars = bars_between(LAST_SESSION, LAST_SESSION)
+    switch_for("replay").init(dt.datetime.now(dt.UTC), "test: this config's replay account")
     result = ReplayEngine().run(bars)
     return bars, result
 
