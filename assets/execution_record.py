@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
 from assets.positions.logic import FILL_COLUMNS, expected_positions, scaled_by_splits, with_fills
@@ -227,7 +228,9 @@ class MemoryRecord:
         self.book = scaled_by_splits(self.book, positions.get("positions_adjustments"))
         for fills in (positions.get("positions_fills"), executions.get("executions_fills")):
             if fills is not None and len(fills):
-                fresh = fills[~fills["fill_id"].isin(self.fill_ids)]
+                # membership per fill of the bar (a handful), not ``isin(self.fill_ids)``: that converts the
+                # whole, ever-growing set every bar (replay slowed from ≈ 8 to ≈ 3 bars/s over 11,000 bars)
+                fresh = fills[np.fromiter((f not in self.fill_ids for f in fills["fill_id"]), bool, len(fills))]
                 self.book = with_fills(self.book, fresh)
                 self.fill_ids.update(fresh["fill_id"])
         intents = sized[sized["has_order"]]
