@@ -49,6 +49,8 @@ def gather_sweep(context, keys: list[str]) -> str:
     from dagster_project.commands.sweep_grid import gather
 
     table = gather(Path(context.op_config["sweep_dir"]))
+    for warning in table.attrs["warnings"]:
+        context.log.warning(warning)
     context.log.info(f"{len(table)} configurations gathered; best {table['config_hash'].iloc[0]}")
     return str(Path(context.op_config["sweep_dir"]) / "results.csv")
 

@@ -56,5 +56,7 @@ def launch(spec_file: Path, out: Path | None, max_concurrent: int, in_process: b
               help="Configurations replayed at once (the multiprocess executor's max_concurrent).")
 def sweep(spec_file: Path, out: Path | None, max_concurrent: int) -> None:
     table, sweep_dir = launch(spec_file, out, max_concurrent)
+    for warning in table.attrs.get("warnings", []):
+        click.secho(warning, fg="red", err=True)
     click.echo(table.to_markdown(index=False, floatfmt=".4f"))
     click.echo(f"\nresults: {sweep_dir / 'results.csv'}  heat map: {sweep_dir / 'heatmap.png'}")

@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import os
+import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -186,7 +187,8 @@ def run_configuration(sweep_dir: Path, key: str) -> dict[str, Any]:
         stats = summarise(load_pnl(store, "replay"), pd.DataFrame({"bar": [], "symbol": [], "close": []}),
                           pd.Series(realised), 0, get_cfg("report.min_sessions"))
     row = {"config_hash": key, **{f"param:{k}": v for k, v in point.items()},
-           **{c: stats[c] for c in RESULT_COLUMNS}, "seconds": result.seconds, "bars": len(result.bars),
+           **{c: stats[c] for c in RESULT_COLUMNS}, "sample_warning": stats["sample_warning"],
+           "seconds": result.seconds, "bars": len(result.bars),
            "cache_hits": result.cache_hits, "cache_misses": result.cache_misses}
     write_atomic_json(Path(sweep_dir) / "results" / f"{key}.json",
                       {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})
@@ -194,41 +196,72 @@ def run_configuration(sweep_dir: Path, key: str) -> dict[str, Any]:
 
 
 def gather(sweep_dir: Path) -> pd.DataFrame:
-    """Every configuration's result in one table, sorted by the plan's ``sort_by`` (descending, NaN last);
-    writes ``results.csv``, ``results.md`` and, with two heat-map axes, ``heatmap.png``."""
+    """Every configuration's result in one table, sorted by the plan's ``sort_by`` (descending, NaN last, ties
+    by config hash); writes ``results.csv``, ``results.md`` (the warnings first) and, with two heat-map axes,
+    ``heatmap.png``. ``table.attrs["warnings"]``: what a reader must know before ranking anything — a sample
+    shorter than ``report.min_sessions`` (each result's ``sample_warning``) and a sort figure that is undefined
+    (NaN) for some or all configurations (a Sharpe ratio needs ≥ 2 trading days), so the order means nothing."""
     plan = read_plan(sweep_dir)
     rows = [json.loads(p.read_text()) for p in sorted((Path(sweep_dir) / "results").glob("*.json"))]
+    rows = [r for r in rows if r.get("config_hash") in plan["configs"]]   # not another plan's leftovers
     missing = sorted(set(plan["configs"]) - {r["config_hash"] for r in rows})
     if missing:
         raise SweepError(f"no result for configurations {missing}")
     table = pd.DataFrame(rows).astype({c: float for c in RESULT_COLUMNS})
     table = table.sort_values([plan["sort_by"], "config_hash"], ascending=[False, True], kind="mergesort",
                               na_position="last").reset_index(drop=True)
+    notes = sweep_warnings(table, plan["sort_by"])
+    table.attrs["warnings"] = notes
     table.to_csv(Path(sweep_dir) / "results.csv", index=False)
-    (Path(sweep_dir) / "results.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
+    (Path(sweep_dir) / "results.md").write_text(
+        "".join(f"> {w}\n\n" for w in notes) + table.to_markdown(index=False, floatfmt=".4f") + "\n")
     if plan["heatmap"]:
-        heatmap(table, plan["heatmap"], plan["sort_by"], Path(sweep_dir) / "heatmap.png")
+        heatmap(table, plan["heatmap"], plan["sort_by"], Path(sweep_dir) / "heatmap.png", notes)
     return table
 
 
-def heatmap(table: pd.DataFrame, axes: list[str], value: str, path: Path) -> Path:
-    """PNG of ``value`` over two parameters (the best over any other parameter at each cell)."""
+def sweep_warnings(table: pd.DataFrame, sort_by: str) -> list[str]:
+    """The sample warnings of the results (each once) and, when ``sort_by`` is NaN for some configurations,
+    a warning that says so (all NaN: the order is only the config hashes')."""
+    notes = sorted({str(w) for w in table.get("sample_warning", pd.Series(dtype=object)).dropna() if w})
+    undefined = int(table[sort_by].isna().sum())
+    if undefined == len(table):
+        notes.append(f"WARNING: {sort_by} is undefined (NaN) for every configuration (a Sharpe ratio needs at "
+                     "least 2 trading days): the table is in config-hash order and ranks nothing")
+    elif undefined:
+        notes.append(f"WARNING: {sort_by} is undefined (NaN) for {undefined} of {len(table)} configurations: "
+                     "they are listed last, unranked")
+    return notes
+
+
+def heatmap(table: pd.DataFrame, axes: list[str], value: str, path: Path, notes: list[str] = ()) -> Path:
+    """PNG of ``value`` over two parameters (the best over any other parameter at each cell); a NaN cell is
+    written "n/a", and a warning (``notes``: a short sample, an undefined figure) is printed under the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     x, y = (f"param:{a}" for a in axes)
-    grid = table.pivot_table(index=y, columns=x, values=value, aggfunc="max").sort_index().sort_index(axis=1)
-    fig, ax = plt.subplots(figsize=(1.2 * grid.shape[1] + 3, 0.8 * grid.shape[0] + 2))
-    im = ax.imshow(grid.to_numpy(dtype=float), cmap="RdYlGn", aspect="auto", origin="lower")
+    grid = table.pivot_table(index=y, columns=x, values=value, aggfunc="max", dropna=False).sort_index().sort_index(axis=1)
+    fig, ax = plt.subplots(figsize=(max(1.2 * grid.shape[1] + 3, 7.5), 0.8 * grid.shape[0] + 2 + 0.3 * len(notes)))
+    values = grid.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    lo, hi = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)   # all NaN: an empty colour scale
+    im = ax.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", aspect="auto", origin="lower",
+                   extent=(-0.5, values.shape[1] - 0.5, -0.5, values.shape[0] - 0.5),
+                   vmin=lo, vmax=hi if hi > lo else lo + 1.0)
     ax.set_xticks(range(grid.shape[1]), [str(v) for v in grid.columns])
     ax.set_yticks(range(grid.shape[0]), [str(v) for v in grid.index])
-    for (i, j), v in pd.DataFrame(grid.to_numpy(dtype=float)).stack().items():
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, f"{v:.2f}" if math.isfinite(v) else "n/a", ha="center", va="center", fontsize=8)
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
-    ax.set_title(value)
+    title = value
+    if notes:
+        title += "\n" + "\n".join(textwrap.shorten(w, 80, placeholder="…") for w in notes)
+    ax.set_title(title, fontsize=9 if notes else None, color="firebrick" if notes else None)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

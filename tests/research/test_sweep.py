@@ -88,3 +88,49 @@ def test_cli_options_do_not_clash_and_a_bad_grid_is_one_line(tmp_path, tg_home, 
         assert main(["replay", "--help"]) == 0
         assert main(["sweep", str(bad)]) == 2
     assert "needs start, end and parameters" in capsys.readouterr().err
+
+
+def _results(sweep_dir, rows, sort_by="sharpe_annualised"):
+    from dagster_project.commands.sweep_grid import RESULT_COLUMNS
+    from TRAINING.common.utils.file_utils import write_atomic_json
+
+    configs = {r["config_hash"]: {"sizing.no_trade_band": r["band"], "arbitration.reserve_base_bps": r["reserve"]}
+               for r in rows}
+    write_atomic_json(sweep_dir / "plan.json", {"start": "2025-06-04", "end": "2025-06-04", "lineage": "summary",
+                                                 "sort_by": sort_by, "shared": {}, "configs": configs,
+                                                 "heatmap": ["sizing.no_trade_band", "arbitration.reserve_base_bps"]})
+    for r in rows:
+        out = {"config_hash": r["config_hash"], "param:sizing.no_trade_band": r["band"],
+               "param:arbitration.reserve_base_bps": r["reserve"], **dict.fromkeys(RESULT_COLUMNS, 1.0),
+               "sharpe_annualised": r["sharpe"], "sample_warning": r["warning"]}
+        write_atomic_json(sweep_dir / "results" / f"{r['config_hash']}.json", out)
+
+
+def test_a_short_sweep_says_its_ranking_means_nothing(tmp_path, tg_home):
+    """One day: every Sharpe is NaN (stored as null) and the sample is short. The table, results.md and the
+    heat map say so; the NaN cells are written n/a, not left blank."""
+    from dagster_project.commands.sweep_grid import gather
+
+    short = "WARNING: only 1 trading day (fewer than report.min_sessions = 60): …"
+    _results(tmp_path, [{"config_hash": h, "band": b, "reserve": 0.0, "sharpe": None, "warning": short}
+                        for h, b in (("b" * 64, 0.0), ("a" * 64, 0.002))])
+    (tmp_path / "results" / ("d" * 64 + ".json")).write_text('{"config_hash": "' + "d" * 64 + '"}')  # another plan's
+    table = gather(tmp_path)
+    assert list(table["config_hash"]) == ["a" * 64, "b" * 64]   # NaN everywhere: config-hash order; not "d…"
+    assert table.attrs["warnings"][0] == short
+    assert "undefined (NaN) for every configuration" in table.attrs["warnings"][1]
+    md = (tmp_path / "results.md").read_text()
+    assert md.startswith(f"> {short}\n\n> WARNING: sharpe_annualised is undefined")
+    assert (tmp_path / "heatmap.png").stat().st_size > 0
+
+
+def test_a_long_sweep_ranks_with_nan_last_and_no_warning(tmp_path, tg_home):
+    from dagster_project.commands.sweep_grid import gather
+
+    _results(tmp_path, [{"config_hash": h, "band": b, "reserve": 0.0, "sharpe": s, "warning": ""}
+                        for h, b, s in (("a" * 64, 0.0, 0.5), ("b" * 64, 0.001, None), ("c" * 64, 0.002, 1.5))])
+    table = gather(tmp_path)
+    assert list(table["config_hash"]) == ["c" * 64, "a" * 64, "b" * 64]
+    assert table.attrs["warnings"] == [
+        "WARNING: sharpe_annualised is undefined (NaN) for 1 of 3 configurations: they are listed last, unranked"]
+    assert (tmp_path / "results.md").read_text().startswith("> WARNING: sharpe_annualised is undefined (NaN) for 1")
