@@ -11,7 +11,8 @@ bar by bar.
 
 The paper account and the kill switch are held in memory for the whole replay (the same venue rules and
 kill-switch functions as the file-backed ones: ``resources.brokers.paper_book``, ``resources.kill_switch.
-memory``): the account file is loaded at the first bar and stays locked until :meth:`ReplayEngine.close`.
+memory``): a recording engine loads the account file when it is made, before the models (a second replay in
+the same home stops there with :class:`AccountInUse`), and keeps it locked until :meth:`ReplayEngine.close`.
 Lineage is written in bulk: every ``replay.flush_bars`` bars to the replay's own staging file, and at the end
 into the lineage file in one transaction (each table as whole compressed row groups). The account and the
 switch are written to their files at each flush, just before the staging transaction, so the staged lineage,
@@ -57,6 +58,7 @@ from assets.sized_orders.stage import cancels_working_orders, compute_sized, pen
 from assets.venue import quotes_provider
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, resolve_path
 from resources.brokers.paper import BarClock, PaperBroker
+from resources.brokers.protocol import BrokerTimeout
 from resources.kill_switch.resource import switch_for
 from resources.lineage.io_manager import absorb_staged, record_batch
 from resources.lineage.store import RUN_COLUMNS, LineageStore, forget_file, hold_connection
@@ -90,6 +92,11 @@ class AccountAhead(LookupError):
     """The replay account has already settled the period's first bar: replaying it again would settle nothing
     up to that point (a past bar is never settled twice), fill new orders late and find the earlier replay's
     orders under the same client ids — silently wrong numbers."""
+
+
+class AccountInUse(LookupError):
+    """The replay account's file is held by another process (another replay in the same home, say): two
+    replays trading one account would each settle and fill against a book the other changes."""
 
 
 class KillSwitchNotArmed(LookupError):
@@ -159,20 +166,26 @@ class ReplayEngine:
             prediction_cache = PredictionCache(resolve_path("paths.prediction_cache"))
         self.cache = prediction_cache or None
         self.run_id = f"replay-{uuid.uuid4().hex[:12]}"
-        self.market = MarketDataResource()
-        self.models = models or load_models()
+        self.clock = BarClock()
+        self.broker: PaperBroker | None = None
+        if record:   # claim the account before the models load: a second replay in this home stops at once
+            self._venue()
+        try:
+            self.market = MarketDataResource()
+            self.models = models or load_models()
+        except BaseException:
+            self._release()
+            raise
         keep = max(get_cfg("blending.ic_window_bars") + max(get_cfg("horizons.minutes")) // get_cfg(
             "market.bar_minutes"), get_cfg("standardization.window_bars"), get_cfg("sizing.z_window_bars")) + 1
         self.history = ReplayHistory(MemoryHistory(keep), LineageHistory(self.store))
-        self.clock = BarClock()
         self.switch = switch_for(ACCOUNT, held=True)   # state in memory; written with the account
         self.recovered = recover_staged(self.store) if record else []   # before the record is read from lineage
         self.record = MemoryRecord.from_lineage(self.store, ACCOUNT)
         self._book = None
-        # the paper account in memory for the whole replay, loaded at the first bar (``_venue``)
-        self.broker: PaperBroker | None = None
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
         self._saved_ahead = False   # the account and switch were saved with bars not yet staged (inside a flush)
+        self._flushed_last: str | None = None   # the last bar staged by a committed flush
         self._staging: tuple[LineageStore, contextlib.ExitStack] | None = None
         self.timing: dict[str, float] = {}
         self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
@@ -198,7 +211,13 @@ class ReplayEngine:
     def _venue(self) -> PaperBroker:
         """The replay paper account, loaded into memory from its file (locked from now until the close)."""
         if self.broker is None:
-            self.broker = PaperBroker.in_memory(resolve_path("paths.replay_broker_db"), clock=self.clock)
+            path = resolve_path("paths.replay_broker_db")
+            try:
+                self.broker = PaperBroker.in_memory(path, clock=self.clock)
+            except BrokerTimeout as exc:
+                raise AccountInUse(f"the replay account {path} is in use by another process (a replay already "
+                                   "running in this home?): wait for it to finish, or replay in another home "
+                                   f"(TRADEGRAPH_HOME=…). {exc}") from exc
         return self.broker
 
     def _check_period(self, bars: list[str]) -> None:
@@ -331,6 +350,7 @@ class ReplayEngine:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        self._flushed_last = self._pending[-1][0]
         self._pending.clear()
         self._saved_ahead = False
         self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
@@ -378,23 +398,54 @@ class ReplayEngine:
         finally:
             self._release()
 
-    def abort(self) -> None:
+    def abort(self, bars: list[str] | None = None, error: BaseException | None = None) -> None:
         """A bar failed: drop the bars since the last flush; record the flushed ones (the account and the kill
         switch were saved with them, so the three stay at the same bar); keep the cached predictions (they
         depend on models and features only); release the account's and the staging file.
 
         Interrupted inside a flush after the account and switch were saved with the pending bars (a Ctrl-C
-        during the lineage write), those bars are the account's now: they are staged and recorded too."""
+        during the lineage write), those bars are the account's now: they are staged and recorded too.
+
+        With the period's ``bars`` and the ``error``, the first of them not recorded gets a ``runs`` row saying
+        the replay failed there and why (its status is what happened: the bars before say ``success``, this
+        one ``failed: …``, and no later bar has a row)."""
         if not self._saved_ahead:
             self._pending.clear()
         try:
             if self._pending:
                 self.flush()
+            if bars and error is not None and self.recording:
+                self._record_stop(bars, error)
             self._absorb()
             if self.cache is not None:
                 self.cache.save()
         finally:
             self._release()
+
+    def _record_stop(self, bars: list[str], error: BaseException) -> None:
+        """The ``runs`` row of the bar where the replay stopped (see :meth:`abort`); a failure to write it is
+        logged, never raised over the error that stopped the replay."""
+        stopped = next((b for b in bars if self._flushed_last is None or b > self._flushed_last), None)
+        if stopped is None:   # every bar was recorded: the failure came after them (the final write)
+            return
+        why = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+        status = f"failed: replay stopped at this bar ({why}); this bar and the later ones are not recorded"
+        now = dt.datetime.now(dt.UTC)
+        try:
+            stage = self._staging_store()
+            with stage.connect() as con:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    stage.record_config(con, effective_config_hash(), effective_config())
+                    stage.replace_runs(con, pd.DataFrame(
+                        [(self.run_id, stopped, ACCOUNT, code_version(), effective_config_hash(),
+                          str(self.models.versions()), now, now, status[:1000])], columns=RUN_COLUMNS))
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except Exception:  # noqa: BLE001 — the original error is what the caller must see
+            _log.exception("replay %s: could not record where it stopped (%s)", self.run_id, stopped)
 
     def _release(self) -> None:
         if self._staging is not None:   # the final write failed: release the staging file, keep it to inspect
@@ -424,8 +475,8 @@ class ReplayEngine:
                 out = self.step(bar)
                 orders += int(out["sized_orders"]["has_order"].sum())
                 fills += len(out["positions"]["positions_fills"]) + len(out["executions"]["executions_fills"])
-        except BaseException:
-            self.abort()
+        except BaseException as exc:
+            self.abort(list(bars), exc)
             raise
         self.close()
         hits, misses = (self.cache.hits, self.cache.misses) if self.cache is not None else (0, 0)

@@ -53,7 +53,10 @@ def test_a_bar_that_raises_leaves_account_switch_and_lineage_at_the_last_flush(t
     account = PaperBroker(resolve_path("paths.replay_broker_db"))
     assert account.fills_since() and {f.fill_id for f in account.fills_since()} == lineage_fill_ids(KEYS[:4])
     assert not [o for o in account.open_orders() if o.bar_key == crash_at]       # bar 5's orders never saved
-    assert LineageStore().read_sql("SELECT DISTINCT bar FROM runs ORDER BY bar")["bar"].tolist() == KEYS[:4]
+    runs = LineageStore().read_sql("SELECT bar, status FROM runs ORDER BY bar")
+    assert runs["bar"].tolist() == KEYS[:5]      # the bars recorded, then the bar where it stopped, then none
+    assert set(runs["status"][:4]) == {"success"}
+    assert runs["status"][4].startswith("failed: replay stopped at this bar (RuntimeError: a bug in the P&L stage)")
     state, _, how = load_state(state_path_for("replay"), parse_bar_key(KEYS[-1]).to_pydatetime())
     assert how == "ok" and state.updated_at == parse_bar_key(KEYS[3]).to_pydatetime()
 
@@ -104,7 +107,10 @@ def test_a_ctrl_c_inside_a_flush_records_the_bars_the_account_was_saved_with(tra
     with pytest.raises(KeyboardInterrupt):
         ReplayEngine(prediction_cache=False).run(KEYS)
     monkeypatch.setattr(replay_module, "record_batch", real)
-    assert LineageStore().read_sql("SELECT DISTINCT bar FROM runs ORDER BY bar")["bar"].tolist() == KEYS[:4]
+    runs = LineageStore().read_sql("SELECT bar, status FROM runs ORDER BY bar")
+    assert runs["bar"].tolist() == KEYS[:5]      # the bars recorded, then the bar where it stopped, then none
+    assert set(runs["status"][:4]) == {"success"}
+    assert runs["status"][4].startswith("failed: replay stopped at this bar (interrupted)")
     account = PaperBroker(resolve_path("paths.replay_broker_db"))
     assert {f.fill_id for f in account.fills_since()} == lineage_fill_ids(KEYS[:4])
     ReplayEngine(prediction_cache=False).run(KEYS[4:])
@@ -128,3 +134,35 @@ def test_the_replay_command_says_when_its_kill_switch_is_not_active(trained, tmp
         main(["replay", "--start", "2025-06-04", "--end", "2025-06-04", "--no-prediction-cache"])
     assert exit_.value.code == 1
     assert "kill switch is HALTED" in capsys.readouterr().err
+
+
+def test_a_second_replay_in_the_same_home_stops_before_loading_models(tmp_path, monkeypatch):
+    """Another process holds the replay account (a replay running in this home): the engine refuses at once
+    with AccountInUse — one line for the CLI — before any model is loaded, and leaves the account alone."""
+    import subprocess
+    import sys
+    import textwrap
+
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "home"))
+    reset_config()
+    path = resolve_path("paths.replay_broker_db")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from resources.brokers.paper import PaperBroker
+        broker = PaperBroker.in_memory({str(path)!r})
+        print("holding", flush=True)
+        sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+
+        def no_models(*args, **kwargs):
+            raise AssertionError("models loaded before the account was claimed")
+
+        monkeypatch.setattr(replay_module, "load_models", no_models)
+        with pytest.raises(replay_module.AccountInUse, match="in use by another process"):
+            ReplayEngine(prediction_cache=False)
+    finally:
+        holder.communicate("", timeout=60)
+    assert holder.returncode == 0
