@@ -7,6 +7,7 @@ and exits 2; ``audit`` exits 1 when the audited bar differs from its record.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -26,7 +27,6 @@ from resources.lineage.store import LineageLocked
 from resources.market.contract import DataError
 from TRAINING.common.utils.cli import run_command
 from TRAINING.registry import RegistryError
-from TRAINING.train import train_command
 
 PROG = "tradegraph"
 USER_ERRORS: tuple[type[BaseException], ...] = (LookupError, FileNotFoundError, LineageLocked, ConfigError,
@@ -61,7 +61,27 @@ def global_options(fn: Callable) -> Callable:
                         help="A user configuration file over CONFIG/defaults.yaml (as TRADEGRAPH_CONFIG).")(fn)
 
 
-@click.group(PROG, help="audit, explain, replay, the kill switch and training, from a terminal.",
+class LazyGroup(click.Group):
+    """A group whose heavy commands are imported only when named (or listed by ``--help``): ``train`` imports
+    torch (≈ 1.5 s), which every other command would otherwise pay at start-up — an operator's
+    ``tradegraph kill-switch halt`` first. ``lazy``: command name → ``module:attribute``."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy.pop(name).split(":")
+            self.add_command(global_options(getattr(importlib.import_module(module), attr)), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(PROG, cls=LazyGroup, lazy={"train": "TRAINING.train:train_command"},
+             help="audit, explain, replay, the kill switch and training, from a terminal.",
              context_settings={"max_content_width": 110})
 @global_options
 def cli() -> None:
@@ -133,7 +153,6 @@ cli.add_command(global_options(metrics))
 for _sub in data.commands.values():
     global_options(_sub)
 cli.add_command(global_options(data))
-cli.add_command(global_options(train_command))
 cli.add_command(global_options(sweep))
 
 

@@ -2,8 +2,9 @@
 
 Operator actions carry the wall-clock time (UTC): they are real events, not bar data. Each one that changes
 the switch is also appended to the lineage table ``kill_switch_log`` (the switch's second witness: a
-deleted state file is then read as HALTED / STATE_MISSING, never as a fresh switch). No Dagster import on
-the common path, so it answers in well under a second even while the engine runs.
+deleted state file is then read as HALTED / STATE_MISSING, never as a fresh switch). No Dagster or torch
+import on the common path (trip, status, reset; ``tradegraph``'s ``train`` is loaded only when named), so it
+answers in about a second (1.1 s measured, against 4.0 s before) even while the engine runs.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections.abc import Sequence
 
 import click
 
+from resources.kill_switch.files import state_path_for
 from resources.kill_switch.logic import CheckResult, KillSwitch, KillSwitchError, TradingState, state_to_dict
-from resources.kill_switch.resource import state_path_for
 from resources.kill_switch.witness import armed_witness
 from resources.lineage.records import record_switch_events
 from resources.lineage.store import LineageLocked, LineageStore

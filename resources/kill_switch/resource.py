@@ -9,32 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from dagster import ConfigurableResource
 
-from CONFIG.config_loader import resolve_path
 from resources.brokers.protocol import Broker, BrokerError, OrderRequest, Side, SubmitResult
 from resources.brokers.submit import submit_with_lookup
+from resources.kill_switch.files import state_path_for, switch_for  # noqa: F401 — where callers find them
 from resources.kill_switch.logic import CheckResult, KillSwitch, TradingState
-from resources.kill_switch.memory import HeldKillSwitch
-from resources.kill_switch.witness import armed_witness
-
-
-def state_path_for(account: str, base: str | None = None) -> Path:
-    """``paths.kill_switch_state`` for ``live``; ``<stem>.<account><suffix>`` beside it otherwise."""
-    path = Path(base) if base else resolve_path("paths.kill_switch_state")
-    return path if account == "live" else path.with_name(f"{path.stem}.{account}{path.suffix}")
-
-
-def switch_for(account: str, base: str | None = None, held: bool = False) -> KillSwitch:
-    """The file-backed switch of ``account`` with its second witness (lineage file and broker account);
-    ``held``: its state held in memory between operations, written by ``save()`` (the replay's,
-    :class:`resources.kill_switch.memory.HeldKillSwitch`)."""
-    kind = HeldKillSwitch if held else KillSwitch
-    return kind(state_path_for(account, base), witness=armed_witness(account))
 
 
 class KillSwitchResource(ConfigurableResource):
