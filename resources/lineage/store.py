@@ -284,8 +284,9 @@ class LineageStore:
         filled = [(b, f) for b, f in frames.items() if len(f)]
         if not filled:
             return 0
-        data = pd.concat([f.drop(columns=[c for c in ("bar", "_row") if c in f]) for _, f in filled],
-                         ignore_index=True)
+        # drop only where present: a drop of no column still copies the frame (0.4 s a flush of 78 bars)
+        data = pd.concat([f.drop(columns=[c for c in ("bar", "_row") if c in f]) if "bar" in f or "_row" in f
+                          else f for _, f in filled], ignore_index=True)
         lengths = np.array([len(f) for _, f in filled])
         keys = {"bar": np.repeat(np.array([b for b, _ in filled], dtype=object), lengths),
                 "_row": np.arange(lengths.sum(), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)}
