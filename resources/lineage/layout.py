@@ -1,6 +1,6 @@
 """The compact physical layout of the big lineage tables (issue 12): fewer bytes, the same tables and columns.
 
-A table with a layout (:data:`LAYOUTS`) is stored as ``compact.<table>`` (schema ``compact``) and read through the
+A table with a layout (:func:`layout_for`) is stored as ``tg_compact.<table>`` (schema ``tg_compact``) and read through the
 view ``main.<table>``, which has exactly the columns, types, values and NULLs the plain table had. Readers
 (``explain``, ``audit``, ``compare``, notebooks) keep querying ``<table>``; only the writers in
 :mod:`resources.lineage.store` know the difference. Three lossless levers, per column:
@@ -20,7 +20,7 @@ view ``main.<table>``, which has exactly the columns, types, values and NULLs th
   run-length-encoded run.
 
 The layout a table was created with is stored with it (the table's comment, JSON), so a file keeps being read
-and written with its own layout when the code's :data:`LAYOUTS` change. A table recorded before this layout
+and written with its own layout when the code's :func:`layout_for` changes. A table recorded before this layout
 existed (a plain ``main.<table>``) stays plain and is written plain; :func:`resources.lineage.store.
 LineageStore.migrate` converts such tables explicitly (``tradegraph lineage-migrate``).
 """
@@ -31,7 +31,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-SCHEMA = "compact"
+SCHEMA = "tg_compact"   # not "compact": a file named compact.duckdb is a catalog of that name (ambiguous)
 LAYOUT_VERSION = 1
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
