@@ -485,6 +485,36 @@ class LineageStore:
             con.execute("DETACH _stg")
         return inserted
 
+    def migrate(self) -> list[str]:
+        """Convert this file's plain tables that have a compact layout (:func:`~resources.lineage.layout.
+        layout_for`; files recorded before issue 12's layout) to it, in one transaction: readers get the same
+        rows, columns and types after. Not needed to read or write an old file (its plain tables stay plain);
+        it only saves their bytes. Returns the tables converted."""
+        done: list[str] = []
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                plain = [t for (t,) in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                    "AND schema_name = 'main' ORDER BY 1").fetchall() if layout_for(t) is not None]
+                for table in plain:
+                    con.execute(f"ALTER TABLE {_check_ident(table)} RENAME TO _plain_{table}")
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW _incoming AS SELECT * FROM _plain_{table}")
+                    self._layouts.pop(table, None)
+                    logical = {r[0]: r[1] for r in con.execute("DESCRIBE _incoming").fetchall()}
+                    self._columns[table] = self._create_compact(con, table, logical)
+                    self._insert(con, table, self._layouts[table], "_incoming", set(logical))
+                    con.execute("DROP VIEW _incoming")
+                    con.execute(f"DROP TABLE _plain_{table}")
+                    done.append(table)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                self._columns.clear()
+                self._layouts.clear()
+                raise
+        return done
+
     def record_materializations(self, con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
         """Insert many ``materializations`` rows (replacing the same run, table and bar)."""
         con.register("_mats", rows)

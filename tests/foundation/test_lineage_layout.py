@@ -139,6 +139,26 @@ def test_a_file_of_the_plain_layout_stays_plain_and_readable(tg_home, tmp_path, 
     _assert_same(store.read_partition("blended_alpha", "2025-06-03T14:05Z"), store.read_partition("blended_alpha", BAR))
 
 
+def test_migrate_converts_an_old_files_tables_and_they_read_the_same(tg_home, tmp_path, monkeypatch):
+    path = tmp_path / "old.duckdb"
+    frames = {BAR: _edge_frame(), "2025-06-03T14:05Z": _edge_frame().iloc[::-1].reset_index(drop=True)}
+    with monkeypatch.context() as m:
+        _plain(m)
+        _write(LineageStore(path), "blended_alpha", frames)
+        _write(LineageStore(path), "runs_note", {BAR: _edge_frame()})   # no layout: stays as it is
+    store_module.forget_file(path)
+    store = LineageStore(path)
+    before = {b: store.read_partition("blended_alpha", b) for b in frames}
+    described = store.read_sql("DESCRIBE blended_alpha").values.tolist()
+    assert store.migrate() == ["blended_alpha"]
+    assert store.read_sql("SELECT schema_name FROM duckdb_tables() WHERE table_name = 'blended_alpha'"
+                          )["schema_name"].tolist() == ["tg_compact"]
+    assert store.read_sql("DESCRIBE blended_alpha").values.tolist() == described
+    for bar, frame in before.items():
+        _assert_same(store.read_partition("blended_alpha", bar), frame)
+    assert store.migrate() == []
+
+
 # ----------------------------------------------------------------------------- on real replayed frames
 @pytest.fixture
 def replayed(trained, tmp_path, monkeypatch):
@@ -174,6 +194,21 @@ def test_every_replayed_table_reads_back_as_the_plain_layout(replayed):
             _assert_same(store.read_partition(table, bar), reference.read_partition(table, bar))
         if table in compact:
             assert _sql_nulls(store, table) == _sql_nulls(reference, table), table
+
+
+def test_compact_lineage_moves_into_a_file_of_the_plain_layout(replayed):
+    """A replay's staging file (compact) absorbed into a user's old file: its tables stay plain, same rows."""
+    from resources.lineage.io_manager import APPEND_ONLY_TABLES, absorb_staged
+
+    engine, reference, keys = replayed
+    before = {t: [reference.read_partition(t, b) for b in keys] for t in ("predictions", "features", "blended_alpha")}
+    with reference.connect() as con:
+        absorb_staged(reference, con, engine.store.path)
+    assert reference.read_sql("SELECT count(*) AS n FROM duckdb_tables() WHERE schema_name = 'tg_compact'")["n"][0] == 0
+    for table, frames in before.items():
+        assert table not in APPEND_ONLY_TABLES
+        for bar, frame in zip(keys, frames, strict=True):
+            _assert_same(reference.read_partition(table, bar), frame)
 
 
 def test_the_stages_formulas_are_the_layouts_derivations(replayed):
