@@ -29,7 +29,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from CONFIG.config_loader import get_cfg
 
 SCHEMA = "tg_compact"   # not "compact": a file named compact.duckdb is a catalog of that name (ambiguous)
 LAYOUT_VERSION = 1
@@ -38,34 +44,96 @@ _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
 @dataclass(frozen=True)
 class Layout:
-    """How one table is stored: ``derived`` column → SQL over ``{other}`` columns of the same row (DOUBLE);
-    ``float32`` DOUBLE columns split by exactness; ``order`` the physical sort within a bar."""
+    """How one table is stored: ``derived`` column → SQL over ``{other}`` columns of the same row (DOUBLE; a
+    derivation reads stored columns, earlier derived ones and hidden ones); ``float32`` DOUBLE columns split by
+    exactness; ``order`` the physical sort within a bar; ``hidden`` the names of :data:`HIDDEN` columns: stored
+    (``hidden__<name>``, DOUBLE) for derivations to read, computed by Python at each write, never shown."""
 
     derived: dict[str, str] = field(default_factory=dict)
     float32: tuple[str, ...] = ()
     order: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps({"layout": LAYOUT_VERSION, "derived": self.derived, "float32": list(self.float32),
-                           "order": list(self.order)}, sort_keys=True)
+                           "order": list(self.order), "hidden": list(self.hidden)}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Layout:
         d = json.loads(text)
         if d.get("layout") != LAYOUT_VERSION:
             raise ValueError(f"unknown lineage layout version {d.get('layout')!r} (this code reads {LAYOUT_VERSION})")
-        return cls(dict(d["derived"]), tuple(d["float32"]), tuple(d["order"]))
+        return cls(dict(d["derived"]), tuple(d["float32"]), tuple(d["order"]), tuple(d.get("hidden", ())))
 
     def fitted(self, columns: dict[str, str]) -> Layout:
         """The layout restricted to what ``columns`` (name → DuckDB type of the first write) allow: a derived or
-        float32 column and every column a derivation reads must be DOUBLE, order columns must exist."""
-        doubles = {c for c, t in columns.items() if t == "DOUBLE"}
+        float32 column and every column a derivation reads must be DOUBLE (or a kept hidden column), order
+        columns and a hidden column's inputs must exist."""
+        hidden = tuple(h for h in self.hidden if h in HIDDEN and set(HIDDEN[h][0]) <= set(columns))
+        readable = {c for c, t in columns.items() if t == "DOUBLE"} - set(self.derived)
+        readable |= {HIDDEN_PREFIX + h for h in hidden}
         derived = {}
-        for col, expr in self.derived.items():   # in declaration order: a derivation may read an earlier one
-            if col in doubles and set(_PLACEHOLDER.findall(expr)) <= doubles - {col}:
+        for col, expr in self.derived.items():   # in declaration order: a derivation reads earlier ones only
+            if columns.get(col) == "DOUBLE" and set(_PLACEHOLDER.findall(expr)) <= readable:
                 derived[col] = expr
+                readable.add(col)
+        hidden = tuple(h for h in hidden if any("{" + HIDDEN_PREFIX + h + "}" in e for e in derived.values()))
+        doubles = {c for c, t in columns.items() if t == "DOUBLE"}
         return Layout(derived, tuple(c for c in self.float32 if c in doubles and c not in derived),
-                      tuple(c for c in self.order if c in columns))
+                      tuple(c for c in self.order if c in columns), hidden)
+
+
+HIDDEN_PREFIX = "hidden__"
+
+
+def _group_codes(data: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    return data.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+
+
+def std_center(data: pd.DataFrame) -> np.ndarray:
+    """The standardization centre of each row's (bar, horizon, family): the value ``c`` for which
+    ``clip((raw − c) / std_scale, ±clip)`` gives the recorded ``std`` on most rows (``assets/predictions/
+    standardize.py``: the centre is a median of the reference history, not recorded). Candidates: the 8 most
+    frequent ``raw − std × std_scale`` of unclipped rows and their neighbours within 2 ulps (99.997 % of the
+    rows of a 2-session replay reproduce exactly; the rest are stored). NaN where no row can tell."""
+    clip = float(get_cfg("standardization.clip"))
+    raw, sd, scale = (data[c].to_numpy(dtype=float) for c in ("raw", "std", "std_scale"))
+    out = np.full(len(data), np.nan)
+    if not len(data):
+        return out
+    codes = _group_codes(data, ["bar", "horizon", "family"])
+    order = np.argsort(codes, kind="stable")
+    for idx in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):   # a loop over groups, not symbols
+        r, q, s = raw[idx], sd[idx], scale[idx]
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(r) & np.isfinite(q) & (np.abs(q) < clip) & (s > 0)
+        if not ok.any():
+            continue
+        r, q, s = r[ok], q[ok], s[ok]
+        values, counts = np.unique(r - q * s, return_counts=True)
+        top = values[np.argsort(-counts, kind="stable")[:8]]
+        cands = np.unique(np.concatenate([top + k * np.spacing(top) for k in (-2, -1, 0, 1, 2)]))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            hits = (np.clip((r[None, :] - cands[:, None]) / s[None, :], -clip, clip) == q[None, :]).sum(axis=1)
+        out[idx] = cands[np.argmax(hits)]
+    return out
+
+
+def std_clip(data: pd.DataFrame) -> np.ndarray:
+    """``standardization.clip`` in effect (an audit installs the recorded configuration first)."""
+    return np.full(len(data), float(get_cfg("standardization.clip")))
+
+
+#: hidden column → (the logical columns it is computed from, the function computing it from the logical rows)
+HIDDEN: dict[str, tuple[tuple[str, ...], Callable[[pd.DataFrame], np.ndarray]]] = {
+    "std_center": (("bar", "horizon", "family", "raw", "std", "std_scale"), std_center),
+    "std_clip": ((), std_clip),
+}
+
+
+def with_hidden(layout: Layout, data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` (logical rows) with the layout's hidden columns added."""
+    return data.assign(**{HIDDEN_PREFIX + h: HIDDEN[h][1](data) for h in layout.hidden})
 
 
 def _bars_per_session() -> str:
@@ -85,7 +153,12 @@ def layout_for(table: str) -> Layout | None:
         # std_scale is one value per bar × horizon × family: stored in that order it is one RLE run per group
         # (71 → 4 B per symbol-bar). Not float32 for ``raw`` (the GRU's half is float32-exact): the two half-NULL
         # columns took 80 B per symbol-bar against 74 for one DOUBLE column (DuckDB picked RLE for both).
-        return Layout(order=("horizon", "family", "symbol"))
+        # std = clip((raw − centre) / std_scale, ±clip) for a finite raw, 0 where the scale is not positive
+        # (``standardize``); the centre and the clip are hidden columns, one RLE run per group
+        return Layout(derived={"std": "CASE WHEN isfinite({raw}) THEN CASE WHEN {std_scale} > 0 THEN greatest(least("
+                                      "({raw} - {hidden__std_center}) / {std_scale}, {hidden__std_clip}), "
+                                      "-{hidden__std_clip}) ELSE 0.0::DOUBLE END END"},
+                      order=("horizon", "family", "symbol"), hidden=("std_center", "std_clip"))
     if base == "blended_alpha":
         return Layout(derived={"alpha_bps": "{alpha} * 10000.0::DOUBLE"})
     if base == "arbitrated_scores_terms":
@@ -120,6 +193,8 @@ class CompactTable:
                 out[name[:-3]] = "DOUBLE"
             elif name.endswith("__d") and name[:-3] in self.layout.float32:
                 continue
+            elif name.startswith(HIDDEN_PREFIX) and name[len(HIDDEN_PREFIX):] in self.layout.hidden:
+                continue
             else:
                 out[name] = typ
         return out
@@ -135,6 +210,8 @@ class CompactTable:
                 x = _q(col + "__x")
                 body = _PLACEHOLDER.sub(lambda m: f"({expr(m.group(1))})", self.layout.derived[col])
                 exprs[col] = f"CASE WHEN {x} IS NULL THEN ({body}) WHEN isnan({x}) THEN NULL ELSE {x} END"
+            elif col.startswith(HIDDEN_PREFIX):
+                exprs[col] = _q(col)
             elif col in self.layout.float32:
                 exprs[col] = f"coalesce(CAST({_q(col + '__f')} AS DOUBLE), {_q(col + '__d')})"
             else:
@@ -148,8 +225,9 @@ class CompactTable:
         sorted as the layout stores rows."""
         # the logical values as the table stores them (cast to its types), so the check below compares what a
         # reader of the view would get
+        typed = {**self.logical(), **{HIDDEN_PREFIX + h: "DOUBLE" for h in self.layout.hidden}}
         cast = ", ".join((f"CAST({_q(c)} AS {t})" if c in present else f"CAST(NULL AS {t})") + f" AS {_q(c)}"
-                         for c, t in self.logical().items())
+                         for c, t in typed.items())
         parts = []
         for name in self.physical:
             col = name[:-3]
@@ -183,4 +261,6 @@ def physical_columns(layout: Layout, logical: dict[str, str]) -> dict[str, str]:
             out[col + "__d"] = "DOUBLE"
         else:
             out[col] = typ
+    for h in layout.hidden:
+        out[HIDDEN_PREFIX + h] = "DOUBLE"
     return out

@@ -36,7 +36,7 @@ import pandas as pd
 
 from CONFIG.config_loader import get_cfg, resolve_path
 from resources.lineage.layout import SCHEMA as COMPACT
-from resources.lineage.layout import CompactTable, Layout, layout_for, physical_columns
+from resources.lineage.layout import CompactTable, Layout, layout_for, physical_columns, with_hidden
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -255,9 +255,19 @@ class LineageStore:
             info = self._compact(con, table)
             con.execute(f"DELETE FROM {self._physical(table, info)} WHERE bar = ?", [bar])
             if not frame.empty:
-                self._insert(con, table, info, "_incoming", set(data.columns))
+                self._insert(con, table, info, "_incoming", self._with_hidden(con, info, data))
         finally:
             con.unregister("_incoming")
+
+    @staticmethod
+    def _with_hidden(con: duckdb.DuckDBPyConnection, info: CompactTable | None, data: pd.DataFrame) -> set[str]:
+        """Register ``_incoming`` again with the layout's hidden columns when it has some; returns the columns."""
+        if info is None or not info.layout.hidden:
+            return set(data.columns)
+        data = with_hidden(info.layout, data)
+        con.unregister("_incoming")
+        con.register("_incoming", data)
+        return set(data.columns)
 
     @staticmethod
     def _physical(table: str, info: CompactTable | None) -> str:
@@ -400,7 +410,7 @@ class LineageStore:
             # the range lets DuckDB skip row groups by their min/max (bars are written in time order)
             con.execute(f"DELETE FROM {self._physical(table, info)} WHERE bar BETWEEN ? AND ? AND bar IN "
                         "(SELECT unnest(?))", [min(frames), max(frames), list(frames)])
-            self._insert(con, table, info, "_incoming", set(data.columns))
+            self._insert(con, table, info, "_incoming", self._with_hidden(con, info, data))
         finally:
             con.unregister("_incoming")
 
