@@ -3,7 +3,7 @@
 A table with a layout (:func:`layout_for`) is stored as ``tg_compact.<table>`` (schema ``tg_compact``) and read through the
 view ``main.<table>``, which has exactly the columns, types, values and NULLs the plain table had. Readers
 (``explain``, ``audit``, ``compare``, notebooks) keep querying ``<table>``; only the writers in
-:mod:`resources.lineage.store` know the difference. Three lossless levers, per column:
+:mod:`resources.lineage.store` know the difference. The levers, all lossless:
 
 * **derived**: a column that is an exact function of other columns *of the same row* (``alpha_bps`` =
   ``alpha × 1e4``; ``cost_bps`` = spread + vol + impact cost, summed in the stage's order). The physical column
@@ -17,7 +17,10 @@ view ``main.<table>``, which has exactly the columns, types, values and NULLs th
   split into ``<c>__f`` FLOAT (those rows) and ``<c>__d`` DOUBLE (the others); the cast back is exact.
 * **order**: rows are stored sorted by ``bar`` and these columns (``_row`` keeps the recorded order; every
   reader orders by it), so a value constant per group (``std_scale`` per bar × horizon × family) becomes one
-  run-length-encoded run.
+  run-length-encoded run; or (``across``) by these columns first, so a write of many bars (a replay's flush) is
+  stored symbol-major and each symbol's series sits together (``adv_shares`` constant over a session).
+* **hidden** columns: per-row values a derivation needs that no column holds (the standardization centre of
+  ``predictions.std``), computed by Python at each write (:data:`HIDDEN`), never shown by the view.
 
 The layout a table was created with is stored with it (the table's comment, JSON), so a file keeps being read
 and written with its own layout when the code's :func:`layout_for` changes. A table recorded before this layout
@@ -46,31 +49,34 @@ _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 class Layout:
     """How one table is stored: ``derived`` column → SQL over ``{other}`` columns of the same row (DOUBLE; a
     derivation reads stored columns, earlier derived ones and hidden ones); ``float32`` DOUBLE columns split by
-    exactness; ``order`` the physical sort within a bar; ``hidden`` the names of :data:`HIDDEN` columns: stored
+    exactness; ``order`` the physical sort within a bar (``across``: across the bars of one write); ``hidden`` the names of :data:`HIDDEN` columns: stored
     (``hidden__<name>``, DOUBLE) for derivations to read, computed by Python at each write, never shown."""
 
     derived: dict[str, str] = field(default_factory=dict)
     float32: tuple[str, ...] = ()
     order: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
+    across: bool = False
 
     def to_json(self) -> str:
         return json.dumps({"layout": LAYOUT_VERSION, "derived": self.derived, "float32": list(self.float32),
-                           "order": list(self.order), "hidden": list(self.hidden)}, sort_keys=True)
+                           "order": list(self.order), "hidden": list(self.hidden), "across": self.across},
+                          sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Layout:
         d = json.loads(text)
         if d.get("layout") != LAYOUT_VERSION:
             raise ValueError(f"unknown lineage layout version {d.get('layout')!r} (this code reads {LAYOUT_VERSION})")
-        return cls(dict(d["derived"]), tuple(d["float32"]), tuple(d["order"]), tuple(d.get("hidden", ())))
+        return cls(dict(d["derived"]), tuple(d["float32"]), tuple(d["order"]), tuple(d.get("hidden", ())),
+                   bool(d.get("across", False)))
 
     def fitted(self, columns: dict[str, str]) -> Layout:
         """The layout restricted to what ``columns`` (name → DuckDB type of the first write) allow: a derived or
         float32 column and every column a derivation reads must be DOUBLE (or a kept hidden column), order
         columns and a hidden column's inputs must exist."""
         hidden = tuple(h for h in self.hidden if h in HIDDEN and set(HIDDEN[h][0]) <= set(columns))
-        readable = {c for c, t in columns.items() if t == "DOUBLE"} - set(self.derived)
+        readable = {c for c, t in columns.items() if t in _NUMERIC} - set(self.derived)
         readable |= {HIDDEN_PREFIX + h for h in hidden}
         derived = {}
         for col, expr in self.derived.items():   # in declaration order: a derivation reads earlier ones only
@@ -80,10 +86,11 @@ class Layout:
         hidden = tuple(h for h in hidden if any("{" + HIDDEN_PREFIX + h + "}" in e for e in derived.values()))
         doubles = {c for c, t in columns.items() if t == "DOUBLE"}
         return Layout(derived, tuple(c for c in self.float32 if c in doubles and c not in derived),
-                      tuple(c for c in self.order if c in columns), hidden)
+                      tuple(c for c in self.order if c in columns), hidden, self.across)
 
 
 HIDDEN_PREFIX = "hidden__"
+_NUMERIC = {"DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "TINYINT"}   # a derivation may read these
 
 
 def _group_codes(data: pd.DataFrame, keys: list[str]) -> np.ndarray:
@@ -119,6 +126,21 @@ def std_center(data: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def vol_unit(data: pd.DataFrame) -> np.ndarray:
+    """Each row's (bar, symbol) ``vol_cost_bps`` at the horizon of ``VOL_FORMULA_MINUTES``: there the stage's
+    ``k2·σ·√(h/5)`` multiplies by √1 = 1, so this is ``k2·σ`` bit for bit (``assets/arbitrated_scores/logic.py``).
+    NaN where the symbol has no such row."""
+    from assets.arbitrated_scores.logic import VOL_FORMULA_MINUTES
+
+    if not len(data):
+        return np.full(0, np.nan)
+    codes = _group_codes(data, ["bar", "symbol"])
+    unit = np.full(codes.max() + 1, np.nan)
+    at = data["horizon"].to_numpy(dtype=float) == VOL_FORMULA_MINUTES
+    unit[codes[at]] = data["vol_cost_bps"].to_numpy(dtype=float)[at]
+    return unit[codes]
+
+
 def std_clip(data: pd.DataFrame) -> np.ndarray:
     """``standardization.clip`` in effect (an audit installs the recorded configuration first)."""
     return np.full(len(data), float(get_cfg("standardization.clip")))
@@ -128,6 +150,7 @@ def std_clip(data: pd.DataFrame) -> np.ndarray:
 HIDDEN: dict[str, tuple[tuple[str, ...], Callable[[pd.DataFrame], np.ndarray]]] = {
     "std_center": (("bar", "horizon", "family", "raw", "std", "std_scale"), std_center),
     "std_clip": ((), std_clip),
+    "vol_unit": (("bar", "symbol", "horizon", "vol_cost_bps"), vol_unit),
 }
 
 
@@ -162,13 +185,20 @@ def layout_for(table: str) -> Layout | None:
     if base == "blended_alpha":
         return Layout(derived={"alpha_bps": "{alpha} * 10000.0::DOUBLE"})
     if base == "arbitrated_scores_terms":
+        from assets.arbitrated_scores.logic import VOL_FORMULA_MINUTES
+
         return Layout(derived={
+            "vol_cost_bps": f"{{hidden__vol_unit}} * sqrt(CAST({{horizon}} AS DOUBLE) / {VOL_FORMULA_MINUTES!r}::DOUBLE)",
             "cost_bps": "({spread_cost_bps} + {vol_cost_bps}) + {impact_cost_bps}",
-            "net_bps": "CASE WHEN isfinite({alpha_bps}) THEN abs({alpha_bps}) - {cost_bps} END"})
+            "net_bps": "CASE WHEN isfinite({alpha_bps}) THEN abs({alpha_bps}) - {cost_bps} END"},
+            hidden=("vol_unit",))
     if base == "features":
         k = _bars_per_session()
         return Layout(derived={"mid": "{price}", "sigma_daily_bps": f"{{sigma_bps}} * sqrt({k}::DOUBLE)",
-                               "adv_bar_dollars": f"({{adv_shares}} * {{price}}) / {k}::DOUBLE"})
+                               "adv_bar_dollars": f"({{adv_shares}} * {{price}}) / {k}::DOUBLE"},
+                      order=("symbol",), across=True)
+    if base == "bars":
+        return Layout(order=("symbol",), across=True)
     return None
 
 
@@ -246,7 +276,8 @@ class CompactTable:
                              else f"CASE WHEN {exact} THEN NULL ELSE {v} END AS {_q(name)}")
             else:
                 parts.append(f"i.{_q(name)}")
-        order = ", ".join(["i.bar", *(f"i.{_q(c)}" for c in self.layout.order), "i._row"])
+        keys = [f"i.{_q(c)}" for c in self.layout.order]
+        order = ", ".join([*keys, "i.bar", "i._row"] if self.layout.across else ["i.bar", *keys, "i._row"])
         return f"SELECT {', '.join(parts)} FROM (SELECT {cast} FROM {source}) i ORDER BY {order}"
 
 

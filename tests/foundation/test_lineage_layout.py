@@ -139,7 +139,7 @@ def test_a_file_of_the_plain_layout_stays_plain_and_readable(tg_home, tmp_path, 
     _assert_same(store.read_partition("blended_alpha", "2025-06-03T14:05Z"), store.read_partition("blended_alpha", BAR))
 
 
-def test_migrate_converts_an_old_files_tables_and_they_read_the_same(tg_home, tmp_path, monkeypatch):
+def test_migrate_converts_an_old_files_tables_and_they_read_the_same(tg_home, tmp_path, monkeypatch, capsys):
     path = tmp_path / "old.duckdb"
     frames = {BAR: _edge_frame(), "2025-06-03T14:05Z": _edge_frame().iloc[::-1].reset_index(drop=True)}
     with monkeypatch.context() as m:
@@ -150,7 +150,10 @@ def test_migrate_converts_an_old_files_tables_and_they_read_the_same(tg_home, tm
     store = LineageStore(path)
     before = {b: store.read_partition("blended_alpha", b) for b in frames}
     described = store.read_sql("DESCRIBE blended_alpha").values.tolist()
-    assert store.migrate() == ["blended_alpha"]
+    from dagster_project.commands import cli
+
+    assert cli.main(["lineage-migrate", "--lineage", str(path)]) == 0
+    assert "1 tables migrated (blended_alpha)" in capsys.readouterr().out
     assert store.read_sql("SELECT schema_name FROM duckdb_tables() WHERE table_name = 'blended_alpha'"
                           )["schema_name"].tolist() == ["tg_compact"]
     assert store.read_sql("DESCRIBE blended_alpha").values.tolist() == described
@@ -185,7 +188,7 @@ def test_every_replayed_table_reads_back_as_the_plain_layout(replayed):
     engine, reference, keys = replayed
     store = engine.store
     compact = set(store.read_sql("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'tg_compact'")["table_name"])
-    assert compact == {"predictions", "blended_alpha", "arbitrated_scores_terms", "features"}
+    assert compact == {"predictions", "blended_alpha", "arbitrated_scores_terms", "features", "bars"}
     assert sorted(store.tables()) == sorted(reference.tables())
     for table in sorted(set(store.tables()) - {"runs", "runs_process", "configs", "materializations", "market_bars"}):
         assert store.read_sql(f"DESCRIBE {table}").values.tolist() == \
@@ -216,6 +219,7 @@ def test_the_stages_formulas_are_the_layouts_derivations(replayed):
     every derived value of the real replay is recomputed, none stored."""
     store = replayed[0].store
     for table, column in [("blended_alpha", "alpha_bps"), ("arbitrated_scores_terms", "cost_bps"),
+                          ("arbitrated_scores_terms", "vol_cost_bps"),
                           ("arbitrated_scores_terms", "net_bps"), ("features", "sigma_daily_bps"),
                           ("features", "adv_bar_dollars")]:
         n, stored = store.read_sql(f"SELECT count(*), count({column}__x) FROM tg_compact.{table}").iloc[0].tolist()
