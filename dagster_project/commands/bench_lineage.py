@@ -24,10 +24,11 @@ def table_bytes(path: Path) -> dict[str, int]:
     con = duckdb.connect(str(path), read_only=True)
     try:
         block = int(con.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0])
-        tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
+        # a compact table (schema tg_compact, read through a view of its name) counts under its name
+        tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY 2, 1").fetchall()
         segments = pd.concat([con.execute(
             f"SELECT '{t}' AS tbl, block_id, block_offset, len(additional_block_ids) AS extra "
-            f"FROM pragma_storage_info('{t}') WHERE persistent AND block_id >= 0").df() for t in tables]
+            f"FROM pragma_storage_info('{s}.{t}') WHERE persistent AND block_id >= 0").df() for s, t in tables]
             + [pd.DataFrame({"tbl": pd.Series(dtype=object), "block_id": pd.Series(dtype="int64"),
                              "block_offset": pd.Series(dtype="int64"), "extra": pd.Series(dtype="int64")})],
             ignore_index=True)

@@ -302,10 +302,21 @@ def _run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool, p
         with home(work / "warm", registry, **WARM_ENV):
             return replay(bars, cache, "full", progress, after=vectorbt_of)
 
+    def bytes_phase():
+        from dagster_project.commands.bench_lineage import file_figures, lineage_bytes
+
+        def replay_into(name: str, replay_bars: list[str], mode: str) -> dict:
+            with home(work / name, registry, **WARM_ENV):
+                replay(replay_bars, cache, mode, progress=False)
+                return file_figures(resolve_path("paths.lineage_db"))
+        return lineage_bytes(replay_into, days[:bytes_sessions], symbols)
+
     out["replay_cold"] = phases.run("replay_cold", cold)
     out["vectorbt_cold"] = out["replay_cold"]["vectorbt"]   # the same comparison on the cold replay's fills
     if not warm_phase:   # --no-warm: the cold replay's comparison stands for the stepping loop
         out["vectorbt"] = out["vectorbt_cold"]
+        if bytes_sessions:   # asked for: measured here too (it was skipped with --no-warm)
+            out["lineage_bytes"] = phases.run("lineage_bytes", bytes_phase)
         out["load_after"] = os.getloadavg()
         out["keys"] = keys_of(out, symbols, len(days))
         return out
@@ -324,15 +335,6 @@ def _run(work: Path, registry: Path, symbols: int, sessions: int, sweep: bool, p
         out["replay_summary"] = phases.run("replay_summary", summary_phase)
         out["bytes_per_symbol_bar_summary"] = out["replay_summary"]["lineage_bytes"] / symbol_bars
     if bytes_sessions:
-        def bytes_phase():
-            from dagster_project.commands.bench_lineage import file_figures, lineage_bytes
-
-            def replay_into(name: str, replay_bars: list[str], mode: str) -> dict:
-                with home(work / name, registry, **WARM_ENV):
-                    replay(replay_bars, cache, mode, progress=False)
-                    return file_figures(resolve_path("paths.lineage_db"))
-            return lineage_bytes(replay_into, days[:bytes_sessions], symbols)
-
         out["lineage_bytes"] = phases.run("lineage_bytes", bytes_phase)
     whole = out["replay_warm"]["seconds"] <= sweep_max_warm_s
     sweep_days = days if whole else days[:sweep_sessions]

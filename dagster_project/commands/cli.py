@@ -18,6 +18,7 @@ import click
 from CONFIG.config_loader import ConfigError, load_config
 from dagster_project.commands.data_check import data
 from dagster_project.commands.kill_switch import kill_switch
+from dagster_project.commands.lineage_migrate import lineage_migrate
 from dagster_project.commands.metrics import metrics
 from dagster_project.commands.sweep import sweep
 from dagster_project.commands.sweep_grid import SweepError
@@ -154,6 +155,7 @@ for _sub in data.commands.values():
     global_options(_sub)
 cli.add_command(global_options(data))
 cli.add_command(global_options(sweep))
+cli.add_command(global_options(lineage_migrate))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

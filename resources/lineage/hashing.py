@@ -55,6 +55,17 @@ def _normalised(col: pd.Series) -> tuple[str, np.ndarray | list[str]]:
     return "s", ["\x00" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
 
 
+def _dtypes(frame: pd.DataFrame) -> tuple:
+    """``tuple(frame.dtypes)``, asked of pandas' block manager where it answers (``DataFrame.dtypes`` builds a
+    Series: 80 µs a frame, 2.5 ms of every replayed bar's flush); falls back to the public attribute."""
+    get = getattr(getattr(frame, "_mgr", None), "get_dtypes", None)
+    if get is not None:
+        dtypes = tuple(get())
+        if len(dtypes) == frame.shape[1]:
+            return dtypes
+    return tuple(frame.dtypes)
+
+
 def content_hashes(frames: list[pd.DataFrame]) -> list[str]:
     """``[content_hash(f) for f in frames]``, computed with one normalisation per column over all frames of
     the same columns and dtypes (the replay hashes ~40 tables × every bar of a flush; per frame, the fixed
@@ -62,7 +73,7 @@ def content_hashes(frames: list[pd.DataFrame]) -> list[str]:
     out: list[str | None] = [None] * len(frames)
     groups: dict[tuple, list[int]] = {}
     for i, f in enumerate(frames):
-        groups.setdefault(tuple(zip(f.columns, f.dtypes, strict=True)), []).append(i)
+        groups.setdefault(tuple(zip(f.columns, _dtypes(f), strict=True)), []).append(i)
     for signature, members in groups.items():
         if len(members) == 1 or not signature or len({n for n, _ in signature}) < len(signature):
             for i in members:

@@ -117,9 +117,20 @@ def write_table(store: LineageStore, con: Any, table: str, frames: dict[str, pd.
         store.write_partitions(con, table, frames)
 
 
+_NO_ADJUSTMENTS: list[pd.DataFrame] = []
+
+
+def _no_adjustments() -> pd.DataFrame:
+    """The empty adjustments table, made once per process (3 ms each time; replay records it at every bar).
+    Shared read-only: the writers and hashes never modify a frame they are given."""
+    if not _NO_ADJUSTMENTS:
+        _NO_ADJUSTMENTS.append(empty_adjustments())
+    return _NO_ADJUSTMENTS[0]
+
+
 def output_tables(asset: str, obj: Any) -> dict[str, pd.DataFrame]:
     if isinstance(obj, BarWindow):
-        adjustments = obj.adjustments if obj.adjustments is not None else empty_adjustments()
+        adjustments = obj.adjustments if obj.adjustments is not None else _no_adjustments()
         return {"bars": obj.snapshot, "bars_adjustments": adjustments, "bars_skips": obj.skips}
     if isinstance(obj, pd.DataFrame):
         return {asset: obj}

@@ -35,10 +35,13 @@ import numpy as np
 import pandas as pd
 
 from CONFIG.config_loader import get_cfg, resolve_path
+from resources.lineage.layout import SCHEMA as COMPACT
+from resources.lineage.layout import CompactTable, Layout, layout_for, physical_columns, with_hidden
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
-_SCHEMA = """
+_SCHEMA = f"""
+CREATE SCHEMA IF NOT EXISTS {COMPACT};
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR, bar VARCHAR, mode VARCHAR, code_version VARCHAR, config_hash VARCHAR,
     model_versions VARCHAR, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, status VARCHAR,
@@ -69,12 +72,15 @@ class _Held:
     def __init__(self) -> None:
         self.con: duckdb.DuckDBPyConnection | None = None
         self.columns: dict[str, set[str]] = {}
+        self.layouts: dict[str, CompactTable | None] = {}
 
 
 _HOLDS = threading.local()
 #: per lineage file (path, inode) seen by this process: its schema was created / its tables' columns
 _SCHEMA_READY: set[tuple[str, int] | None] = set()
 _KNOWN_COLUMNS: dict[tuple[str, int], dict[str, set[str]]] = {}
+#: per lineage file: each table's compact layout (None: a plain table), learnt like its columns
+_KNOWN_LAYOUTS: dict[tuple[str, int], dict[str, CompactTable | None]] = {}
 
 
 def _holds() -> dict[str, _Held]:
@@ -107,6 +113,8 @@ def forget_file(path: str | Path) -> None:
     resolved = str(Path(path).resolve())
     for key in [k for k in _KNOWN_COLUMNS if k[0] == resolved]:
         del _KNOWN_COLUMNS[key]
+    for key in [k for k in _KNOWN_LAYOUTS if k[0] == resolved]:
+        del _KNOWN_LAYOUTS[key]
     for key in [k for k in _SCHEMA_READY if k is not None and k[0] == resolved]:
         _SCHEMA_READY.discard(key)
 
@@ -125,6 +133,7 @@ class LineageStore:
         self.retry_seconds = get_cfg("market.lock_retry_seconds") if retry_seconds is None else retry_seconds
         self._schema_ready = False
         self._own_columns: dict[str, set[str]] = {}
+        self._own_layouts: dict[str, CompactTable | None] = {}
 
     def _held(self) -> _Held | None:
         holds = _holds()
@@ -147,6 +156,31 @@ class LineageStore:
         key = self._file_key()
         return _KNOWN_COLUMNS.setdefault(key, {}) if key is not None else self._own_columns
 
+    @property
+    def _layouts(self) -> dict[str, CompactTable | None]:
+        """Known tables' compact layouts (None: plain), cached like :attr:`_columns`."""
+        held = self._held()
+        if held is not None:
+            return held.layouts
+        key = self._file_key()
+        return _KNOWN_LAYOUTS.setdefault(key, {}) if key is not None else self._own_layouts
+
+    def _compact(self, con: duckdb.DuckDBPyConnection, table: str, db: str | None = None) -> CompactTable | None:
+        """``table``'s compact layout in this file (or the attached database ``db``), None if it is plain or absent."""
+        if db is None and table in self._layouts:
+            return self._layouts[table]
+        where = "database_name = current_database()" if db is None else "database_name = ?"
+        row = con.execute(f"SELECT comment FROM duckdb_tables() WHERE {where} AND schema_name = ? AND table_name = ?",
+                          ([] if db is None else [db]) + [COMPACT, table]).fetchall()
+        info = None
+        if row:
+            prefix = f"{db}." if db else ""
+            physical = {r[0]: r[1] for r in con.execute(f"DESCRIBE {prefix}{COMPACT}.{table}").fetchall()}
+            info = CompactTable(Layout.from_json(row[0][0]), physical)
+        if db is None and (info is not None or self.has_table(con, table)):
+            self._layouts[table] = info
+        return info
+
     def _has(self, con: duckdb.DuckDBPyConnection, table: str) -> bool:
         return table in self._columns or self.has_table(con, table)
 
@@ -162,7 +196,8 @@ class LineageStore:
                 held.con = self._open(read_only=False)
                 held.con.execute(_SCHEMA)
                 for table, cols in held.con.execute(
-                        "SELECT table_name, list(column_name) FROM duckdb_columns() GROUP BY table_name").fetchall():
+                        "SELECT table_name, list(column_name) FROM duckdb_columns() WHERE schema_name = 'main' "
+                        "AND database_name = current_database() GROUP BY table_name").fetchall():
                     held.columns[table] = set(cols)
             yield held.con
             return
@@ -217,11 +252,36 @@ class LineageStore:
         try:
             if known is None or not set(data.columns) <= known:
                 self._columns[table] = self._ensure_columns(con, table, data, exists)
-            con.execute(f"DELETE FROM {table} WHERE bar = ?", [bar])
+            info = self._compact(con, table)
+            con.execute(f"DELETE FROM {self._physical(table, info)} WHERE bar = ?", [bar])
             if not frame.empty:
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+                self._insert(con, table, info, "_incoming", self._with_hidden(con, info, data))
         finally:
             con.unregister("_incoming")
+
+    @staticmethod
+    def _with_hidden(con: duckdb.DuckDBPyConnection, info: CompactTable | None, data: pd.DataFrame) -> set[str]:
+        """Register ``_incoming`` again with the layout's hidden columns when it has some; returns the columns."""
+        if info is None or not info.layout.hidden:
+            return set(data.columns)
+        data = with_hidden(info.layout, data)
+        con.unregister("_incoming")
+        con.register("_incoming", data)
+        return set(data.columns)
+
+    @staticmethod
+    def _physical(table: str, info: CompactTable | None) -> str:
+        return f"{COMPACT}.{table}" if info is not None else table
+
+    def _insert(self, con: duckdb.DuckDBPyConnection, table: str, info: CompactTable | None, source: str,
+                present: set[str]) -> int:
+        """Insert the logical rows of ``source`` into ``table`` (encoded when it is compact); returns the count."""
+        if info is None:
+            sql = f"INSERT INTO {table} BY NAME SELECT * FROM {source}"
+        else:
+            sql = f"INSERT INTO {COMPACT}.{table} BY NAME {info.encode(source, present)}"
+        got = con.execute(sql).fetchall()
+        return int(got[0][0]) if got else 0
 
     def append_rows(self, con: duckdb.DuckDBPyConnection, table: str, frames: dict[str, pd.DataFrame],
                     unique: str | None = None, unique_in: tuple[str, ...] = ()) -> int:
@@ -234,8 +294,9 @@ class LineageStore:
         filled = [(b, f) for b, f in frames.items() if len(f)]
         if not filled:
             return 0
-        data = pd.concat([f.drop(columns=[c for c in ("bar", "_row") if c in f]) for _, f in filled],
-                         ignore_index=True)
+        # drop only where present: a drop of no column still copies the frame (0.4 s a flush of 78 bars)
+        data = pd.concat([f.drop(columns=[c for c in ("bar", "_row") if c in f]) if "bar" in f or "_row" in f
+                          else f for _, f in filled], ignore_index=True)
         lengths = np.array([len(f) for _, f in filled])
         keys = {"bar": np.repeat(np.array([b for b, _ in filled], dtype=object), lengths),
                 "_row": np.arange(lengths.sum(), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)}
@@ -257,6 +318,8 @@ class LineageStore:
         ``table`` as :meth:`append_rows` does."""
         if known is None:
             self._columns[table] = self._ensure_columns(con, table, None, exists)
+        if self._compact(con, table) is not None:
+            raise ValueError(f"append-only table {table} cannot have a compact layout")
         where = ""
         if unique:
             others = [t for t in dict.fromkeys((table, *unique_in)) if self._has(con, _check_ident(t))]
@@ -271,16 +334,24 @@ class LineageStore:
 
     def _ensure_columns(self, con: duckdb.DuckDBPyConnection, table: str, data: pd.DataFrame | None,
                         exists: bool) -> set[str]:
-        """Create the table from ``_incoming`` or add its new columns; returns the table's columns.
-        Tables and columns are only ever added, so the answer is cached for this store's lifetime."""
+        """Create the table from ``_incoming`` (compact when it has a layout, :mod:`resources.lineage.layout`)
+        or add its new columns; returns the table's (logical) columns. Tables and columns are only ever added,
+        so the answer is cached for this store's lifetime."""
+        incoming = {r[0]: r[1] for r in con.execute("DESCRIBE _incoming").fetchall()}
+        if data is not None:
+            incoming = {c: incoming[c] for c in data.columns}
+        if not exists and layout_for(table) is not None:
+            return self._create_compact(con, table, incoming)
+        info = self._compact(con, table) if exists else None
+        if info is not None:
+            return self._add_compact_columns(con, table, info, incoming)
         if not exists:
             con.execute(f"CREATE TABLE {table} AS SELECT * FROM _incoming LIMIT 0")
+            self._layouts[table] = None
         existing = {r[0]: r[1] for r in con.execute(f"DESCRIBE {table}").fetchall()}
         for col, typ in sorted(existing.items()):
             if typ in ('"NULL"', "NULL"):
                 con.execute(f'ALTER TABLE {table} ALTER COLUMN "{col}" TYPE VARCHAR')
-        incoming = list(data.columns) if data is not None else [r[0] for r in con.execute(
-            "DESCRIBE _incoming").fetchall()]
         for col in incoming:
             if col not in existing:
                 dtype = con.execute(f'SELECT typeof("{col}") FROM _incoming LIMIT 1').fetchall()
@@ -289,13 +360,39 @@ class LineageStore:
                 existing[col] = typ
         return set(existing)
 
+    def _create_compact(self, con: duckdb.DuckDBPyConnection, table: str, incoming: dict[str, str],
+                        layout: Layout | None = None) -> set[str]:
+        """Create ``compact.<table>`` for these logical columns (name → type) and its view ``<table>``."""
+        logical = {c: ("VARCHAR" if t in ('"NULL"', "NULL") else t) for c, t in incoming.items()}
+        layout = (layout or layout_for(table)).fitted(logical)
+        physical = physical_columns(layout, logical)
+        con.execute(f"CREATE TABLE {COMPACT}.{table} (" + ", ".join(f'"{c}" {t}' for c, t in physical.items()) + ")")
+        con.execute(f"COMMENT ON TABLE {COMPACT}.{table} IS '" + layout.to_json().replace("'", "''") + "'")
+        info = CompactTable(layout, physical)
+        con.execute(f"CREATE VIEW {table} AS {info.decode(f'{COMPACT}.{table}')}")
+        self._layouts[table] = info
+        return set(info.logical())
+
+    def _add_compact_columns(self, con: duckdb.DuckDBPyConnection, table: str, info: CompactTable,
+                             incoming: dict[str, str]) -> set[str]:
+        """New logical columns of a compact table: stored plain, the view made again."""
+        logical = info.logical()
+        new = {c: ("VARCHAR" if t in ('"NULL"', "NULL") else t) for c, t in incoming.items() if c not in logical}
+        if new:
+            for col, typ in new.items():
+                con.execute(f'ALTER TABLE {COMPACT}.{table} ADD COLUMN "{col}" {typ}')
+                info.physical[col] = typ
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS {info.decode(f'{COMPACT}.{table}')}")
+        return set(info.logical())
+
     def write_partitions(self, con: duckdb.DuckDBPyConnection, table: str, frames: dict[str, pd.DataFrame]) -> None:
         """Replace ``table``'s rows for several bars at once (bar → frame): one delete, one insert."""
         table = _check_ident(table)
         filled = [(b, f) for b, f in frames.items() if len(f)]
         if not filled:
             if self._columns.get(table) is not None or self._has(con, table):
-                con.execute(f"DELETE FROM {table} WHERE bar IN (SELECT unnest(?))", [list(frames)])
+                con.execute(f"DELETE FROM {self._physical(table, self._compact(con, table))} WHERE bar IN "
+                            "(SELECT unnest(?))", [list(frames)])
             return
         # one concat, then the two key columns for all bars at once (not two inserts per frame)
         data = pd.concat([f for _, f in filled], ignore_index=True)
@@ -309,10 +406,11 @@ class LineageStore:
             if known is None or not set(data.columns) <= known:
                 self._columns[table] = self._ensure_columns(con, table, data, known is not None or
                                                             self._has(con, table))
+            info = self._compact(con, table)
             # the range lets DuckDB skip row groups by their min/max (bars are written in time order)
-            con.execute(f"DELETE FROM {table} WHERE bar BETWEEN ? AND ? AND bar IN (SELECT unnest(?))",
-                        [min(frames), max(frames), list(frames)])
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+            con.execute(f"DELETE FROM {self._physical(table, info)} WHERE bar BETWEEN ? AND ? AND bar IN "
+                        "(SELECT unnest(?))", [min(frames), max(frames), list(frames)])
+            self._insert(con, table, info, "_incoming", self._with_hidden(con, info, data))
         finally:
             con.unregister("_incoming")
 
@@ -332,33 +430,46 @@ class LineageStore:
         """
         con.execute("ATTACH ? AS _stg (READ_ONLY)", [str(staged)])
         learnt = {t: set(c) for t, c in self._columns.items()}   # to forget what a rolled-back write created
+        layouts = dict(self._layouts)
         con.execute("BEGIN TRANSACTION")
         try:
             have = {t for (t,) in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = '_stg'").fetchall()}
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = '_stg' AND schema_name = 'main'"
+            ).fetchall()}
             wrote = [t for (t,) in con.execute(
                 "SELECT DISTINCT tbl FROM _stg.materializations ORDER BY tbl").fetchall()]
             inserted: dict[str, int] = {}
             for table in wrote:
                 table = _check_ident(table)
-                con.execute(f"CREATE OR REPLACE TEMP VIEW _incoming AS SELECT * FROM _stg.{table}"
-                            if table in have else "CREATE OR REPLACE TEMP VIEW _incoming AS SELECT NULL AS bar "
-                            "WHERE false")
+                staged_info = self._compact(con, table, db="_stg")
+                # the staged rows as readers see them (a compact table decoded: its view is the staged file's)
+                source = (staged_info.decode(f"_stg.{COMPACT}.{table}") if staged_info is not None else
+                          f"SELECT * FROM _stg.{table}" if table in have else "SELECT NULL AS bar WHERE false")
+                con.execute(f"CREATE OR REPLACE TEMP VIEW _incoming AS {source}")
+                found = staged_info is not None or table in have
                 exists = table in self._columns or self._has(con, table)
                 if table in appends:
-                    if table in have:
+                    if found:
                         unique, unique_in = appends[table]
                         inserted[table] = self._append_incoming(con, table, unique, unique_in, exists)
                     continue
+                info = self._compact(con, table) if exists else None
                 if exists:
                     bars = con.execute("SELECT min(bar), max(bar) FROM _stg.materializations WHERE tbl = ?",
                                        [table]).fetchall()[0]
-                    con.execute(f"DELETE FROM {table} WHERE bar BETWEEN ? AND ? AND bar IN "
+                    con.execute(f"DELETE FROM {self._physical(table, info)} WHERE bar BETWEEN ? AND ? AND bar IN "
                                 "(SELECT bar FROM _stg.materializations WHERE tbl = ?)", [*bars, table])
-                if table in have:
+                if found:
                     self._columns[table] = self._ensure_columns(con, table, None, exists)
-                    inserted[table] = con.execute(
-                        f"INSERT INTO {table} BY NAME SELECT * FROM _incoming").fetchall()[0][0]
+                    info = self._compact(con, table)
+                    if (info is not None and staged_info is not None and info.layout == staged_info.layout
+                            and info.physical == staged_info.physical):
+                        # the same layout: the staged physical rows as they are (already encoded and sorted)
+                        inserted[table] = con.execute(f"INSERT INTO {COMPACT}.{table} BY NAME SELECT * FROM "
+                                                      f"_stg.{COMPACT}.{table}").fetchall()[0][0]
+                    else:
+                        present = {r[0] for r in con.execute("DESCRIBE _incoming").fetchall()}
+                        inserted[table] = self._insert(con, table, info, "_incoming", present)
             con.execute("DELETE FROM materializations m USING _stg.materializations r "
                         "WHERE m.run_id = r.run_id AND m.tbl = r.tbl AND m.bar = r.bar")
             con.execute("INSERT INTO materializations BY NAME SELECT * FROM _stg.materializations")
@@ -377,10 +488,42 @@ class LineageStore:
             con.execute("ROLLBACK")
             self._columns.clear()
             self._columns.update(learnt)
+            self._layouts.clear()
+            self._layouts.update(layouts)
             raise
         finally:
             con.execute("DETACH _stg")
         return inserted
+
+    def migrate(self) -> list[str]:
+        """Convert this file's plain tables that have a compact layout (:func:`~resources.lineage.layout.
+        layout_for`; files recorded before issue 12's layout) to it, in one transaction: readers get the same
+        rows, columns and types after. Not needed to read or write an old file (its plain tables stay plain);
+        it only saves their bytes. Returns the tables converted."""
+        done: list[str] = []
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                plain = [t for (t,) in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                    "AND schema_name = 'main' ORDER BY 1").fetchall() if layout_for(t) is not None]
+                for table in plain:
+                    con.execute(f"ALTER TABLE {_check_ident(table)} RENAME TO _plain_{table}")
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW _incoming AS SELECT * FROM _plain_{table}")
+                    self._layouts.pop(table, None)
+                    logical = {r[0]: r[1] for r in con.execute("DESCRIBE _incoming").fetchall()}
+                    self._columns[table] = self._create_compact(con, table, logical)
+                    self._insert(con, table, self._layouts[table], "_incoming", set(logical))
+                    con.execute("DROP VIEW _incoming")
+                    con.execute(f"DROP TABLE _plain_{table}")
+                    done.append(table)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                self._columns.clear()
+                self._layouts.clear()
+                raise
+        return done
 
     def record_materializations(self, con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
         """Insert many ``materializations`` rows (replacing the same run, table and bar)."""
