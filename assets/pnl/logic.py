@@ -51,12 +51,19 @@ class PnlBook:
 
 
 def _check_fills(fills: pd.DataFrame) -> pd.DataFrame:
-    if fills["fill_id"].duplicated().any():
+    ids = fills["fill_id"].tolist()
+    unique = len(set(ids)) == len(ids) if all(type(i) is str for i in ids) else not fills["fill_id"].duplicated().any()
+    if not unique:
         raise ValueError("fills with a repeated fill_id: deduplicate them (assets.positions.logic.merge_fills)")
-    nums = fills[["quantity", "price", "fee"]].to_numpy(dtype=float)
+    nums = np.column_stack([fills[c].to_numpy(dtype=float) for c in ("quantity", "price", "fee")])
     if not np.isfinite(nums).all() or (nums[:, :2] <= 0).any():
         raise ValueError("fills need finite positive quantity and price and a finite fee")
-    return fills.sort_values("seq", kind="stable") if "seq" in fills else fills
+    if "seq" not in fills:
+        return fills
+    seq = fills["seq"].to_numpy()
+    if seq.dtype.kind in "iu" and (len(seq) < 2 or bool((seq[1:] >= seq[:-1]).all())):
+        return fills   # already in booking order (the usual case): a stable sort would not move a row
+    return fills.sort_values("seq", kind="stable")
 
 
 def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]:
@@ -73,7 +80,11 @@ def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]
     realised = np.zeros(len(symbols))
     d_all, x_all = signed_quantity(f), f["price"].to_numpy(dtype=float)
     where = symbols.get_indexer(f["symbol"])
-    rank = f.groupby("symbol", sort=False).cumcount().to_numpy()
+    names = f["symbol"].tolist()
+    if all(type(n) is str for n in names) and len(set(names)) == len(names):
+        rank = np.zeros(len(names), dtype=np.int64)   # one fill per symbol (the usual bar): one pass
+    else:
+        rank = f.groupby("symbol", sort=False).cumcount().to_numpy()
     for k in range(int(rank.max()) + 1):  # k-th fill of each symbol in this bar: usually one pass
         sel = rank == k
         i, d, x = where[sel], d_all[sel], x_all[sel]
@@ -153,6 +164,22 @@ def _costs(fills: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def _on(at: np.ndarray, values: np.ndarray, fill: float | bool | None = None) -> np.ndarray:
+    """``values`` (one per row of a source index) taken at ``at`` (``Index.get_indexer``: −1 = absent): what
+    ``Series.reindex`` gives (NaN where absent), or with ``fill`` what ``reindex(…).fillna(fill)`` gives (absent
+    and NaN values both filled). Float and bool values only."""
+    values = np.asarray(values)
+    if fill is None:
+        taken = values[at].astype(float) if len(values) else np.full(len(at), np.nan)
+        return np.where(at >= 0, taken, np.nan)
+    if values.dtype == bool:
+        taken = values[at] if len(values) else np.zeros(len(at), dtype=bool)
+        return np.where(at >= 0, taken, bool(fill))
+    taken = values[at].astype(float) if len(values) else np.full(len(at), np.nan)
+    out = np.where(at >= 0, taken, np.nan)
+    return np.where(np.isnan(out), float(fill), out)
+
+
 def bar_pnl(book: PnlBook, fills: pd.DataFrame, marks: pd.Series | dict[str, float], *,
             start_of_day_equity: float | None) -> tuple[PnlBook, dict[str, float], pd.DataFrame]:
     """Apply one bar's fills, mark to ``marks`` (symbol → price; a held symbol without a finite mark keeps
@@ -173,17 +200,20 @@ def bar_pnl(book: PnlBook, fills: pd.DataFrame, marks: pd.Series | dict[str, flo
     value = new.cash + float(mv.sum())
     new = PnlBook(new.cash, pos.assign(mark=mark), new.realised, new.fees, value)
     symbols = pos.index.union(realised.index).sort_values()
+    # every column on ``symbols`` with one indexer per source (as ``reindex`` then ``fillna`` would give them)
+    at = pos.index.get_indexer(symbols)
+    at_realised = realised.index.get_indexer(symbols)
+    quantity = _on(at, pos["quantity"].to_numpy(), 0.0)
     per_symbol = pd.DataFrame({
         "symbol": symbols.astype(str),
-        "quantity": pos["quantity"].reindex(symbols).fillna(0.0).to_numpy(),
-        "avg_cost": pos["avg_cost"].reindex(symbols).to_numpy(),
-        "mark": pd.Series(mark, index=pos.index).reindex(symbols).to_numpy(),
-        "mark_stale": ~pd.Series(fresh, index=pos.index).reindex(symbols).fillna(True).astype(bool).to_numpy(),
-        "market_value": pd.Series(mv, index=pos.index).reindex(symbols).fillna(0.0).to_numpy(),
-        "unrealised_pnl": pd.Series(unreal, index=pos.index).reindex(symbols).fillna(0.0).to_numpy(),
-        "realised_pnl": realised.reindex(symbols).fillna(0.0).to_numpy(),
+        "quantity": quantity,
+        "avg_cost": _on(at, pos["avg_cost"].to_numpy()),
+        "mark": _on(at, mark),
+        "mark_stale": ~_on(at, fresh, True).astype(bool) & (quantity != 0),
+        "market_value": _on(at, mv, 0.0),
+        "unrealised_pnl": _on(at, unreal, 0.0),
+        "realised_pnl": _on(at_realised, realised.to_numpy(), 0.0),
     }, columns=SYMBOL_COLUMNS)
-    per_symbol.loc[per_symbol["quantity"] == 0, "mark_stale"] = False
     gross, net = float(np.abs(mv).sum()), float(mv.sum())
     fees_bar = float(fills["fee"].sum()) if len(fills) else 0.0
     row = {

@@ -9,6 +9,8 @@ book. The expected book is derived only from the engine's own recorded fills, de
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +19,10 @@ import numpy as np
 import pandas as pd
 
 from CONFIG.config_loader import get_cfg
+from resources.brokers.protocol import Fill
 from resources.brokers.quantity import round_qty
 
+_STR = pd.Index(["x"]).dtype   # the default string dtype (pandas' ``str``)
 FILL_COLUMNS = ["fill_id", "client_order_id", "symbol", "side", "quantity", "price", "fee", "ts", "seq", "mid"]
 RECON_COLUMNS = ["symbol", "expected", "broker", "difference", "mismatch"]
 #: how the engine learnt of a fill (design: the bar timeline): ``settled`` at this bar's settlement of the
@@ -29,11 +33,41 @@ FILL_SOURCES = ("settled", "broker", "recovered", "executed")
 
 
 def fills_frame(fills: Iterable[Any]) -> pd.DataFrame:
-    """Broker fills (``Fill`` dataclasses or mappings) as a DataFrame with :data:`FILL_COLUMNS`."""
+    """Broker fills (``Fill`` dataclasses or mappings) as a DataFrame with :data:`FILL_COLUMNS`.
+
+    Broker ``Fill`` objects (what every adapter returns, bar after bar in the stepping loop) are read field by
+    field into one frame, with the dtypes the generic path gives them (tested); no fill is a cached typed
+    empty frame (copied)."""
+    fills = list(fills)
+    if not fills:
+        return _no_fills().copy()
+    if all(type(f) is Fill for f in fills):
+        cols = {c: [getattr(f, c) for f in fills] for c in FILL_COLUMNS}
+        cols["side"] = [str(v) for v in cols["side"]]
+        if all(type(v) is str for c in ("fill_id", "client_order_id", "symbol") for v in cols[c]) and all(
+                type(v) is float for c in ("quantity", "price", "fee", "mid") for v in cols[c]) and all(
+                type(v) is int for v in cols["seq"]) and all(isinstance(v, dt.datetime) and v.tzinfo is dt.UTC
+                                                           for v in cols["ts"]):
+            return pd.DataFrame({"fill_id": cols["fill_id"], "client_order_id": cols["client_order_id"],
+                                 "symbol": cols["symbol"], "side": cols["side"],
+                                 "quantity": np.array(cols["quantity"], dtype=float),
+                                 "price": np.array(cols["price"], dtype=float),
+                                 "fee": np.array(cols["fee"], dtype=float),
+                                 "ts": pd.DatetimeIndex(cols["ts"]), "seq": np.array(cols["seq"], dtype=np.int64),
+                                 "mid": np.array(cols["mid"], dtype=float)})
+    return _generic_fills_frame(fills)
+
+
+def _generic_fills_frame(fills: list[Any]) -> pd.DataFrame:
     rows = [dataclasses.asdict(f) if dataclasses.is_dataclass(f) else dict(f) for f in fills]
     df = pd.DataFrame(rows).reindex(columns=FILL_COLUMNS)
     df["side"] = df["side"].astype(str)
     return df
+
+
+@functools.cache
+def _no_fills() -> pd.DataFrame:
+    return _generic_fills_frame([])
 
 
 def merge_fills(recorded: pd.DataFrame, incoming: pd.DataFrame) -> pd.DataFrame:
@@ -86,10 +120,38 @@ def with_fills(book: pd.Series, fills: pd.DataFrame) -> pd.Series:
     """An expected book (symbol → signed qty) plus fills, rounded to ``broker.qty_decimals``, flat dropped."""
     if not len(fills):
         return book
+    fast = _with_unique_fills(book, fills)
+    if fast is not None:
+        return fast
     add = pd.Series(signed_quantity(fills), index=fills["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
     total = book.add(add, fill_value=0.0).sort_index()
     total = pd.Series(round_qty(total.to_numpy()), index=total.index, dtype=float, name="quantity")
     return total[total != 0]
+
+
+def _with_unique_fills(book: pd.Series, fills: pd.DataFrame) -> pd.Series | None:
+    """:func:`with_fills` when the fills are of distinct symbols and every number is finite (each bar of the
+    stepping loop): the same sums in plain Python (a symbol's one fill added once, as ``groupby.sum`` and
+    ``Series.add(fill_value=0.0)`` add it), the same sorted index and rounding; None otherwise."""
+    names = fills["symbol"].tolist()
+    if not all(type(n) is str for n in names) or len(set(names)) != len(names):
+        return None
+    held = book.to_numpy(dtype=float)
+    keys = book.index.tolist()
+    if not np.isfinite(held).all() or not all(type(k) is str for k in keys) or len(set(keys)) != len(keys):
+        return None
+    q = signed_quantity(fills)
+    if not np.isfinite(q).all():
+        return None
+    add = {name: 0.0 + d for name, d in zip(names, q.tolist(), strict=True)}
+    total = {k: b + add.get(k, 0.0) for k, b in zip(keys, held.tolist(), strict=True)}
+    total.update({name: 0.0 + a for name, a in add.items() if name not in total})
+    symbols = sorted(total)
+    values = round_qty(np.array([total[k] for k in symbols], dtype=float))
+    keep = values != 0
+    index = pd.Index([k for k, ok in zip(symbols, keep.tolist(), strict=True) if ok],
+                     dtype=book.index.dtype if len(book) else _STR)   # the index dtype of the union
+    return pd.Series(values[keep], index=index, dtype=float, name="quantity")
 
 
 def classify_fills(incoming: pd.DataFrame, recorded_ids: set[str], orders: pd.DataFrame,

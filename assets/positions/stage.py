@@ -139,9 +139,10 @@ def _empty_taken() -> pd.DataFrame:
 
 def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Series, source: str,
                 pending: pd.Series | None = None, cost_basis: pd.Series | None = None,
-                stale: pd.Series | None = None) -> dict:
+                stale: pd.Series | None = None, extra: dict | None = None) -> dict:
     """Positions and account tables from quantities, marks, cash and the expected book (pure); ``stale``
-    (symbol → bool) flags marks that are not this bar's close."""
+    (symbol → bool) flags marks that are not this bar's close; ``extra``: more columns of the account row
+    (after the book's own, in their order)."""
     qty = pd.Series(round_qty(qty.to_numpy(dtype=float)), index=qty.index, dtype=float)
     qty = qty[qty != 0]
     rec = reconcile(expected, qty)
@@ -173,7 +174,7 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
         "unpriced_symbols": int((~np.isfinite(px) & (q != 0)).sum()),
         "stale_marks": int(positions["mark_stale"].sum()),
         "mismatch": bool(rec.mismatch), "n_mismatched": int(rec.n_mismatched),
-        "mismatched_symbols": ",".join(mismatched), "source": source,
+        "mismatched_symbols": ",".join(mismatched), "source": source, **(extra or {}),
     }])
     return {"positions": positions, "positions_account": account}
 
@@ -278,16 +279,33 @@ def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame,
     acct = broker.account()
     expected = with_fills(scaled_by_splits(record.expected_book(), applied), own)
     m = marks.set_index("symbol") if marks is not None else None
+    # the account row's own columns in one construction (an ``assign`` per column was a third of the stage)
     out = book_tables(pd.Series(acct.positions, dtype=float).sort_index(),
                       m["mark"] if m is not None else marks_from(snapshot), float(acct.cash), expected, source,
                       pending, pd.Series(dict(acct.cost_basis or {}), dtype=float),
-                      m["stale"] if m is not None else None)
-    out["positions_account"] = out["positions_account"].assign(
-        account=account, fill_cursor=np.int64(new_cursor), settled=settled is not None, fills_taken_in=len(own),
-        fills_recovered=int((own["source"] == "recovered").sum()), foreign_fills=len(foreign),
-        orders_changed=int(orders["changed"].sum()))
-    out["positions_fills"] = own[TAKEN_COLUMNS].assign(account=account)
+                      m["stale"] if m is not None else None,
+                      extra={"account": account, "fill_cursor": np.int64(new_cursor), "settled": settled is not None,
+                             "fills_taken_in": len(own), "fills_recovered": int((own["source"] == "recovered").sum()),
+                             "foreign_fills": len(foreign), "orders_changed": int(orders["changed"].sum())})
+    # most bars take in no fill, see no foreign fill and apply no action: their empty tables are built once
+    out["positions_fills"] = own[TAKEN_COLUMNS].assign(account=account) if len(own) else _empty_with_account(
+        "taken", account)
     out["positions_orders"] = orders.assign(account=account)
-    out["positions_foreign_fills"] = (foreign if len(foreign) else fills_frame([])).assign(account=account)
-    out["positions_adjustments"] = applied.assign(account=account)
+    out["positions_foreign_fills"] = foreign.assign(account=account) if len(foreign) else _empty_with_account(
+        "fills", account)
+    out["positions_adjustments"] = applied.assign(account=account) if len(applied) else _empty_with_account(
+        "actions", account)
     return out
+
+
+def _empty_with_account(kind: str, account: str) -> pd.DataFrame:
+    """``empty_taken()`` / ``fills_frame([])`` / ``empty_actions()`` with the ``account`` column, as
+    ``.assign(account=account)`` gives it (a copy of one built once per kind and account)."""
+    return _empty_account_frame(kind, account).copy()
+
+
+@functools.cache
+def _empty_account_frame(kind: str, account: str) -> pd.DataFrame:
+    base = {"taken": lambda: empty_taken()[TAKEN_COLUMNS], "fills": lambda: fills_frame([]),
+            "actions": empty_actions}[kind]()
+    return base.assign(account=account)
