@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from assets.positions.logic import signed_quantity
+from assets.take import taken
 from resources.brokers.quantity import round_qty
 
 BOOK_COLUMNS = ["quantity", "avg_cost", "mark"]
@@ -74,9 +75,16 @@ def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]
         return book, pd.Series(0.0, index=pos.index, name="realised_pnl")
     f = _check_fills(fills)
     symbols = pos.index.union(pd.Index(f["symbol"].unique())).sort_values()
-    qty = np.array(pos["quantity"].reindex(symbols, fill_value=0.0), dtype=float)  # copies: updated in place
-    avg = np.array(pos["avg_cost"].reindex(symbols), dtype=float)
-    mark = np.array(pos["mark"].reindex(symbols), dtype=float)
+    # the book's columns on ``symbols`` (fresh arrays: updated in place): quantity 0 where not held
+    at = pos.index.get_indexer(symbols) if pos.index.is_unique else None
+    if at is not None and all(pos[c].dtype.kind == "f" for c in BOOK_COLUMNS):
+        held = at >= 0
+        qty = np.where(held, pos["quantity"].to_numpy()[at] if len(pos) else 0.0, 0.0)
+        avg, mark = (taken(at, pos[c].to_numpy()) for c in ("avg_cost", "mark"))
+    else:
+        qty = np.array(pos["quantity"].reindex(symbols, fill_value=0.0), dtype=float)
+        avg = np.array(pos["avg_cost"].reindex(symbols), dtype=float)
+        mark = np.array(pos["mark"].reindex(symbols), dtype=float)
     realised = np.zeros(len(symbols))
     d_all, x_all = signed_quantity(f), f["price"].to_numpy(dtype=float)
     where = symbols.get_indexer(f["symbol"])
@@ -97,10 +105,12 @@ def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]
             added = (np.abs(p) * np.nan_to_num(a) + np.abs(d) * x) / np.abs(p_new)
         a_new = np.where(same, added, np.where(np.abs(d) > np.abs(p), x, a))
         qty[i], avg[i], mark[i] = p_new, np.where(p_new == 0, np.nan, a_new), x
-    cash = book.cash - float(np.dot(d_all, x_all)) - float(f["fee"].sum())
-    table = pd.DataFrame({"quantity": qty, "avg_cost": avg, "mark": mark}, index=symbols)
-    new = PnlBook(cash, table[table["quantity"] != 0], book.realised + float(realised.sum()),
-                  book.fees + float(f["fee"].sum()), book.value)
+    fees = float(f["fee"].sum())
+    cash = book.cash - float(np.dot(d_all, x_all)) - fees
+    open_ = qty != 0   # the open positions only, in one construction
+    table = pd.DataFrame({"quantity": qty[open_], "avg_cost": avg[open_], "mark": mark[open_]},
+                         index=symbols[open_])
+    new = PnlBook(cash, table, book.realised + float(realised.sum()), book.fees + fees, book.value)
     return new, pd.Series(realised, index=symbols, name="realised_pnl")
 
 
@@ -164,22 +174,6 @@ def _costs(fills: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def _on(at: np.ndarray, values: np.ndarray, fill: float | bool | None = None) -> np.ndarray:
-    """``values`` (one per row of a source index) taken at ``at`` (``Index.get_indexer``: −1 = absent): what
-    ``Series.reindex`` gives (NaN where absent), or with ``fill`` what ``reindex(…).fillna(fill)`` gives (absent
-    and NaN values both filled). Float and bool values only."""
-    values = np.asarray(values)
-    if fill is None:
-        taken = values[at].astype(float) if len(values) else np.full(len(at), np.nan)
-        return np.where(at >= 0, taken, np.nan)
-    if values.dtype == bool:
-        taken = values[at] if len(values) else np.zeros(len(at), dtype=bool)
-        return np.where(at >= 0, taken, bool(fill))
-    taken = values[at].astype(float) if len(values) else np.full(len(at), np.nan)
-    out = np.where(at >= 0, taken, np.nan)
-    return np.where(np.isnan(out), float(fill), out)
-
-
 def bar_pnl(book: PnlBook, fills: pd.DataFrame, marks: pd.Series | dict[str, float], *,
             start_of_day_equity: float | None) -> tuple[PnlBook, dict[str, float], pd.DataFrame]:
     """Apply one bar's fills, mark to ``marks`` (symbol → price; a held symbol without a finite mark keeps
@@ -203,16 +197,16 @@ def bar_pnl(book: PnlBook, fills: pd.DataFrame, marks: pd.Series | dict[str, flo
     # every column on ``symbols`` with one indexer per source (as ``reindex`` then ``fillna`` would give them)
     at = pos.index.get_indexer(symbols)
     at_realised = realised.index.get_indexer(symbols)
-    quantity = _on(at, pos["quantity"].to_numpy(), 0.0)
+    quantity = taken(at, pos["quantity"].to_numpy(), 0.0)
     per_symbol = pd.DataFrame({
         "symbol": symbols.astype(str),
         "quantity": quantity,
-        "avg_cost": _on(at, pos["avg_cost"].to_numpy()),
-        "mark": _on(at, mark),
-        "mark_stale": ~_on(at, fresh, True).astype(bool) & (quantity != 0),
-        "market_value": _on(at, mv, 0.0),
-        "unrealised_pnl": _on(at, unreal, 0.0),
-        "realised_pnl": _on(at_realised, realised.to_numpy(), 0.0),
+        "avg_cost": taken(at, pos["avg_cost"].to_numpy()),
+        "mark": taken(at, mark),
+        "mark_stale": ~taken(at, fresh, True).astype(bool) & (quantity != 0),
+        "market_value": taken(at, mv, 0.0),
+        "unrealised_pnl": taken(at, unreal, 0.0),
+        "realised_pnl": taken(at_realised, realised.to_numpy(), 0.0),
     }, columns=SYMBOL_COLUMNS)
     gross, net = float(np.abs(mv).sum()), float(mv.sum())
     fees_bar = float(fills["fee"].sum()) if len(fills) else 0.0

@@ -42,11 +42,14 @@ from assets.positions.logic import (
     FILL_COLUMNS,
     classify_fills,
     fills_frame,
+    plain_fill_columns,
     reconcile,
     scaled_by_splits,
     slippage_bps,
+    take_in_plain,
     with_fills,
 )
+from assets.take import indexer, taken
 from resources.brokers.protocol import OPEN_STATUSES, Broker, Order
 from resources.brokers.quantity import round_qty
 
@@ -148,31 +151,40 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
     rec = reconcile(expected, qty)
     pending = pending if pending is not None else pd.Series(dtype=float)
     symbols = qty.index.union(expected.index).union(pending[pending != 0].index).sort_values()
-    q = qty.reindex(symbols).fillna(0.0).to_numpy(dtype=float)
-    px = marks.reindex(symbols).to_numpy(dtype=float)
+
+    def on(s: pd.Series, fill: float | None = None) -> np.ndarray:
+        """``s.reindex(symbols)`` (``.fillna(fill)``) as float64, one indexer per source (module take)."""
+        if s.index.is_unique and s.dtype.kind == "f":
+            return taken(indexer(s.index, symbols), s.to_numpy(), fill)
+        r = s.reindex(symbols)
+        return (r.fillna(fill) if fill is not None else r).to_numpy(dtype=float)
+
+    q = on(qty, 0.0)
+    px = on(marks)
     mv = q * px
     mv_known = np.where(np.isfinite(mv), mv, 0.0)
     equity = cash + float(mv_known.sum())
-    table = rec.table.set_index("symbol") if len(rec.table) else pd.DataFrame(index=symbols)
+    flags = pd.Series(stale if stale is not None else {}, dtype=bool)
+    stale_on = (taken(indexer(flags.index, symbols), flags.to_numpy(), False) if flags.index.is_unique
+                else flags.reindex(symbols).fillna(False).to_numpy(dtype=bool))
+    diff = rec.table["difference"] if len(rec.table) else None
     positions = pd.DataFrame({
         "symbol": symbols.astype(str), "qty": q, "price": px, "market_value": mv,
         "weight": mv / equity if equity else np.nan,
-        "expected_qty": expected.reindex(symbols).fillna(0.0).to_numpy(dtype=float),
-        "difference": table.reindex(symbols)["difference"].fillna(0.0).to_numpy(dtype=float)
-        if "difference" in table else 0.0,
-        "pending_qty": pending.reindex(symbols).fillna(0.0).to_numpy(dtype=float),
-        "cost_basis": (cost_basis if cost_basis is not None else pd.Series(dtype=float)).reindex(
-            symbols).to_numpy(dtype=float),
+        "expected_qty": on(expected, 0.0),
+        "difference": on(pd.Series(diff.to_numpy(), index=pd.Index(rec.table["symbol"])), 0.0)
+        if diff is not None else 0.0,
+        "pending_qty": on(pending, 0.0),
+        "cost_basis": on(cost_basis if cost_basis is not None else pd.Series(dtype=float)),
+        "mark_stale": stale_on & (q != 0),
     })
-    positions["mark_stale"] = (pd.Series(stale if stale is not None else {}, dtype=bool).reindex(symbols)
-                               .fillna(False).to_numpy(dtype=bool) & (q != 0))
     mismatched = rec.table.loc[rec.table["mismatch"], "symbol"].tolist() if len(rec.table) else []
     account = pd.DataFrame([{
         "cash": float(cash), "equity": equity, "portfolio_value": equity,
         "gross_exposure": float(np.abs(mv_known).sum()) / equity if equity else np.nan,
         "net_exposure": float(mv_known.sum()) / equity if equity else np.nan,
         "unpriced_symbols": int((~np.isfinite(px) & (q != 0)).sum()),
-        "stale_marks": int(positions["mark_stale"].sum()),
+        "stale_marks": int(positions["mark_stale"].to_numpy().sum()),
         "mismatch": bool(rec.mismatch), "n_mismatched": int(rec.n_mismatched),
         "mismatched_symbols": ",".join(mismatched), "source": source, **(extra or {}),
     }])
@@ -254,16 +266,36 @@ def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame,
     applied = apply_corporate_actions(broker, actions) if settle else empty_actions()
     settled = broker.settle(bar_ts.to_pydatetime()) if settle and hasattr(broker, "settle") else None
     cursor = record.fill_cursor()
-    incoming = fills_frame(broker.fills_since(cursor)) if take_in else fills_frame([])
-    new_cursor = max([cursor, *incoming["seq"].astype("int64").tolist()]) if len(incoming) else cursor
+    reported = list(broker.fills_since(cursor)) if take_in else []
+    # broker Fill objects (every adapter's) are classified fill by fill and their table built once
+    # (take_in_plain); anything else goes through the frame path, which decides the same way
+    plain = plain_fill_columns(reported)
+    if plain is not None:
+        new_cursor = max([cursor, *plain["seq"].tolist()])
+        fill_orders = set(plain["client_order_id"])
+    else:
+        incoming = fills_frame(reported)
+        new_cursor = max([cursor, *incoming["seq"].astype("int64").tolist()]) if len(incoming) else cursor
+        fill_orders = set(incoming["client_order_id"])
     known_open = record.open_orders()
     working = {o.client_order_id: o for o in broker.open_orders()}
     changed = {o.client_order_id: o for o in settled.orders} if settled is not None else {}
-    ids = sorted(set(known_open["client_order_id"]) | set(working) | set(changed)
-                 | set(incoming["client_order_id"]))
+    ids = sorted(set(known_open["client_order_id"]) | set(working) | set(changed) | fill_orders)
     info = record.order_info(ids)
-    own, foreign = classify_fills(incoming, record.recorded_fill_ids(incoming["fill_id"].tolist()), info, bar_ts)
-    own = own.assign(slippage_bps=slippage_bps(own)) if len(own) else empty_taken()
+    taken = None
+    if plain is not None:
+        taken = take_in_plain(reported, plain, record.recorded_fill_ids(plain["fill_id"]), info, bar_ts, account)
+        if taken is None:
+            incoming = fills_frame(reported)
+    if taken is not None:
+        own_table, foreign_fills = taken
+        own = own_table if own_table is not None else empty_taken()
+        foreign = fills_frame(foreign_fills)
+    else:
+        own, foreign = classify_fills(incoming, record.recorded_fill_ids(incoming["fill_id"].tolist()), info,
+                                      bar_ts)
+        own = own.assign(slippage_bps=slippage_bps(own)) if len(own) else empty_taken()
+        own_table = own[TAKEN_COLUMNS].assign(account=account) if len(own) else None
     engine_ids = set(info["client_order_id"])
     mine = [c for c in ids if c in engine_ids]
     now = {**changed, **working}
@@ -288,8 +320,7 @@ def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame,
                              "fills_taken_in": len(own), "fills_recovered": int((own["source"] == "recovered").sum()),
                              "foreign_fills": len(foreign), "orders_changed": int(orders["changed"].sum())})
     # most bars take in no fill, see no foreign fill and apply no action: their empty tables are built once
-    out["positions_fills"] = own[TAKEN_COLUMNS].assign(account=account) if len(own) else _empty_with_account(
-        "taken", account)
+    out["positions_fills"] = own_table if own_table is not None else _empty_with_account("taken", account)
     out["positions_orders"] = orders.assign(account=account)
     out["positions_foreign_fills"] = foreign.assign(account=account) if len(foreign) else _empty_with_account(
         "fills", account)

@@ -212,6 +212,7 @@ class KillSwitchEvent:
         return asdict(self)
 
 
+_STR = pd.Series(["x"]).astype(str).dtype   # what ``astype(str)`` gives (pandas' default string dtype)
 _VERDICT_COLS = ["client_order_id", "symbol", "side", "quantity", "price", "notional", "reduces", "verdict",
                  "reason"]
 _ORDER_COLS = ["client_order_id", "symbol", "side", "quantity", "bar_key", "reduce_only"]
@@ -347,8 +348,10 @@ def _orders_frame(orders: pd.DataFrame | Sequence[Any]) -> pd.DataFrame:
                          ("reduce_only", False)):
         if col not in df:
             df[col] = default
-    df["side"] = df["side"].astype(str)
-    df["quantity"] = pd.to_numeric(df["quantity"], errors="coerce").astype(float)
+    if df["side"].dtype != _STR:   # already text (a sized-orders frame): astype(str) would change nothing
+        df["side"] = df["side"].astype(str)
+    if df["quantity"].dtype != np.float64:
+        df["quantity"] = pd.to_numeric(df["quantity"], errors="coerce").astype(float)
     return df
 
 
