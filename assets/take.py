@@ -28,3 +28,12 @@ def taken(at: np.ndarray, values: np.ndarray, fill: float | bool | None = None) 
     got = values[at].astype(float) if len(values) else np.full(len(at), np.nan)
     out = np.where(at >= 0, got, np.nan)
     return out if fill is None else np.where(np.isnan(out), float(fill), out)
+
+
+def in_symbol_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame.sort_values("symbol", kind="mergesort")``, or ``frame`` itself when its string symbols are
+    already in that order (a stable sort would move no row: the stages hand each other symbol-sorted tables)."""
+    names = frame["symbol"].tolist()
+    if all(type(n) is str for n in names) and all(a <= b for a, b in zip(names, names[1:], strict=False)):
+        return frame
+    return frame.sort_values("symbol", kind="mergesort")

@@ -27,7 +27,7 @@ import pandas as pd
 from assets.history import ChainHistory
 from assets.predictions.stage import previous_bar_keys
 from assets.sized_orders.logic import Params, size_orders
-from assets.take import indexer, taken
+from assets.take import in_symbol_order, indexer, taken
 from CONFIG.config_loader import get_cfg
 from resources.brokers.protocol import OrderType
 from resources.market.calendar import get_calendar, parse_bar_key
@@ -66,7 +66,7 @@ def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfol
     params = params or Params.from_cfg()
     rules = rules or SessionRules.from_cfg()
     phase = phase or session_phase(bar)
-    g = gated.sort_values("symbol", kind="mergesort").reset_index(drop=True)
+    g = in_symbol_order(gated).reset_index(drop=True)
     symbols = g["symbol"].to_numpy()
     source = pd.Index(features["symbol"])
     raw_hist = history.sizing_raw(previous_bar_keys(bar, params.z_window_bars))["raw"].to_numpy(dtype=float)

@@ -19,6 +19,7 @@ import pytest
 
 from assets.execution_record import OPEN_ORDER_COLUMNS, MemoryRecord, _empty, pnl_fills
 from assets.executions.stage import _events, _record, _record_reference, events_table
+from assets.gated_signals.stage import current_quantities
 from assets.pnl.logic import PnlBook, bar_pnl
 from assets.positions.logic import (
     FILL_COLUMNS,
@@ -34,7 +35,7 @@ from assets.positions.logic import (
     with_fills,
 )
 from assets.positions.stage import TAKEN_COLUMNS, empty_taken
-from assets.take import indexer, taken
+from assets.take import in_symbol_order, indexer, taken
 from resources.brokers.protocol import Fill, OrderStatus, Side, SubmitResult
 from resources.brokers.quantity import round_qty
 from resources.kill_switch.logic import KillSwitchEvent, Limits, TradingState, _order_verdicts, _orders_frame
@@ -391,3 +392,32 @@ def test_pnl_fills_passes_one_ordered_table_through(seed):
     same(got, want)
     assert got is not fills   # a new frame: the P&L stage may add columns
     assert list(got.columns) == FILL_COLUMNS
+
+
+# ---- sorting and the gate's book ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(10))
+def test_in_symbol_order_is_the_stable_sort(seed):
+    rng = random.Random(seed)
+    names = sorted(rng.choices(SYMBOLS, k=rng.randint(0, 9))) if seed % 2 else rng.choices(SYMBOLS, k=9)
+    if seed == 3:
+        names[0] = None   # not text: sorted by pandas
+    frame = pd.DataFrame({"symbol": names, "x": np.arange(len(names), dtype=float)}, index=np.arange(len(names)) * 2)
+    same(in_symbol_order(frame), frame.sort_values("symbol", kind="mergesort"))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_current_quantities_is_the_reindexed_book(seed):
+    rng = random.Random(seed)
+    held = rng.sample(SYMBOLS, rng.randint(1, 6))
+    if seed == 4:
+        held = held + held[:1]   # a symbol twice: reindex says what is wrong
+    book = pd.DataFrame({"symbol": held, "qty": [rng.choice([1.0, -3.0, np.nan]) for _ in held]})
+    symbols = np.array(sorted(rng.sample(SYMBOLS, 8)), dtype=object)
+    try:
+        want = book.set_index("symbol")["qty"].reindex(symbols).fillna(0.0).to_numpy(dtype=float)
+    except ValueError:
+        with pytest.raises(ValueError):
+            current_quantities(book, symbols)
+        return
+    np.testing.assert_array_equal(current_quantities(book, symbols), want)
