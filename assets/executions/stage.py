@@ -60,6 +60,24 @@ def _order_frame(orders: pd.DataFrame, bar: str) -> pd.DataFrame:
                          "decision_price": orders["price"].to_numpy(dtype=float)})
 
 
+def _orders_of(sized: pd.DataFrame, bar: str) -> pd.DataFrame:
+    """``_order_frame`` of the sized rows that are orders (``has_order``), taken with one mask."""
+    has = sized["has_order"].to_numpy()
+    if has.dtype != bool or not has.any():   # no order: the empty frame as _order_frame types it
+        return _order_frame(sized[sized["has_order"]].reset_index(drop=True), bar)
+
+    def col(name: str, dtype=None) -> np.ndarray:
+        return sized[name].to_numpy(dtype=dtype)[has]
+
+    reduce_only = col("reduce_only", bool) if "reduce_only" in sized.columns else col("gate") == "exit"
+    order_type = col("order_type") if "order_type" in sized.columns else np.full(int(has.sum()),
+                                                                                 OrderType.MARKET.value, dtype=object)
+    return pd.DataFrame({"client_order_id": col("client_order_id"), "symbol": col("symbol"), "side": col("side"),
+                         "quantity": np.abs(col("shares", float)), "bar_key": bar, "reduce_only": reduce_only,
+                         "order_type": np.where(order_type == "", OrderType.MARKET.value, order_type).astype(object),
+                         "decision_price": col("price", float)})
+
+
 def _record(frame: pd.DataFrame, verdict: np.ndarray, verdict_reason: np.ndarray,
             results: dict[str, SubmitResult], account: str) -> pd.DataFrame:
     """One row per order of ``frame`` (:data:`EXEC_COLUMNS` + ``account``), built in one construction."""
@@ -165,10 +183,9 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
     ``flatten`` (``execution.flatten_before_close`` on the bar before the close): every working order is
     cancelled before the bar's exits are sent (verdict ``FLATTEN_BEFORE_CLOSE``); ``fresh_share``: the bar's
     share of the universe with a row (:func:`fresh_share`), the stalled-feed check."""
-    orders = sized[sized["has_order"]].reset_index(drop=True)
     book = positions["positions"]
     acct = positions["positions_account"].iloc[0]
-    frame = _order_frame(orders, bar)
+    frame = _orders_of(sized, bar)
     prices = dict(zip(sized["symbol"].tolist(), sized["price"].tolist(), strict=True))
     symbols = pd.Index(book["symbol"])   # the book's columns by symbol (``set_index`` copied the whole book)
 

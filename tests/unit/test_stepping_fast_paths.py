@@ -18,9 +18,17 @@ import pandas as pd
 import pytest
 
 from assets.execution_record import OPEN_ORDER_COLUMNS, MemoryRecord, _empty, pnl_fills
-from assets.executions.stage import _events, _record, _record_reference, events_table
+from assets.executions.stage import (
+    _events,
+    _order_frame,
+    _orders_of,
+    _record,
+    _record_reference,
+    events_table,
+)
 from assets.gated_signals.stage import current_quantities
 from assets.pnl.logic import PnlBook, bar_pnl
+from assets.pnl.stage import compute_pnl, est_costs
 from assets.positions.logic import (
     FILL_COLUMNS,
     RECON_COLUMNS,
@@ -421,3 +429,35 @@ def test_current_quantities_is_the_reindexed_book(seed):
             current_quantities(book, symbols)
         return
     np.testing.assert_array_equal(current_quantities(book, symbols), want)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_orders_of_is_the_order_frame_of_the_order_rows(seed):
+    rng = random.Random(seed)
+    n = rng.randint(0, 6)
+    sized = {"client_order_id": [f"C{i}" for i in range(n)], "symbol": rng.sample(SYMBOLS, n),
+             "side": [rng.choice(["BUY", "SELL"]) for _ in range(n)],
+             "shares": [float(rng.randint(-5, 5)) for _ in range(n)], "price": [rng.uniform(1, 5) for _ in range(n)],
+             "has_order": np.array([rng.random() < 0.6 for _ in range(n)], dtype=bool),
+             "gate": [rng.choice(["exit", "enter", "hold"]) for _ in range(n)]}
+    if seed % 2:
+        sized["order_type"] = [rng.choice(["", "MARKET", "MOC"]) for _ in range(n)]
+    if seed % 3 == 0:
+        sized["reduce_only"] = np.array([rng.random() < 0.5 for _ in range(n)], dtype=bool)
+    frame = pd.DataFrame(sized)
+    same(_orders_of(frame, "B"), _order_frame(frame[frame["has_order"]].reset_index(drop=True), "B"))
+
+
+def test_pnl_tables_as_built_before():
+    scores = pd.DataFrame({"symbol": ["A", "B", "C"], "spread_bps": [1.0, np.nan, 3.0], "impact_bps": [2.0, 3.0, 0.5]})
+    s = scores.set_index("symbol")
+    same(est_costs(scores), (s["spread_bps"] / 2 + s["impact_bps"]).astype(float))
+    fills = pd.DataFrame({"fill_id": ["f1", "f2"], "symbol": ["A", "C"], "side": ["BUY", "SELL"], "quantity": [3.0, 2.0],
+                          "price": [10.0, 20.0], "fee": [0.1, 0.2], "seq": np.array([1, 2], dtype=np.int64),
+                          "mid": [10.0, 20.0]})
+    for book in (PnlBook.start(1e5), PnlBook(1e5, pd.DataFrame({"quantity": [5.0], "avg_cost": [9.0], "mark": [9.5]},
+                                                                index=pd.Index(["A"], name="symbol")), 0.0, 0.0, 1e5)):
+        for f in (fills, fills.iloc[0:0]):
+            new, out = compute_pnl(f, pd.Series({"A": 11.0, "C": 19.0}), est_costs(scores), book, 1e5, "2025-06-02",
+                                   dt.date(2025, 6, 2), "replay")
+            same(out["pnl_book"], new.positions.reset_index(names="symbol").assign(account="replay"))
