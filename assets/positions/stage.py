@@ -49,7 +49,7 @@ from assets.positions.logic import (
     take_in_plain,
     with_fills,
 )
-from assets.take import indexer, taken
+from assets.take import in_symbol_order, indexer, taken
 from resources.brokers.protocol import OPEN_STATUSES, Broker, Order
 from resources.brokers.quantity import round_qty
 
@@ -94,8 +94,13 @@ def window_marks(window: BarWindow, fallback: pd.Series | None = None) -> pd.Dat
     docstring): ``mark``, the bar it is from (``mark_ts``; NaT for a fallback mark) and ``stale``."""
     panel = window.panel()
     close = np.array(panel["close"], dtype=float)
-    snap = window.snapshot.set_index("symbol").reindex(panel.symbols)
-    if "hold_since" in snap and len(panel.times):
+    snapshot = window.snapshot
+    names = snapshot["symbol"].tolist()
+    if len(set(names)) == len(names) and names == panel.symbols.tolist():
+        snap = snapshot   # the panel's symbols are the snapshot's, in its order: reindexing would move nothing
+    else:
+        snap = snapshot.set_index("symbol").reindex(panel.symbols)
+    if "hold_since" in snap.columns and len(panel.times):
         since = pd.DatetimeIndex(pd.to_datetime(snap["hold_since"], utc=True))
         held = since.notna()
         if held.any():  # a suspected split's prices are not marks for an unadjusted book
@@ -109,20 +114,26 @@ def window_marks(window: BarWindow, fallback: pd.Series | None = None) -> pd.Dat
         len(panel.symbols), -1)
     mark = np.where(last >= 0, close[np.maximum(last, 0), np.arange(close.shape[1])] if len(close) else np.nan,
                     np.nan)
-    mark_ts = pd.DatetimeIndex([panel.times[i] if i >= 0 else pd.NaT for i in last], tz="UTC") \
-        if len(close) else pd.DatetimeIndex([pd.NaT] * len(panel.symbols), tz="UTC")
+    if len(close) and (last >= 0).any() and str(panel.times.tz) == "UTC":   # one take (same unit, NaT where none)
+        mark_ts = panel.times[np.maximum(last, 0)].where(last >= 0)
+    elif len(close):
+        mark_ts = pd.DatetimeIndex([panel.times[i] if i >= 0 else pd.NaT for i in last], tz="UTC")
+    else:
+        mark_ts = pd.DatetimeIndex([pd.NaT] * len(panel.symbols), tz="UTC")
     out = pd.DataFrame({"symbol": panel.symbols.astype(object), "mark": mark, "mark_ts": mark_ts,
                         "stale": last != len(close) - 1})
     if fallback is not None and len(fallback):
         fb = pd.Series(fallback, dtype=float)
-        need = out.set_index("symbol")["mark"].reindex(fb.index)
-        extra = fb[need.isna().to_numpy() & np.isfinite(fb.to_numpy())]
+        universe = pd.Index(out["symbol"])
+        need = (taken(indexer(universe, fb.index), out["mark"].to_numpy()) if universe.is_unique
+                else out.set_index("symbol")["mark"].reindex(fb.index).to_numpy())
+        extra = fb[np.isnan(need) & np.isfinite(fb.to_numpy())]
         if len(extra):
             out = out[~out["symbol"].isin(extra.index)]
             out = pd.concat([out, pd.DataFrame({"symbol": extra.index.astype(object), "mark": extra.to_numpy(),
                                                 "mark_ts": pd.DatetimeIndex([pd.NaT] * len(extra), tz="UTC"),
                                                 "stale": True})], ignore_index=True)
-    return out.sort_values("symbol", kind="mergesort").reset_index(drop=True)[MARK_COLUMNS]
+    return in_symbol_order(out).reset_index(drop=True)[MARK_COLUMNS]
 
 
 _TAKEN_TYPES = {"fill_id": object, "client_order_id": object, "symbol": object, "side": object, "quantity": float,

@@ -461,3 +461,47 @@ def test_pnl_tables_as_built_before():
             new, out = compute_pnl(f, pd.Series({"A": 11.0, "C": 19.0}), est_costs(scores), book, 1e5, "2025-06-02",
                                    dt.date(2025, 6, 2), "replay")
             same(out["pnl_book"], new.positions.reset_index(names="symbol").assign(account="replay"))
+
+
+def _ref_window_marks(window, fallback=None) -> pd.DataFrame:
+    """window_marks before (set_index of the snapshot, a Timestamp per symbol, a sort, set_index of the marks)."""
+    panel = window.panel()
+    close = np.array(panel["close"], dtype=float)
+    snap = window.snapshot.set_index("symbol").reindex(panel.symbols)
+    if "hold_since" in snap and len(panel.times):
+        since = pd.DatetimeIndex(pd.to_datetime(snap["hold_since"], utc=True))
+        held = since.notna()
+        if held.any():
+            at = panel.times.get_indexer(since[held]) if len(since[held]) else np.array([], int)
+            cols = np.nonzero(np.asarray(held))[0]
+            rows = np.arange(len(panel.times))[:, None]
+            start = np.where(at >= 0, at, 0)
+            close[:, cols] = np.where(rows >= start[None, :], np.nan, close[:, cols])
+    ok = np.isfinite(close) & (close > 0)
+    last = np.where(ok, np.arange(len(close))[:, None], -1).max(axis=0)
+    mark = np.where(last >= 0, close[np.maximum(last, 0), np.arange(close.shape[1])], np.nan)
+    mark_ts = pd.DatetimeIndex([panel.times[i] if i >= 0 else pd.NaT for i in last], tz="UTC")
+    out = pd.DataFrame({"symbol": panel.symbols.astype(object), "mark": mark, "mark_ts": mark_ts,
+                        "stale": last != len(close) - 1})
+    if fallback is not None and len(fallback):
+        fb = pd.Series(fallback, dtype=float)
+        need = out.set_index("symbol")["mark"].reindex(fb.index)
+        extra = fb[need.isna().to_numpy() & np.isfinite(fb.to_numpy())]
+        if len(extra):
+            out = out[~out["symbol"].isin(extra.index)]
+            out = pd.concat([out, pd.DataFrame({"symbol": extra.index.astype(object), "mark": extra.to_numpy(),
+                                                "mark_ts": pd.DatetimeIndex([pd.NaT] * len(extra), tz="UTC"),
+                                                "stale": True})], ignore_index=True)
+    return out.sort_values("symbol", kind="mergesort").reset_index(drop=True)
+
+
+def test_window_marks_as_before_on_simulated_windows():
+    from assets.positions.stage import window_marks
+    from resources.market.resource import MarketDataResource
+
+    market = MarketDataResource()
+    for bar in ("2025-06-03T13:35Z", "2025-06-03T15:00Z"):
+        window, _ = market.window(bar)
+        symbols = window.snapshot["symbol"].tolist()
+        for fallback in (None, pd.Series(dtype=float), pd.Series({symbols[0]: 10.0, "ZZZ": 5.0, "A00": 4.0, "AAA": np.nan})):
+            same(window_marks(window, fallback), _ref_window_marks(window, fallback))
