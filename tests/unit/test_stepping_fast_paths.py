@@ -505,3 +505,31 @@ def test_window_marks_as_before_on_simulated_windows():
         symbols = window.snapshot["symbol"].tolist()
         for fallback in (None, pd.Series(dtype=float), pd.Series({symbols[0]: 10.0, "ZZZ": 5.0, "A00": 4.0, "AAA": np.nan})):
             same(window_marks(window, fallback), _ref_window_marks(window, fallback))
+
+
+def _ref_quotes_frame(snapshot: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    f = features.set_index("symbol")
+    s = snapshot[snapshot["status"] == "ok"].set_index("symbol").reindex(f.index)
+    return pd.DataFrame({"mid": (s["bid"] + s["ask"]) / 2, "bid": s["bid"], "ask": s["ask"],
+                         "volume": s["volume"], "sigma_daily_bps": f["sigma_daily_bps"],
+                         "adv": f["adv_shares"], "open": s["open"], "close": s["close"]},
+                        index=f.index)[["mid", "bid", "ask", "volume", "sigma_daily_bps", "adv", "open", "close"]]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_quotes_frame_as_before(seed):
+    from assets.venue import quotes_frame
+
+    rng = random.Random(seed)
+    names = rng.sample(SYMBOLS, 8)
+    rows = names + rng.sample(names, 2)   # a symbol twice: only one of its rows is ok
+    status = ["ok" if i < 8 and rng.random() < 0.8 else "missing" for i in range(len(rows))]
+    snapshot = pd.DataFrame({"symbol": rows, "status": status,
+                             **{c: [rng.choice([rng.uniform(10, 20), np.nan]) for _ in rows]
+                                for c in ("bid", "ask", "volume", "open", "close")}})
+    features = pd.DataFrame({"symbol": sorted(rng.sample(SYMBOLS, 9)),
+                             "sigma_daily_bps": [rng.uniform(50, 200) for _ in range(9)],
+                             "adv_shares": [float(rng.randint(1, 9)) * 1e6 for _ in range(9)]})
+    if seed % 4 == 0:
+        snapshot["volume"] = np.arange(len(rows))   # integer volumes: the general path
+    same(quotes_frame(snapshot, features), _ref_quotes_frame(snapshot, features))
