@@ -27,6 +27,7 @@ from resources.lineage.store import LineageStore
 ORDER_INFO_COLUMNS = ["client_order_id", "sent", "decision_price", "decision_bar"]
 OPEN_ORDER_COLUMNS = ["client_order_id", "status", "filled_quantity"]
 _OPEN = sorted(s.value for s in OPEN_STATUSES)
+_OPEN_SET = frozenset(_OPEN)
 
 
 class ExecutionRecord(Protocol):
@@ -233,24 +234,32 @@ class MemoryRecord:
                 fresh = fills[np.fromiter((f not in self.fill_ids for f in fills["fill_id"]), bool, len(fills))]
                 self.book = with_fills(self.book, fresh)
                 self.fill_ids.update(fresh["fill_id"])
-        intents = sized[sized["has_order"]]
-        new = dict(zip(intents["client_order_id"], zip([False] * len(intents), intents["price"].astype(float),
-                                                        [bar] * len(intents), strict=True), strict=True))
-        self.orders.update({cid: v for cid, v in new.items() if cid not in self.orders})  # the first record wins
+        # plain lists of the bar's few orders (each pandas step here cost more than the whole bar's data)
+        has = sized["has_order"].to_numpy(dtype=bool)
+        if has.any():
+            ids = [c for c, h in zip(sized["client_order_id"].tolist(), has.tolist(), strict=True) if h]
+            prices = sized["price"].to_numpy()[has].astype(float).tolist()
+            new = {cid: (False, price, bar) for cid, price in zip(ids, prices, strict=True)}
+            self.orders.update({cid: v for cid, v in new.items() if cid not in self.orders})  # the first record wins
         e = executions["executions"]
-        sent = e.loc[e["status"] != "NOT_SENT", ["client_order_id", "decision_price"]]
-        self.orders.update({cid: (True, *self.orders.get(cid, (False, float(dp), bar))[1:])
-                            for cid, dp in zip(sent["client_order_id"], sent["decision_price"], strict=True)})
+        status = e["status"].tolist()
+        for cid, dp, st in zip(e["client_order_id"].tolist(), e["decision_price"].tolist(), status, strict=True):
+            if st != "NOT_SENT":
+                self.orders[cid] = (True, *self.orders.get(cid, (False, float(dp), bar))[1:])
+        # the working orders as this bar left them: its positions step (k = 0), then its orders sent (k = 1);
+        # a terminal status outranks an open one of the same step; the last row of the highest rank wins
         po = positions.get("positions_orders")
-        rows = [f[OPEN_ORDER_COLUMNS].assign(k=2 * k + ~f["status"].isin(_OPEN)) for f, k in ((po, 0), (e, 1))
-                if f is not None and len(f)]
-        if rows:
-            last = pd.concat(rows, ignore_index=True).sort_values("k", kind="stable").drop_duplicates(
-                "client_order_id", keep="last")
-            self.open = last[last["status"].isin(_OPEN)][OPEN_ORDER_COLUMNS].sort_values(
-                "client_order_id").reset_index(drop=True)
-        else:
-            self.open = _empty(OPEN_ORDER_COLUMNS)
+        ranked = []
+        for f, k in ((po, 0), (e, 1)):
+            if f is not None and len(f):
+                ranked += [(2 * k + (st not in _OPEN_SET), cid, st, fq) for cid, st, fq in zip(
+                    f["client_order_id"].tolist(), f["status"].tolist(), f["filled_quantity"].tolist(), strict=True)]
+        ranked.sort(key=lambda r: r[0])   # stable
+        last = {cid: (st, fq) for _, cid, st, fq in ranked}
+        working = sorted((cid, st, fq) for cid, (st, fq) in last.items() if st in _OPEN_SET)
+        self.open = pd.DataFrame({"client_order_id": [w[0] for w in working], "status": [w[1] for w in working],
+                                  "filled_quantity": np.array([w[2] for w in working], dtype=float)}) if working \
+            else _empty(OPEN_ORDER_COLUMNS)
         self.cursor = int(positions["positions_account"]["fill_cursor"].iloc[0])
 
 
@@ -259,6 +268,17 @@ def pnl_fills(fills: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in fills if f is not None and len(f)]
     if not frames:
         return pd.DataFrame(columns=[*FILL_COLUMNS, "decision_price"])
+    if len(frames) == 1 and _booked_in_order(frames[0]):   # one table, unique and in order: nothing moves
+        return frames[0].reset_index(drop=True)
     out = pd.concat(frames, ignore_index=True).drop_duplicates("fill_id", keep="first")
     return out.sort_values(["seq", "fill_id"], kind="mergesort").reset_index(drop=True)
 
+
+
+def _booked_in_order(fills: pd.DataFrame) -> bool:
+    """Distinct string fill ids, integer seqs, rows already sorted by (seq, fill_id)."""
+    ids, seq = fills["fill_id"].tolist(), fills["seq"].to_numpy()
+    if seq.dtype.kind not in "iu" or not all(type(i) is str for i in ids) or len(set(ids)) != len(ids):
+        return False
+    keys = list(zip(seq.tolist(), ids, strict=True))
+    return all(a <= b for a, b in zip(keys, keys[1:], strict=False))

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from assets.arbitrated_scores.logic import Arbitration, Params, arbitrate
+from assets.take import in_symbol_order
 from CONFIG.config_loader import get_cfg
 
 
@@ -31,7 +32,7 @@ def alpha_matrix(alpha: pd.DataFrame, symbols: np.ndarray, horizons: list[int]) 
 def compute_arbitrated(alpha: pd.DataFrame, features: pd.DataFrame, portfolio_value: float,
                        params: Params | None = None) -> dict[str, pd.DataFrame]:
     horizons = sorted(get_cfg("horizons.minutes"))
-    f = features.sort_values("symbol", kind="mergesort")
+    f = in_symbol_order(features)
     symbols = f["symbol"].to_numpy()
     col = {c: f[c].to_numpy(dtype=float) for c in ("spread_bps", "sigma_bps", "sigma_daily_bps", "adv_shares",
                                                     "price")}
@@ -44,10 +45,9 @@ def compute_arbitrated(alpha: pd.DataFrame, features: pd.DataFrame, portfolio_va
         "impact_bps": arb.impact_bps, "selected_h_min": arb.selected_h_min, "runner_up_h_min": arb.runner_up_h_min,
         "final_score_bps": arb.final_score_bps, "direction": arb.direction.astype(np.int64),
         "reserve_bps": arb.reserve_bps, "decision": arb.decision.astype(object), "reason": arb.reason.astype(object),
+        # the bar's data facts, for the gate
+        **{c: f[c].to_numpy() for c in ("quote_age_bars", "spread_estimated", "hold_reason") if c in f.columns},
     })
-    for col in ("quote_age_bars", "spread_estimated", "hold_reason"):  # the bar's data facts, for the gate
-        if col in f:
-            scores[col] = f[col].to_numpy()
     n, h = a.shape
     terms = pd.DataFrame({
         "symbol": np.repeat(symbols, h), "horizon": np.tile(np.asarray(horizons, dtype=np.int64), n),

@@ -19,6 +19,7 @@ Tables (append-only in lineage: a rerun adds rows, stamped with its run id, and 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from assets.positions.logic import fills_frame, slippage_bps
 from assets.positions.stage import empty_taken
 from resources.brokers.protocol import Broker, BrokerError, OrderRequest, OrderType, Side, SubmitResult
 from resources.brokers.submit import submit_with_lookup
-from resources.kill_switch.logic import KillSwitch
+from resources.kill_switch.logic import KillSwitch, KillSwitchEvent
 
 EXEC_COLUMNS = ["client_order_id", "symbol", "side", "quantity", "order_type", "decision_price", "verdict",
                 "verdict_reason", "status", "reason_code", "filled_quantity", "avg_price", "error"]
@@ -59,8 +60,44 @@ def _order_frame(orders: pd.DataFrame, bar: str) -> pd.DataFrame:
                          "decision_price": orders["price"].to_numpy(dtype=float)})
 
 
+def _orders_of(sized: pd.DataFrame, bar: str) -> pd.DataFrame:
+    """``_order_frame`` of the sized rows that are orders (``has_order``), taken with one mask."""
+    has = sized["has_order"].to_numpy()
+    if has.dtype != bool or not has.any():   # no order: the empty frame as _order_frame types it
+        return _order_frame(sized[sized["has_order"]].reset_index(drop=True), bar)
+
+    def col(name: str, dtype=None) -> np.ndarray:
+        return sized[name].to_numpy(dtype=dtype)[has]
+
+    reduce_only = col("reduce_only", bool) if "reduce_only" in sized.columns else col("gate") == "exit"
+    order_type = col("order_type") if "order_type" in sized.columns else np.full(int(has.sum()),
+                                                                                 OrderType.MARKET.value, dtype=object)
+    return pd.DataFrame({"client_order_id": col("client_order_id"), "symbol": col("symbol"), "side": col("side"),
+                         "quantity": np.abs(col("shares", float)), "bar_key": bar, "reduce_only": reduce_only,
+                         "order_type": np.where(order_type == "", OrderType.MARKET.value, order_type).astype(object),
+                         "decision_price": col("price", float)})
+
+
 def _record(frame: pd.DataFrame, verdict: np.ndarray, verdict_reason: np.ndarray,
             results: dict[str, SubmitResult], account: str) -> pd.DataFrame:
+    """One row per order of ``frame`` (:data:`EXEC_COLUMNS` + ``account``), built in one construction."""
+    if not len(frame):
+        return _record_reference(frame, verdict, verdict_reason, results, account)
+    ids = frame["client_order_id"].tolist()
+    got = [results.get(c) for c in ids]
+    answer = {col: [_attr(r, col) for r in got] for col in ("status", "reason_code", "filled_quantity", "avg_price",
+                                                            "error")}
+    answer["status"] = [s if s != "" else "NOT_SENT" for s in answer["status"]]
+    return pd.DataFrame({"client_order_id": frame["client_order_id"].to_numpy(), "symbol": frame["symbol"].to_numpy(),
+                         "side": frame["side"].to_numpy(), "quantity": frame["quantity"].to_numpy(),
+                         "order_type": frame["order_type"].to_numpy(),
+                         "decision_price": frame["decision_price"].to_numpy(), "verdict": verdict,
+                         "verdict_reason": verdict_reason, **answer, "account": account})
+
+
+def _record_reference(frame: pd.DataFrame, verdict: np.ndarray, verdict_reason: np.ndarray,
+                      results: dict[str, SubmitResult], account: str) -> pd.DataFrame:
+    """:func:`_record` column by column (the empty case, and the reference its tests compare against)."""
     execs = frame[["client_order_id", "symbol", "side", "quantity", "order_type", "decision_price"]].assign(
         verdict=verdict, verdict_reason=verdict_reason)
     for col in ("status", "reason_code", "filled_quantity", "avg_price", "error"):
@@ -146,15 +183,19 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
     ``flatten`` (``execution.flatten_before_close`` on the bar before the close): every working order is
     cancelled before the bar's exits are sent (verdict ``FLATTEN_BEFORE_CLOSE``); ``fresh_share``: the bar's
     share of the universe with a row (:func:`fresh_share`), the stalled-feed check."""
-    orders = sized[sized["has_order"]].reset_index(drop=True)
     book = positions["positions"]
     acct = positions["positions_account"].iloc[0]
-    frame = _order_frame(orders, bar)
-    prices = dict(zip(sized["symbol"], sized["price"], strict=True))
-    held = book.set_index("symbol")
-    pending = held["pending_qty"] if "pending_qty" in held else None
+    frame = _orders_of(sized, bar)
+    prices = dict(zip(sized["symbol"].tolist(), sized["price"].tolist(), strict=True))
+    symbols = pd.Index(book["symbol"])   # the book's columns by symbol (``set_index`` copied the whole book)
+
+    def by_symbol(col: str) -> pd.Series:
+        return pd.Series(book[col].to_numpy(), index=symbols, name=col)
+
+    pending = by_symbol("pending_qty") if "pending_qty" in book.columns else None
     mismatched = [s for s in str(acct.get("mismatched_symbols", "") or "").split(",") if s]
-    check = switch.pre_trade_check(frame, positions=held["qty"], prices={**dict(held["price"].dropna()), **prices},
+    check = switch.pre_trade_check(frame, positions=by_symbol("qty"), prices={**dict(by_symbol("price").dropna()),
+                                                                              **prices},
                                    equity=float(acct["portfolio_value"]), now=now, bar_ts=bar_ts,
                                    session_date=session_date, reconciliation_mismatch=int(acct["n_mismatched"]),
                                    mismatched=mismatched, bar_key=bar, pending=pending, session_open=session_open,
@@ -198,10 +239,44 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
     ids = set(frame["client_order_id"]) | set(check.flatten_orders["client_order_id"])
     seen = set(positions["positions_fills"]["fill_id"]) if "positions_fills" in positions else set()
     got = [f for f in broker.fills_since(bar_ts) if f.client_order_id in ids and f.fill_id not in seen]
-    events = pd.concat([check.events_frame()] + ([outcome.events_frame()] if outcome else []), ignore_index=True)
+    events = [*check.events, *(outcome.events if outcome else [])]
     return {"executions": execs,
-            "executions_fills": executed_fills(got, execs).assign(account=account),
-            "executions_killswitch": _events(events).assign(account=account)}
+            "executions_fills": executed_fills(got, execs).assign(account=account) if got
+            else _no_fills_of(account),
+            "executions_killswitch": events_table(events, account)}
+
+
+def _no_fills_of(account: str) -> pd.DataFrame:
+    """``executed_fills([], …).assign(account=account)``, built once per account (most bars: the paper venue
+    never fills at once)."""
+    return _no_fills_frame(account).copy()
+
+
+@functools.cache
+def _no_fills_frame(account: str) -> pd.DataFrame:
+    return empty_taken().assign(account=account)
+
+
+def events_table(events: list[KillSwitchEvent], account: str) -> pd.DataFrame:
+    """The ``executions_killswitch`` table of ``events``: what ``_events(pd.DataFrame(e.as_dict() for e in
+    events)).assign(account=account)`` gives, built from the events' fields at once."""
+    if not events or not all(isinstance(e.ts, dt.datetime) and not isinstance(e.ts, pd.Timestamp)
+                             and e.ts.tzinfo is dt.UTC for e in events):
+        frame = pd.DataFrame([e.as_dict() for e in events], columns=list(KillSwitchEvent.__dataclass_fields__))
+        return _events(frame).assign(account=account)
+
+    def text(values: list) -> list[str]:
+        return ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
+
+    def number(values: list) -> np.ndarray:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+    return pd.DataFrame({"ts": pd.DatetimeIndex([e.ts for e in events]),
+                         "check": text([e.check for e in events]), "value": number([e.value for e in events]),
+                         "limit": number([e.limit for e in events]), "verdict": text([e.verdict for e in events]),
+                         "reason": text([e.reason for e in events]),
+                         "transition": text([e.transition for e in events]),
+                         "subject": text([e.subject for e in events]), "account": account})
 
 
 def executed_fills(fills: list, execs: pd.DataFrame) -> pd.DataFrame:

@@ -6,18 +6,22 @@ import numpy as np
 import pandas as pd
 
 from assets.gated_signals.logic import Params, gate_signals
+from assets.take import in_symbol_order, indexer, taken
 
 
 def current_quantities(positions: pd.DataFrame, symbols: np.ndarray) -> np.ndarray:
     """Signed shares held per symbol (0 where the book has none)."""
     if positions is None or not len(positions):
         return np.zeros(len(symbols))
+    source = pd.Index(positions["symbol"])
+    if source.is_unique and positions["qty"].dtype.kind == "f":   # one indexer (no set_index of the book)
+        return taken(indexer(source, symbols), positions["qty"].to_numpy(), 0.0)
     return positions.set_index("symbol")["qty"].reindex(symbols).fillna(0.0).to_numpy(dtype=float)
 
 
 def compute_gated(scores: pd.DataFrame, barrier: pd.DataFrame, positions: pd.DataFrame,
                   params: Params | None = None) -> pd.DataFrame:
-    s = scores.sort_values("symbol", kind="mergesort").reset_index(drop=True)
+    s = in_symbol_order(scores).reset_index(drop=True)
     symbols = s["symbol"].to_numpy()
     b = barrier.set_index("symbol").reindex(symbols)
     qty = current_quantities(positions, symbols)

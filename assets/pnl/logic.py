@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from assets.positions.logic import signed_quantity
+from assets.take import taken
 from resources.brokers.quantity import round_qty
 
 BOOK_COLUMNS = ["quantity", "avg_cost", "mark"]
@@ -51,12 +52,19 @@ class PnlBook:
 
 
 def _check_fills(fills: pd.DataFrame) -> pd.DataFrame:
-    if fills["fill_id"].duplicated().any():
+    ids = fills["fill_id"].tolist()
+    unique = len(set(ids)) == len(ids) if all(type(i) is str for i in ids) else not fills["fill_id"].duplicated().any()
+    if not unique:
         raise ValueError("fills with a repeated fill_id: deduplicate them (assets.positions.logic.merge_fills)")
-    nums = fills[["quantity", "price", "fee"]].to_numpy(dtype=float)
+    nums = np.column_stack([fills[c].to_numpy(dtype=float) for c in ("quantity", "price", "fee")])
     if not np.isfinite(nums).all() or (nums[:, :2] <= 0).any():
         raise ValueError("fills need finite positive quantity and price and a finite fee")
-    return fills.sort_values("seq", kind="stable") if "seq" in fills else fills
+    if "seq" not in fills:
+        return fills
+    seq = fills["seq"].to_numpy()
+    if seq.dtype.kind in "iu" and (len(seq) < 2 or bool((seq[1:] >= seq[:-1]).all())):
+        return fills   # already in booking order (the usual case): a stable sort would not move a row
+    return fills.sort_values("seq", kind="stable")
 
 
 def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]:
@@ -67,13 +75,24 @@ def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]
         return book, pd.Series(0.0, index=pos.index, name="realised_pnl")
     f = _check_fills(fills)
     symbols = pos.index.union(pd.Index(f["symbol"].unique())).sort_values()
-    qty = np.array(pos["quantity"].reindex(symbols, fill_value=0.0), dtype=float)  # copies: updated in place
-    avg = np.array(pos["avg_cost"].reindex(symbols), dtype=float)
-    mark = np.array(pos["mark"].reindex(symbols), dtype=float)
+    # the book's columns on ``symbols`` (fresh arrays: updated in place): quantity 0 where not held
+    at = pos.index.get_indexer(symbols) if pos.index.is_unique else None
+    if at is not None and all(pos[c].dtype.kind == "f" for c in BOOK_COLUMNS):
+        held = at >= 0
+        qty = np.where(held, pos["quantity"].to_numpy()[at] if len(pos) else 0.0, 0.0)
+        avg, mark = (taken(at, pos[c].to_numpy()) for c in ("avg_cost", "mark"))
+    else:
+        qty = np.array(pos["quantity"].reindex(symbols, fill_value=0.0), dtype=float)
+        avg = np.array(pos["avg_cost"].reindex(symbols), dtype=float)
+        mark = np.array(pos["mark"].reindex(symbols), dtype=float)
     realised = np.zeros(len(symbols))
     d_all, x_all = signed_quantity(f), f["price"].to_numpy(dtype=float)
     where = symbols.get_indexer(f["symbol"])
-    rank = f.groupby("symbol", sort=False).cumcount().to_numpy()
+    names = f["symbol"].tolist()
+    if all(type(n) is str for n in names) and len(set(names)) == len(names):
+        rank = np.zeros(len(names), dtype=np.int64)   # one fill per symbol (the usual bar): one pass
+    else:
+        rank = f.groupby("symbol", sort=False).cumcount().to_numpy()
     for k in range(int(rank.max()) + 1):  # k-th fill of each symbol in this bar: usually one pass
         sel = rank == k
         i, d, x = where[sel], d_all[sel], x_all[sel]
@@ -86,10 +105,12 @@ def apply_fills(book: PnlBook, fills: pd.DataFrame) -> tuple[PnlBook, pd.Series]
             added = (np.abs(p) * np.nan_to_num(a) + np.abs(d) * x) / np.abs(p_new)
         a_new = np.where(same, added, np.where(np.abs(d) > np.abs(p), x, a))
         qty[i], avg[i], mark[i] = p_new, np.where(p_new == 0, np.nan, a_new), x
-    cash = book.cash - float(np.dot(d_all, x_all)) - float(f["fee"].sum())
-    table = pd.DataFrame({"quantity": qty, "avg_cost": avg, "mark": mark}, index=symbols)
-    new = PnlBook(cash, table[table["quantity"] != 0], book.realised + float(realised.sum()),
-                  book.fees + float(f["fee"].sum()), book.value)
+    fees = float(f["fee"].sum())
+    cash = book.cash - float(np.dot(d_all, x_all)) - fees
+    open_ = qty != 0   # the open positions only, in one construction
+    table = pd.DataFrame({"quantity": qty[open_], "avg_cost": avg[open_], "mark": mark[open_]},
+                         index=symbols[open_])
+    new = PnlBook(cash, table, book.realised + float(realised.sum()), book.fees + fees, book.value)
     return new, pd.Series(realised, index=symbols, name="realised_pnl")
 
 
@@ -173,17 +194,20 @@ def bar_pnl(book: PnlBook, fills: pd.DataFrame, marks: pd.Series | dict[str, flo
     value = new.cash + float(mv.sum())
     new = PnlBook(new.cash, pos.assign(mark=mark), new.realised, new.fees, value)
     symbols = pos.index.union(realised.index).sort_values()
+    # every column on ``symbols`` with one indexer per source (as ``reindex`` then ``fillna`` would give them)
+    at = pos.index.get_indexer(symbols)
+    at_realised = realised.index.get_indexer(symbols)
+    quantity = taken(at, pos["quantity"].to_numpy(), 0.0)
     per_symbol = pd.DataFrame({
         "symbol": symbols.astype(str),
-        "quantity": pos["quantity"].reindex(symbols).fillna(0.0).to_numpy(),
-        "avg_cost": pos["avg_cost"].reindex(symbols).to_numpy(),
-        "mark": pd.Series(mark, index=pos.index).reindex(symbols).to_numpy(),
-        "mark_stale": ~pd.Series(fresh, index=pos.index).reindex(symbols).fillna(True).astype(bool).to_numpy(),
-        "market_value": pd.Series(mv, index=pos.index).reindex(symbols).fillna(0.0).to_numpy(),
-        "unrealised_pnl": pd.Series(unreal, index=pos.index).reindex(symbols).fillna(0.0).to_numpy(),
-        "realised_pnl": realised.reindex(symbols).fillna(0.0).to_numpy(),
+        "quantity": quantity,
+        "avg_cost": taken(at, pos["avg_cost"].to_numpy()),
+        "mark": taken(at, mark),
+        "mark_stale": ~taken(at, fresh, True).astype(bool) & (quantity != 0),
+        "market_value": taken(at, mv, 0.0),
+        "unrealised_pnl": taken(at, unreal, 0.0),
+        "realised_pnl": taken(at_realised, realised.to_numpy(), 0.0),
     }, columns=SYMBOL_COLUMNS)
-    per_symbol.loc[per_symbol["quantity"] == 0, "mark_stale"] = False
     gross, net = float(np.abs(mv).sum()), float(mv.sum())
     fees_bar = float(fills["fee"].sum()) if len(fills) else 0.0
     row = {

@@ -80,9 +80,9 @@ def compute_pnl(fills: pd.DataFrame, marks: pd.Series, est_cost_bps: pd.Series, 
     if dividends:
         row["realised_pnl"] += dividends
     row["dividends"] = dividends
-    held = new.positions.reset_index(names="symbol")
-    return new, {"pnl": pd.DataFrame([row]), "pnl_book": held.assign(account=account),
-                 "pnl_symbols": per_symbol.assign(account=account)}
+    book_table = pd.DataFrame({"symbol": new.positions.index, **{c: new.positions[c].to_numpy() for c in
+                                                                 new.positions.columns}, "account": account})
+    return new, {"pnl": pd.DataFrame([row]), "pnl_book": book_table, "pnl_symbols": per_symbol.assign(account=account)}
 
 
 def start_of_bar(previous: tuple[PnlBook, float | None, str | None] | None, positions: dict[str, pd.DataFrame],
@@ -97,8 +97,9 @@ def start_of_bar(previous: tuple[PnlBook, float | None, str | None] | None, posi
 
 
 def est_costs(scores: pd.DataFrame) -> pd.Series:
-    s = scores.set_index("symbol")
-    return (s["spread_bps"] / 2 + s["impact_bps"]).astype(float)
+    """Symbol → estimated cost of a fill (bps): half the quoted spread + the impact (``arbitrated_scores``)."""
+    cost = scores["spread_bps"].to_numpy() / 2 + scores["impact_bps"].to_numpy()
+    return pd.Series(cost, index=pd.Index(scores["symbol"]), dtype=float)
 
 
 def account_of(mode: str) -> str:

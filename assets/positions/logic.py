@@ -9,6 +9,8 @@ book. The expected book is derived only from the engine's own recorded fills, de
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +19,10 @@ import numpy as np
 import pandas as pd
 
 from CONFIG.config_loader import get_cfg
+from resources.brokers.protocol import Fill
 from resources.brokers.quantity import round_qty
 
+_STR = pd.Index(["x"]).dtype   # the default string dtype (pandas' ``str``)
 FILL_COLUMNS = ["fill_id", "client_order_id", "symbol", "side", "quantity", "price", "fee", "ts", "seq", "mid"]
 RECON_COLUMNS = ["symbol", "expected", "broker", "difference", "mismatch"]
 #: how the engine learnt of a fill (design: the bar timeline): ``settled`` at this bar's settlement of the
@@ -29,11 +33,49 @@ FILL_SOURCES = ("settled", "broker", "recovered", "executed")
 
 
 def fills_frame(fills: Iterable[Any]) -> pd.DataFrame:
-    """Broker fills (``Fill`` dataclasses or mappings) as a DataFrame with :data:`FILL_COLUMNS`."""
+    """Broker fills (``Fill`` dataclasses or mappings) as a DataFrame with :data:`FILL_COLUMNS`.
+
+    Broker ``Fill`` objects (what every adapter returns, bar after bar in the stepping loop) are read field by
+    field into one frame, with the dtypes the generic path gives them (tested); no fill is a cached typed
+    empty frame (copied)."""
+    fills = list(fills)
+    if not fills:
+        return _no_fills().copy()
+    cols = plain_fill_columns(fills)
+    return pd.DataFrame(cols) if cols is not None else _generic_fills_frame(fills)
+
+
+def plain_fill_columns(fills: list[Any]) -> dict[str, Any] | None:
+    """:data:`FILL_COLUMNS` of broker ``Fill`` objects as the arrays ``fills_frame`` builds its frame from
+    (the generic path's dtypes: str ids, symbols and sides, float numbers, UTC µs times, int64 seqs), or None
+    unless every fill is a ``Fill`` with fields of exactly those types (then the generic path decides)."""
+    if not fills or not all(type(f) is Fill for f in fills):
+        return None
+    cols = {c: [getattr(f, c) for f in fills] for c in FILL_COLUMNS}
+    cols["side"] = [str(v) for v in cols["side"]]
+    if not (all(type(v) is str for c in ("fill_id", "client_order_id", "symbol") for v in cols[c])
+            and all(type(v) is float for c in ("quantity", "price", "fee", "mid") for v in cols[c])
+            and all(type(v) is int for v in cols["seq"])
+            and all(isinstance(v, dt.datetime) and not isinstance(v, pd.Timestamp) and v.tzinfo is dt.UTC
+                    for v in cols["ts"])):
+        return None
+    return {"fill_id": cols["fill_id"], "client_order_id": cols["client_order_id"], "symbol": cols["symbol"],
+            "side": cols["side"], "quantity": np.array(cols["quantity"], dtype=float),
+            "price": np.array(cols["price"], dtype=float), "fee": np.array(cols["fee"], dtype=float),
+            "ts": pd.DatetimeIndex(cols["ts"]), "seq": np.array(cols["seq"], dtype=np.int64),
+            "mid": np.array(cols["mid"], dtype=float)}
+
+
+def _generic_fills_frame(fills: list[Any]) -> pd.DataFrame:
     rows = [dataclasses.asdict(f) if dataclasses.is_dataclass(f) else dict(f) for f in fills]
     df = pd.DataFrame(rows).reindex(columns=FILL_COLUMNS)
     df["side"] = df["side"].astype(str)
     return df
+
+
+@functools.cache
+def _no_fills() -> pd.DataFrame:
+    return _generic_fills_frame([])
 
 
 def merge_fills(recorded: pd.DataFrame, incoming: pd.DataFrame) -> pd.DataFrame:
@@ -86,10 +128,38 @@ def with_fills(book: pd.Series, fills: pd.DataFrame) -> pd.Series:
     """An expected book (symbol → signed qty) plus fills, rounded to ``broker.qty_decimals``, flat dropped."""
     if not len(fills):
         return book
+    fast = _with_unique_fills(book, fills)
+    if fast is not None:
+        return fast
     add = pd.Series(signed_quantity(fills), index=fills["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
     total = book.add(add, fill_value=0.0).sort_index()
     total = pd.Series(round_qty(total.to_numpy()), index=total.index, dtype=float, name="quantity")
     return total[total != 0]
+
+
+def _with_unique_fills(book: pd.Series, fills: pd.DataFrame) -> pd.Series | None:
+    """:func:`with_fills` when the fills are of distinct symbols and every number is finite (each bar of the
+    stepping loop): the same sums in plain Python (a symbol's one fill added once, as ``groupby.sum`` and
+    ``Series.add(fill_value=0.0)`` add it), the same sorted index and rounding; None otherwise."""
+    names = fills["symbol"].tolist()
+    if not all(type(n) is str for n in names) or len(set(names)) != len(names):
+        return None
+    held = book.to_numpy(dtype=float)
+    keys = book.index.tolist()
+    if not np.isfinite(held).all() or not all(type(k) is str for k in keys) or len(set(keys)) != len(keys):
+        return None
+    q = signed_quantity(fills)
+    if not np.isfinite(q).all():
+        return None
+    add = {name: 0.0 + d for name, d in zip(names, q.tolist(), strict=True)}
+    total = {k: b + add.get(k, 0.0) for k, b in zip(keys, held.tolist(), strict=True)}
+    total.update({name: 0.0 + a for name, a in add.items() if name not in total})
+    symbols = sorted(total)
+    values = round_qty(np.array([total[k] for k in symbols], dtype=float))
+    keep = values != 0
+    index = pd.Index([k for k, ok in zip(symbols, keep.tolist(), strict=True) if ok],
+                     dtype=book.index.dtype if len(book) else _STR)   # the index dtype of the union
+    return pd.Series(values[keep], index=index, dtype=float, name="quantity")
 
 
 def classify_fills(incoming: pd.DataFrame, recorded_ids: set[str], orders: pd.DataFrame,
@@ -114,10 +184,52 @@ def classify_fills(incoming: pd.DataFrame, recorded_ids: set[str], orders: pd.Da
 def slippage_bps(fills: pd.DataFrame) -> np.ndarray:
     """Per fill: what it paid over the decision price, in bps of the decision price (positive = worse):
     side × (price − decision price) / decision price × 1e4. NaN without a decision price."""
-    side = np.sign(signed_quantity(fills))
-    dp = fills["decision_price"].to_numpy(dtype=float)
+    return _slippage(np.sign(signed_quantity(fills)), fills["price"].to_numpy(dtype=float),
+                     fills["decision_price"].to_numpy(dtype=float))
+
+
+def _slippage(side: np.ndarray, price: np.ndarray, dp: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        return side * (fills["price"].to_numpy(dtype=float) - dp) / dp * 1e4
+        return side * (price - dp) / dp * 1e4
+
+
+def take_in_plain(fills: list[Fill], cols: dict[str, Any], recorded_ids: set[str], orders: pd.DataFrame,
+                  bar_ts: pd.Timestamp, account: str) -> tuple[pd.DataFrame | None, list[Fill]] | None:
+    """:func:`classify_fills` then the ``positions_fills`` table (+ ``slippage_bps``, ``account``) for broker
+    ``Fill`` objects (``cols``: :func:`plain_fill_columns`), decided fill by fill on the bar's few fills and
+    built in one construction: (own fills' table or None when there is none, foreign fills). None when the
+    generic path must decide (an order id twice in ``orders``, a side that is neither BUY nor SELL)."""
+    ids = orders["client_order_id"].tolist()
+    if len(set(ids)) != len(ids):
+        return None
+    known = dict(zip(ids, zip(orders["sent"].tolist(), orders["decision_price"].tolist(), strict=True),
+                     strict=True))
+    at = pd.Timestamp(bar_ts).tz_convert("UTC")
+    seen: set[str] = set()
+    keep, source, decision, foreign = [], [], [], []
+    for i, f in enumerate(fills):   # the bar's fills: a handful
+        if f.fill_id in recorded_ids or f.fill_id in seen:
+            continue
+        seen.add(f.fill_id)
+        sent, dp = known.get(f.client_order_id, (None, None))
+        if sent is None or sent is pd.NA or (isinstance(sent, float) and sent != sent):
+            foreign.append(f)
+            continue
+        keep.append(i)
+        source.append("settled" if bool(sent) and pd.Timestamp(f.ts) == at else
+                      "broker" if bool(sent) else "recovered")
+        decision.append(np.nan if dp is None or dp is pd.NA else float(dp))
+    if not keep:
+        return None, foreign
+    own = {c: [v[i] for i in keep] if isinstance(v, list) else v[keep] for c, v in cols.items()}
+    side = np.array([s.upper() for s in own["side"]], dtype=object)
+    if not np.isin(side, ["BUY", "SELL"]).all():
+        return None
+    dp = np.array(decision, dtype=float)
+    signed = np.where(side == "BUY", 1.0, -1.0) * own["quantity"]
+    own.update(source=source, decision_price=dp, slippage_bps=_slippage(np.sign(signed), own["price"], dp),
+               account=account)
+    return pd.DataFrame(own), foreign
 
 
 @dataclass(frozen=True)
@@ -144,10 +256,21 @@ def reconcile(expected: Mapping[str, float] | pd.Series, broker: Mapping[str, fl
     tol = get_cfg("kill_switch.reconciliation_tolerance_shares") if tolerance is None else tolerance
     exp, brk = pd.Series(expected, dtype=float), pd.Series(broker, dtype=float)
     symbols = exp.index.union(brk.index).sort_values()
-    e = round_qty(exp.reindex(symbols, fill_value=0.0).to_numpy())
-    b = round_qty(brk.reindex(symbols, fill_value=0.0).to_numpy())
+    e = round_qty(_on_or_zero(exp, symbols))
+    b = round_qty(_on_or_zero(brk, symbols))
     diff = round_qty(b - e)
-    table = pd.DataFrame({"symbol": symbols.astype(str), "expected": e, "broker": b, "difference": diff,
-                          "mismatch": ~(np.abs(diff) <= tol)}, columns=RECON_COLUMNS)
-    held = (e != 0) | (b != 0) | table["mismatch"].to_numpy()
-    return Reconciliation(table[held].reset_index(drop=True), float(tol))
+    mismatch = ~(np.abs(diff) <= tol)
+    held = (e != 0) | (b != 0) | mismatch
+    # the held rows only, in one construction (was: the whole table, then a boolean selection)
+    table = pd.DataFrame({"symbol": symbols.astype(str)[held], "expected": e[held], "broker": b[held],
+                          "difference": diff[held], "mismatch": mismatch[held]}, columns=RECON_COLUMNS)
+    return Reconciliation(table, float(tol))
+
+
+def _on_or_zero(s: pd.Series, symbols: pd.Index) -> np.ndarray:
+    """``s.reindex(symbols, fill_value=0.0).to_numpy()`` (absent labels 0, NaN values kept)."""
+    if not s.index.is_unique:
+        return s.reindex(symbols, fill_value=0.0).to_numpy()
+    at = s.index.get_indexer(symbols)
+    values = s.to_numpy()
+    return np.where(at >= 0, values[at] if len(values) else 0.0, 0.0)

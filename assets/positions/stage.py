@@ -42,11 +42,14 @@ from assets.positions.logic import (
     FILL_COLUMNS,
     classify_fills,
     fills_frame,
+    plain_fill_columns,
     reconcile,
     scaled_by_splits,
     slippage_bps,
+    take_in_plain,
     with_fills,
 )
+from assets.take import in_symbol_order, indexer, taken
 from resources.brokers.protocol import OPEN_STATUSES, Broker, Order
 from resources.brokers.quantity import round_qty
 
@@ -91,8 +94,13 @@ def window_marks(window: BarWindow, fallback: pd.Series | None = None) -> pd.Dat
     docstring): ``mark``, the bar it is from (``mark_ts``; NaT for a fallback mark) and ``stale``."""
     panel = window.panel()
     close = np.array(panel["close"], dtype=float)
-    snap = window.snapshot.set_index("symbol").reindex(panel.symbols)
-    if "hold_since" in snap and len(panel.times):
+    snapshot = window.snapshot
+    names = snapshot["symbol"].tolist()
+    if len(set(names)) == len(names) and names == panel.symbols.tolist():
+        snap = snapshot   # the panel's symbols are the snapshot's, in its order: reindexing would move nothing
+    else:
+        snap = snapshot.set_index("symbol").reindex(panel.symbols)
+    if "hold_since" in snap.columns and len(panel.times):
         since = pd.DatetimeIndex(pd.to_datetime(snap["hold_since"], utc=True))
         held = since.notna()
         if held.any():  # a suspected split's prices are not marks for an unadjusted book
@@ -106,20 +114,26 @@ def window_marks(window: BarWindow, fallback: pd.Series | None = None) -> pd.Dat
         len(panel.symbols), -1)
     mark = np.where(last >= 0, close[np.maximum(last, 0), np.arange(close.shape[1])] if len(close) else np.nan,
                     np.nan)
-    mark_ts = pd.DatetimeIndex([panel.times[i] if i >= 0 else pd.NaT for i in last], tz="UTC") \
-        if len(close) else pd.DatetimeIndex([pd.NaT] * len(panel.symbols), tz="UTC")
+    if len(close) and (last >= 0).any() and str(panel.times.tz) == "UTC":   # one take (same unit, NaT where none)
+        mark_ts = panel.times[np.maximum(last, 0)].where(last >= 0)
+    elif len(close):
+        mark_ts = pd.DatetimeIndex([panel.times[i] if i >= 0 else pd.NaT for i in last], tz="UTC")
+    else:
+        mark_ts = pd.DatetimeIndex([pd.NaT] * len(panel.symbols), tz="UTC")
     out = pd.DataFrame({"symbol": panel.symbols.astype(object), "mark": mark, "mark_ts": mark_ts,
                         "stale": last != len(close) - 1})
     if fallback is not None and len(fallback):
         fb = pd.Series(fallback, dtype=float)
-        need = out.set_index("symbol")["mark"].reindex(fb.index)
-        extra = fb[need.isna().to_numpy() & np.isfinite(fb.to_numpy())]
+        universe = pd.Index(out["symbol"])
+        need = (taken(indexer(universe, fb.index), out["mark"].to_numpy()) if universe.is_unique
+                else out.set_index("symbol")["mark"].reindex(fb.index).to_numpy())
+        extra = fb[np.isnan(need) & np.isfinite(fb.to_numpy())]
         if len(extra):
             out = out[~out["symbol"].isin(extra.index)]
             out = pd.concat([out, pd.DataFrame({"symbol": extra.index.astype(object), "mark": extra.to_numpy(),
                                                 "mark_ts": pd.DatetimeIndex([pd.NaT] * len(extra), tz="UTC"),
                                                 "stale": True})], ignore_index=True)
-    return out.sort_values("symbol", kind="mergesort").reset_index(drop=True)[MARK_COLUMNS]
+    return in_symbol_order(out).reset_index(drop=True)[MARK_COLUMNS]
 
 
 _TAKEN_TYPES = {"fill_id": object, "client_order_id": object, "symbol": object, "side": object, "quantity": float,
@@ -139,41 +153,51 @@ def _empty_taken() -> pd.DataFrame:
 
 def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Series, source: str,
                 pending: pd.Series | None = None, cost_basis: pd.Series | None = None,
-                stale: pd.Series | None = None) -> dict:
+                stale: pd.Series | None = None, extra: dict | None = None) -> dict:
     """Positions and account tables from quantities, marks, cash and the expected book (pure); ``stale``
-    (symbol → bool) flags marks that are not this bar's close."""
+    (symbol → bool) flags marks that are not this bar's close; ``extra``: more columns of the account row
+    (after the book's own, in their order)."""
     qty = pd.Series(round_qty(qty.to_numpy(dtype=float)), index=qty.index, dtype=float)
     qty = qty[qty != 0]
     rec = reconcile(expected, qty)
     pending = pending if pending is not None else pd.Series(dtype=float)
     symbols = qty.index.union(expected.index).union(pending[pending != 0].index).sort_values()
-    q = qty.reindex(symbols).fillna(0.0).to_numpy(dtype=float)
-    px = marks.reindex(symbols).to_numpy(dtype=float)
+
+    def on(s: pd.Series, fill: float | None = None) -> np.ndarray:
+        """``s.reindex(symbols)`` (``.fillna(fill)``) as float64, one indexer per source (module take)."""
+        if s.index.is_unique and s.dtype.kind == "f":
+            return taken(indexer(s.index, symbols), s.to_numpy(), fill)
+        r = s.reindex(symbols)
+        return (r.fillna(fill) if fill is not None else r).to_numpy(dtype=float)
+
+    q = on(qty, 0.0)
+    px = on(marks)
     mv = q * px
     mv_known = np.where(np.isfinite(mv), mv, 0.0)
     equity = cash + float(mv_known.sum())
-    table = rec.table.set_index("symbol") if len(rec.table) else pd.DataFrame(index=symbols)
+    flags = pd.Series(stale if stale is not None else {}, dtype=bool)
+    stale_on = (taken(indexer(flags.index, symbols), flags.to_numpy(), False) if flags.index.is_unique
+                else flags.reindex(symbols).fillna(False).to_numpy(dtype=bool))
+    diff = rec.table["difference"] if len(rec.table) else None
     positions = pd.DataFrame({
         "symbol": symbols.astype(str), "qty": q, "price": px, "market_value": mv,
         "weight": mv / equity if equity else np.nan,
-        "expected_qty": expected.reindex(symbols).fillna(0.0).to_numpy(dtype=float),
-        "difference": table.reindex(symbols)["difference"].fillna(0.0).to_numpy(dtype=float)
-        if "difference" in table else 0.0,
-        "pending_qty": pending.reindex(symbols).fillna(0.0).to_numpy(dtype=float),
-        "cost_basis": (cost_basis if cost_basis is not None else pd.Series(dtype=float)).reindex(
-            symbols).to_numpy(dtype=float),
+        "expected_qty": on(expected, 0.0),
+        "difference": on(pd.Series(diff.to_numpy(), index=pd.Index(rec.table["symbol"])), 0.0)
+        if diff is not None else 0.0,
+        "pending_qty": on(pending, 0.0),
+        "cost_basis": on(cost_basis if cost_basis is not None else pd.Series(dtype=float)),
+        "mark_stale": stale_on & (q != 0),
     })
-    positions["mark_stale"] = (pd.Series(stale if stale is not None else {}, dtype=bool).reindex(symbols)
-                               .fillna(False).to_numpy(dtype=bool) & (q != 0))
     mismatched = rec.table.loc[rec.table["mismatch"], "symbol"].tolist() if len(rec.table) else []
     account = pd.DataFrame([{
         "cash": float(cash), "equity": equity, "portfolio_value": equity,
         "gross_exposure": float(np.abs(mv_known).sum()) / equity if equity else np.nan,
         "net_exposure": float(mv_known.sum()) / equity if equity else np.nan,
         "unpriced_symbols": int((~np.isfinite(px) & (q != 0)).sum()),
-        "stale_marks": int(positions["mark_stale"].sum()),
+        "stale_marks": int(positions["mark_stale"].to_numpy().sum()),
         "mismatch": bool(rec.mismatch), "n_mismatched": int(rec.n_mismatched),
-        "mismatched_symbols": ",".join(mismatched), "source": source,
+        "mismatched_symbols": ",".join(mismatched), "source": source, **(extra or {}),
     }])
     return {"positions": positions, "positions_account": account}
 
@@ -253,16 +277,36 @@ def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame,
     applied = apply_corporate_actions(broker, actions) if settle else empty_actions()
     settled = broker.settle(bar_ts.to_pydatetime()) if settle and hasattr(broker, "settle") else None
     cursor = record.fill_cursor()
-    incoming = fills_frame(broker.fills_since(cursor)) if take_in else fills_frame([])
-    new_cursor = max([cursor, *incoming["seq"].astype("int64").tolist()]) if len(incoming) else cursor
+    reported = list(broker.fills_since(cursor)) if take_in else []
+    # broker Fill objects (every adapter's) are classified fill by fill and their table built once
+    # (take_in_plain); anything else goes through the frame path, which decides the same way
+    plain = plain_fill_columns(reported)
+    if plain is not None:
+        new_cursor = max([cursor, *plain["seq"].tolist()])
+        fill_orders = set(plain["client_order_id"])
+    else:
+        incoming = fills_frame(reported)
+        new_cursor = max([cursor, *incoming["seq"].astype("int64").tolist()]) if len(incoming) else cursor
+        fill_orders = set(incoming["client_order_id"])
     known_open = record.open_orders()
     working = {o.client_order_id: o for o in broker.open_orders()}
     changed = {o.client_order_id: o for o in settled.orders} if settled is not None else {}
-    ids = sorted(set(known_open["client_order_id"]) | set(working) | set(changed)
-                 | set(incoming["client_order_id"]))
+    ids = sorted(set(known_open["client_order_id"]) | set(working) | set(changed) | fill_orders)
     info = record.order_info(ids)
-    own, foreign = classify_fills(incoming, record.recorded_fill_ids(incoming["fill_id"].tolist()), info, bar_ts)
-    own = own.assign(slippage_bps=slippage_bps(own)) if len(own) else empty_taken()
+    taken = None
+    if plain is not None:
+        taken = take_in_plain(reported, plain, record.recorded_fill_ids(plain["fill_id"]), info, bar_ts, account)
+        if taken is None:
+            incoming = fills_frame(reported)
+    if taken is not None:
+        own_table, foreign_fills = taken
+        own = own_table if own_table is not None else empty_taken()
+        foreign = fills_frame(foreign_fills)
+    else:
+        own, foreign = classify_fills(incoming, record.recorded_fill_ids(incoming["fill_id"].tolist()), info,
+                                      bar_ts)
+        own = own.assign(slippage_bps=slippage_bps(own)) if len(own) else empty_taken()
+        own_table = own[TAKEN_COLUMNS].assign(account=account) if len(own) else None
     engine_ids = set(info["client_order_id"])
     mine = [c for c in ids if c in engine_ids]
     now = {**changed, **working}
@@ -278,16 +322,32 @@ def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame,
     acct = broker.account()
     expected = with_fills(scaled_by_splits(record.expected_book(), applied), own)
     m = marks.set_index("symbol") if marks is not None else None
+    # the account row's own columns in one construction (an ``assign`` per column was a third of the stage)
     out = book_tables(pd.Series(acct.positions, dtype=float).sort_index(),
                       m["mark"] if m is not None else marks_from(snapshot), float(acct.cash), expected, source,
                       pending, pd.Series(dict(acct.cost_basis or {}), dtype=float),
-                      m["stale"] if m is not None else None)
-    out["positions_account"] = out["positions_account"].assign(
-        account=account, fill_cursor=np.int64(new_cursor), settled=settled is not None, fills_taken_in=len(own),
-        fills_recovered=int((own["source"] == "recovered").sum()), foreign_fills=len(foreign),
-        orders_changed=int(orders["changed"].sum()))
-    out["positions_fills"] = own[TAKEN_COLUMNS].assign(account=account)
+                      m["stale"] if m is not None else None,
+                      extra={"account": account, "fill_cursor": np.int64(new_cursor), "settled": settled is not None,
+                             "fills_taken_in": len(own), "fills_recovered": int((own["source"] == "recovered").sum()),
+                             "foreign_fills": len(foreign), "orders_changed": int(orders["changed"].sum())})
+    # most bars take in no fill, see no foreign fill and apply no action: their empty tables are built once
+    out["positions_fills"] = own_table if own_table is not None else _empty_with_account("taken", account)
     out["positions_orders"] = orders.assign(account=account)
-    out["positions_foreign_fills"] = (foreign if len(foreign) else fills_frame([])).assign(account=account)
-    out["positions_adjustments"] = applied.assign(account=account)
+    out["positions_foreign_fills"] = foreign.assign(account=account) if len(foreign) else _empty_with_account(
+        "fills", account)
+    out["positions_adjustments"] = applied.assign(account=account) if len(applied) else _empty_with_account(
+        "actions", account)
     return out
+
+
+def _empty_with_account(kind: str, account: str) -> pd.DataFrame:
+    """``empty_taken()`` / ``fills_frame([])`` / ``empty_actions()`` with the ``account`` column, as
+    ``.assign(account=account)`` gives it (a copy of one built once per kind and account)."""
+    return _empty_account_frame(kind, account).copy()
+
+
+@functools.cache
+def _empty_account_frame(kind: str, account: str) -> pd.DataFrame:
+    base = {"taken": lambda: empty_taken()[TAKEN_COLUMNS], "fills": lambda: fills_frame([]),
+            "actions": empty_actions}[kind]()
+    return base.assign(account=account)

@@ -27,6 +27,7 @@ import pandas as pd
 from assets.history import ChainHistory
 from assets.predictions.stage import previous_bar_keys
 from assets.sized_orders.logic import Params, size_orders
+from assets.take import in_symbol_order, indexer, taken
 from CONFIG.config_loader import get_cfg
 from resources.brokers.protocol import OrderType
 from resources.market.calendar import get_calendar, parse_bar_key
@@ -65,11 +66,17 @@ def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfol
     params = params or Params.from_cfg()
     rules = rules or SessionRules.from_cfg()
     phase = phase or session_phase(bar)
-    g = gated.sort_values("symbol", kind="mergesort").reset_index(drop=True)
+    g = in_symbol_order(gated).reset_index(drop=True)
     symbols = g["symbol"].to_numpy()
-    f = features.set_index("symbol").reindex(symbols)
+    source = pd.Index(features["symbol"])
     raw_hist = history.sizing_raw(previous_bar_keys(bar, params.z_window_bars))["raw"].to_numpy(dtype=float)
-    col = {c: f[c].to_numpy(dtype=float) for c in ("sigma_bps", "price", "sigma_daily_bps", "adv_bar_dollars")}
+    names = ("sigma_bps", "price", "sigma_daily_bps", "adv_bar_dollars")
+    if source.is_unique:   # the features' rows of the gated symbols, one indexer for the four columns
+        at = indexer(source, symbols)
+        col = {c: taken(at, features[c].to_numpy(dtype=float)) for c in names}
+    else:                  # reindex says what is wrong with them
+        f = features.set_index("symbol").reindex(symbols)
+        col = {c: f[c].to_numpy(dtype=float) for c in names}
     held = g["current_qty"].to_numpy(dtype=float)
     pend = (pending if pending is not None else pd.Series(dtype=float)).reindex(symbols).fillna(0.0).to_numpy(float)
     net = held + pend

@@ -212,6 +212,7 @@ class KillSwitchEvent:
         return asdict(self)
 
 
+_STR = pd.Series(["x"]).astype(str).dtype   # what ``astype(str)`` gives (pandas' default string dtype)
 _VERDICT_COLS = ["client_order_id", "symbol", "side", "quantity", "price", "notional", "reduces", "verdict",
                  "reason"]
 _ORDER_COLS = ["client_order_id", "symbol", "side", "quantity", "bar_key", "reduce_only"]
@@ -347,8 +348,10 @@ def _orders_frame(orders: pd.DataFrame | Sequence[Any]) -> pd.DataFrame:
                          ("reduce_only", False)):
         if col not in df:
             df[col] = default
-    df["side"] = df["side"].astype(str)
-    df["quantity"] = pd.to_numeric(df["quantity"], errors="coerce").astype(float)
+    if df["side"].dtype != _STR:   # already text (a sized-orders frame): astype(str) would change nothing
+        df["side"] = df["side"].astype(str)
+    if df["quantity"].dtype != np.float64:
+        df["quantity"] = pd.to_numeric(df["quantity"], errors="coerce").astype(float)
     return df
 
 
@@ -464,9 +467,11 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
                                   "RECORD" if n_gross else "PASS",
                                   f"gross after the bar's allowed orders {gross_after} / equity {equity}; "
                                   f"{n_gross} order(s) denied for it"))
-    events += [KillSwitchEvent(now, "order", None if math.isnan(r["notional"]) else r["notional"],
-                               limits.max_order_notional, r["verdict"], r["reason"], subject=r["client_order_id"])
-               for r in verdicts.to_dict("records")]
+    events += [KillSwitchEvent(now, "order", None if math.isnan(notional) else notional, limits.max_order_notional,
+                               verdict, reason, subject=cid)
+               for cid, notional, verdict, reason in zip(
+                   verdicts["client_order_id"].tolist(), verdicts["notional"].tolist(), verdicts["verdict"].tolist(),
+                   verdicts["reason"].tolist(), strict=True)]
     flatten = pd.DataFrame(columns=_ORDER_COLS)
     if new.state is TradingState.HALTED and new.flatten_pending and not session_open:
         events.append(KillSwitchEvent(now, "flatten", None, None, "SKIP",
@@ -484,11 +489,16 @@ def _order_verdicts(o: pd.DataFrame, base: pd.Series, px: pd.Series, state: Trad
                     limits: Limits, equity: float) -> tuple[pd.DataFrame, float]:
     """Per-order ALLOW/DENY, vectorised over the bar's orders; and the gross after the allowed ones.
     ``base`` is symbol → signed quantity before the orders (book + working orders)."""
-    sign = np.select([o["side"].str.upper() == "BUY", o["side"].str.upper() == "SELL"], [1.0, -1.0], 0.0)
+    side = o["side"].str.upper()
+    sign = np.select([side == "BUY", side == "SELL"], [1.0, -1.0], 0.0)
     q = o["quantity"].to_numpy()
     d = sign * np.nan_to_num(q)
-    before = base.reindex(o["symbol"]).fillna(0.0).to_numpy() + (
-        pd.Series(d).groupby(o["symbol"].to_numpy()).cumsum().to_numpy() - d)
+    symbols = o["symbol"].tolist()
+    if all(type(s) is str for s in symbols) and len(set(symbols)) == len(symbols):
+        earlier = np.zeros(len(d))   # one order per symbol (the usual bar): nothing before it in its symbol
+    else:
+        earlier = pd.Series(d).groupby(o["symbol"].to_numpy()).cumsum().to_numpy() - d
+    before = base.reindex(o["symbol"]).fillna(0.0).to_numpy() + earlier
     after = before + d
     reduces = (np.abs(after) < np.abs(before)) & (np.sign(after) * np.sign(before) >= 0)
     price = px.reindex(o["symbol"]).to_numpy()
