@@ -49,6 +49,11 @@ class PredictionGrid:
         g = [self.groups.get((int(h), str(f)), self._empty) for f in families]
         return getattr(self, column)[g], self.has_rows[g]
 
+    def select_groups(self, groups: list[tuple[int, str]], column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(G, K, S) ``column`` of the given (horizon, family) groups, and (G, K) has-rows."""
+        g = [self.groups.get((int(h), str(f)), self._empty) for h, f in groups]
+        return getattr(self, column)[g], self.has_rows[g]
+
     @classmethod
     def from_frame(cls, past: pd.DataFrame, keys: list[str]) -> PredictionGrid:
         """The grid of long rows (``PRED_HISTORY_COLUMNS``), built with one scatter per column."""
@@ -112,6 +117,63 @@ def assemble_grid(bars: list[str], kept: list[tuple[int, _BarPredictions]]) -> P
             raw[rows[:, None], j, cols], std[rows[:, None], j, cols] = k.raw, k.std
         has_rows[rows, j] = True
     return PredictionGrid(list(bars), symbols, g_pos, raw, std, has_rows)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The bars a batch of B bars reads and writes on one axis: each bar's ``n`` previous bar closes and
+    the batch's own bars, oldest first (issue 12: stages over a batch of bars).
+
+    ``keys`` (L,) the axis; ``at`` (B,) each batch bar's position on it; ``window`` (B, n) the positions of
+    each bar's n previous bars, oldest first, padded at the front with L (an empty row a caller appends)
+    where the calendar has fewer; ``past`` the keys that are not batch bars (read from the history). A
+    batch bar's window holds only positions before its own: bar t never reads a later bar."""
+
+    keys: list[str]
+    bars: list[str]
+    at: np.ndarray
+    window: np.ndarray
+    past: list[str]
+
+    @classmethod
+    def of(cls, bars: list[str], n: int) -> Timeline:
+        from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
+
+        if len(set(bars)) != len(bars) or list(bars) != sorted(bars):
+            raise ValueError("a batch's bars must be distinct and in time order")
+        cal = get_calendar()
+        b_n = len(bars)
+        run = bar_keys(cal.previous_bars(parse_bar_key(bars[-1]), n + b_n)) if b_n else []
+        if len(run) == n + b_n and run[n:] == list(bars):  # consecutive bars (replay's batches): one call
+            keys = run
+            window = np.arange(n)[None, :] + np.arange(b_n)[:, None]
+        else:  # any other set of bars: each bar's own previous keys (a loop over bars of calendar lookups)
+            own = [bar_keys(cal.previous_bars(parse_bar_key(b), n + 1)[:-1]) for b in bars]
+            keys = sorted(set().union(*own, bars))
+            index = pd.Index(keys)
+            window = np.full((b_n, n), len(keys), dtype=np.int64)
+            for i, k in enumerate(own):
+                if k:
+                    window[i, n - len(k):] = index.get_indexer(k)
+        at = pd.Index(keys).get_indexer(list(bars))
+        mine = set(bars)
+        return cls(list(keys), list(bars), at, np.asarray(window, dtype=np.int64),
+                   [k for k in keys if k not in mine])
+
+    def rows(self, past: PredictionGrid, batch: np.ndarray, column: str,
+             groups: list[tuple[int, str]], symbols: np.ndarray, batch_symbols: np.ndarray) -> np.ndarray:
+        """(G, L + 1, S) ``column`` of ``groups`` on the axis over ``symbols``: past bars from ``past``
+        (a grid over :attr:`past`), batch bars from ``batch`` (G, B, S_b) over ``batch_symbols``; the last
+        row is the empty one the windows' padding points to. NaN where nothing was recorded."""
+        out = np.full((len(groups), len(self.keys) + 1, len(symbols)), np.nan)
+        index = pd.Index(symbols)
+        if len(past.keys) and len(past.symbols):
+            rows = pd.Index(self.keys).get_indexer(past.keys)
+            got, _ = past.select_groups(groups, column)
+            out[:, rows[:, None], index.get_indexer(past.symbols)[None, :]] = got
+        if len(self.bars) and len(batch_symbols):
+            out[:, self.at[:, None], index.get_indexer(batch_symbols)[None, :]] = batch
+        return out
 
 
 def state_dir(lineage_path: Path) -> Path:
