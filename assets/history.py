@@ -87,10 +87,51 @@ class _BarPredictions:
 
     @classmethod
     def of(cls, frame: pd.DataFrame) -> _BarPredictions:
+        """The arrays of one bar's prediction rows (any order). The predictions stage's own layout (rows sorted
+        by symbol, then the same sorted (horizon, family) groups for every symbol) is read by reshaping, any
+        other by the general scatter; the same arrays either way (``tests/unit/test_history_grid.py``)."""
+        regular = cls._regular(frame)
+        if regular is not None:
+            return regular
         grid = PredictionGrid.from_frame(frame.assign(bar=""), [""])
         order = sorted(g for g, i in grid.groups.items() if grid.has_rows[i, 0])  # groups with rows only
         idx = [grid.groups[g] for g in order]
         return cls(grid.symbols, tuple(order), grid.raw[idx, 0], grid.std[idx, 0])
+
+
+    @classmethod
+    def _regular(cls, frame: pd.DataFrame) -> _BarPredictions | None:
+        n = len(frame)
+        if not n:
+            return None
+        sym = frame["symbol"].to_numpy(dtype=object)
+        first = np.flatnonzero(sym != sym[0])
+        g_n = int(first[0]) if len(first) else n  # rows of the first symbol: its groups
+        if n % g_n:
+            return None
+        h = frame["horizon"].to_numpy()
+        f = frame["family"].to_numpy(dtype=object)
+        groups = tuple((int(a), str(b)) for a, b in zip(h[:g_n], f[:g_n], strict=True))
+        symbols = sym[::g_n]
+        if list(groups) != sorted(set(groups)) or not (symbols[1:] > symbols[:-1]).all() \
+                or not ((sym == np.repeat(symbols, g_n)).all() and (h == np.tile(h[:g_n], n // g_n)).all()
+                        and (f == np.tile(f[:g_n], n // g_n)).all()):
+            return None
+        raw, std = (np.ascontiguousarray(frame[c].to_numpy(dtype=float).reshape(n // g_n, g_n).T)
+                    for c in ("raw", "std"))
+        return cls(np.asarray(symbols, dtype=object), groups, raw, std)
+
+
+def stack_frames(frames: list[pd.DataFrame], keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """The ``columns`` of B frames as one long frame with a ``bar`` column (``keys[b]`` on frame b's rows),
+    built column by column (no per-frame copy): what the batch stages read their inputs from."""
+    sizes = [len(f) for f in frames]
+    out = {"bar": np.repeat(np.asarray(keys, dtype=object), sizes)}
+    for c in columns:
+        if c != "bar":
+            parts = [f[c].to_numpy() if c in f.columns else np.full(len(f), np.nan) for f in frames]
+            out[c] = np.concatenate(parts) if parts else np.empty(0)
+    return pd.DataFrame(out)[[c for c in ["bar", *columns] if c in out]]
 
 
 def assemble_grid(bars: list[str], kept: list[tuple[int, _BarPredictions]]) -> PredictionGrid:
@@ -298,12 +339,11 @@ class MemoryHistory:
         self._grid: dict[str, _BarPredictions] = {}
 
     def add(self, bar: str, predictions: pd.DataFrame, sized: pd.DataFrame) -> None:
-        """Keep one bar's rows, sorted as the lineage query returns them."""
-        p = predictions.sort_values(["symbol", "horizon", "family"], kind="mergesort")
+        """Keep one bar's rows (the predictions as arrays; their long rows are built when read)."""
         s = sized.sort_values("symbol", kind="mergesort")
-        self._pred[bar] = p[PRED_HISTORY_COLUMNS[1:]].assign(bar=bar)[PRED_HISTORY_COLUMNS].reset_index(drop=True)
+        self._pred[bar] = predictions
         self._size[bar] = s[SIZING_HISTORY_COLUMNS[1:]].assign(bar=bar)[SIZING_HISTORY_COLUMNS].reset_index(drop=True)
-        grid = _BarPredictions.of(self._pred[bar])
+        grid = _BarPredictions.of(predictions)
         last = self._grid[max(self._grid)] if self._grid else None
         if last is not None and np.array_equal(last.symbols, grid.symbols):  # share one array: the stacking
             grid = _BarPredictions(last.symbols, grid.groups, grid.raw, grid.std)  # check is then `is`
@@ -319,9 +359,12 @@ class MemoryHistory:
         return pd.concat(parts, ignore_index=True)  # bars in key order, each already sorted
 
     def predictions(self, bars: list[str]) -> pd.DataFrame:
-        # Each bar's rows are stored in (symbol, horizon, family) order and bars are concatenated in key
-        # order, so the result is already in LineageHistory's ORDER BY: no re-sort on every bar.
-        return self._get(self._pred, bars, PRED_HISTORY_COLUMNS)
+        # Each bar's rows sorted in (symbol, horizon, family) order and bars concatenated in key order: the
+        # result is in LineageHistory's ORDER BY.
+        rows = {b: self._pred[b].sort_values(["symbol", "horizon", "family"], kind="mergesort")[
+            PRED_HISTORY_COLUMNS[1:]].assign(bar=b)[PRED_HISTORY_COLUMNS].reset_index(drop=True)
+            for b in bars if b in self._pred}
+        return self._get(rows, bars, PRED_HISTORY_COLUMNS)
 
     def prediction_grid(self, bars: list[str]) -> PredictionGrid:
         """Scatters the per-bar arrays kept by :meth:`add` into one grid: the same grid as

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from assets.blended_alpha.logic import Params, blend, horizon_weights, temperature_for
-from assets.history import PRED_HISTORY_COLUMNS, PredictionGrid
+from assets.history import PRED_HISTORY_COLUMNS, PredictionGrid, stack_frames
 from assets.predictions.models import ModelSet
 from TRAINING.registry import meta_number, return_target
 
@@ -33,9 +33,9 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
     if not b_n:
         return []
     bars = [str(b) for b in range(b_n)]
-    grid = PredictionGrid.from_frame(pd.concat([p.assign(bar=k) for p, k in zip(predictions, bars, strict=True)],
-                                               ignore_index=True)[PRED_HISTORY_COLUMNS], bars)
-    scales = _std_scales(predictions)
+    rows = stack_frames(predictions, bars, [*PRED_HISTORY_COLUMNS[1:], "std_scale"])
+    grid = PredictionGrid.from_frame(rows, bars)
+    scales = _std_scales(rows)
     corr = {(b, int(h), a, f): float(c) for b, frame in enumerate(sigma)
             for h, a, f, c in zip(frame["horizon"], frame["family_a"], frame["family_b"], frame["corr"], strict=True)}
     fam_mu = []
@@ -94,11 +94,9 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
     return out
 
 
-def _std_scales(predictions: list[pd.DataFrame]) -> dict[tuple[int, int, str], float]:
+def _std_scales(rows: pd.DataFrame) -> dict[tuple[int, int, str], float]:
     """(bar, horizon, family) → the first non-NaN ``std_scale`` of its rows (what ``groupby().first()`` takes)."""
-    frame = pd.concat([p[["horizon", "family", "std_scale"]].assign(bar=b) for b, p in enumerate(predictions)],
-                      ignore_index=True)
-    frame = frame[frame["std_scale"].notna()].drop_duplicates(["bar", "horizon", "family"], keep="first")
+    frame = rows[rows["std_scale"].notna().to_numpy()].drop_duplicates(["bar", "horizon", "family"], keep="first")
     return {(int(b), int(h), str(f)): float(v) for b, h, f, v in zip(
         frame["bar"], frame["horizon"], frame["family"], frame["std_scale"], strict=True)}
 

@@ -1,4 +1,5 @@
-"""The ``model_skill`` stage for one bar, pure: point-in-time rolling IC (μ input) and Σ per horizon.
+"""The ``model_skill`` stage, pure: point-in-time rolling IC (μ input) and Σ per horizon, for one bar (the asset)
+or a batch of consecutive bars (replay) through the same function.
 
 Only predictions whose horizon has fully elapsed at this bar count: a prediction made at bar s for h bars
 is scored once bar s+h has closed, against log(close[s+h]/close[s]), and only when s+h lies in s's session
@@ -10,8 +11,9 @@ cost_share (the spec leaves it open), in IC units so that μ = max(IC − cost_p
 stays comparable across families: |IC_f| × the share of valid symbols whose predicted move |raw·1e4| does not
 cover the quoted spread at this bar — the part of the family's skill that costs eat.
 
-Vectorised over past bars and symbols (the history is laid out once as bars × symbols arrays); every number
-is bit-identical to scoring each past bar with ``spearman_ic`` and pivoting for Σ, as the stage first did.
+Vectorised over bars, past bars and symbols (the history and the batch laid out once as bars × symbols arrays
+on a :class:`~assets.history.Timeline`); every number is bit-identical to scoring each past bar with
+``spearman_ic`` and pivoting for Σ bar by bar, as the stage first did (``tests/chain/test_signal_batches.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from assets.bars.logic import BarWindow
-from assets.history import PRED_HISTORY_COLUMNS, ChainHistory, PredictionGrid, Timeline
+from assets.history import PRED_HISTORY_COLUMNS, ChainHistory, PredictionGrid, Timeline, stack_frames
 from assets.model_skill.logic import (
     MIN_IC_PAIRS,
     Params,
@@ -35,6 +37,7 @@ from resources.market.calendar import bar_keys, get_calendar
 from TRAINING.registry import meta_number, return_target
 
 SKILL_COLUMNS = ["horizon", "family", "ic_live", "n_live", "ic_prior", "ic_shrunk", "cost_share", "mu"]
+SIGMA_COLUMNS = ["horizon", "family_a", "family_b", "corr"]
 
 
 def _average_ranks(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -80,13 +83,8 @@ def spearman_rows(pred: np.ndarray, real: np.ndarray, real_ranks: np.ndarray | N
     return np.where((m >= MIN_IC_PAIRS) & (denom != 0.0), ic, np.nan)
 
 
-def window_close(window: BarWindow, symbols: np.ndarray) -> np.ndarray:
-    """(T, S) closes of the window's bars for ``symbols`` (NaN for a symbol outside the universe), taken
-    from the window's panel (built once per window and shared with the features)."""
-    return _close_on(window.panel(), symbols)
-
-
 def _close_on(panel, symbols: np.ndarray) -> np.ndarray:
+    """(T, S) the panel's closes for ``symbols`` (NaN for a symbol outside its universe)."""
     pos = pd.Index(panel.symbols).get_indexer(symbols)
     close = np.concatenate([panel["close"], np.full((len(panel.times), 1), np.nan)], axis=1)
     return close[:, pos]  # -1 picks the appended NaN column
@@ -170,8 +168,7 @@ def compute_model_skill_batch(windows: list[BarWindow], features: list[pd.DataFr
     if not b_n:
         return []
     # the batch's own predictions (a bar's ``std`` is read only by the later bars of its batch)
-    now = PredictionGrid.from_frame(pd.concat([p.assign(bar=b) for p, b in zip(predictions, bars, strict=True)],
-                                              ignore_index=True).reindex(columns=PRED_HISTORY_COLUMNS), bars)
+    now = PredictionGrid.from_frame(stack_frames(predictions, bars, PRED_HISTORY_COLUMNS[1:]), bars)
     symbols = np.union1d(np.asarray(past.symbols, dtype=object), now.symbols) if len(past.symbols) \
         else now.symbols
     raw = timeline.rows(past, now.select_groups(groups, "raw")[0], "raw", groups, symbols, now.symbols)
@@ -225,7 +222,7 @@ def _spread(features: list[pd.DataFrame], symbols: np.ndarray) -> np.ndarray:
 
 
 def _skill_frames(groups: list[tuple[int, str]], models: ModelSet, cols: dict[str, np.ndarray],
-                  sigma_rows: list[dict]) -> dict[str, pd.DataFrame]:
+                  sigma_rows: list[tuple[int, str, str, float]]) -> dict[str, pd.DataFrame]:
     """One bar's ``model_skill`` (a row per loaded horizon × family) and ``model_skill_sigma`` frames."""
     skill = pd.DataFrame({
         "horizon": np.array([h for h, _ in groups], dtype=np.int64),
@@ -233,10 +230,15 @@ def _skill_frames(groups: list[tuple[int, str]], models: ModelSet, cols: dict[st
         "ic_live": cols["ic_live"], "n_live": cols["n_live"],
         "ic_prior": np.array([meta_number(models.get(return_target(h), f).meta, "validation_ic")
                               for h, f in groups], dtype=float),
-        "ic_shrunk": cols["ic_shrunk"], "cost_share": cols["cost_share"], "mu": cols["mu"]},
-        columns=SKILL_COLUMNS) if groups else pd.DataFrame([], columns=SKILL_COLUMNS).astype({"horizon": np.int64})
-    sigma = pd.DataFrame(sigma_rows, columns=["horizon", "family_a", "family_b", "corr"])
-    sigma["horizon"] = sigma["horizon"].astype(np.int64)
+        "ic_shrunk": cols["ic_shrunk"], "cost_share": cols["cost_share"], "mu": cols["mu"]}) if groups \
+        else pd.DataFrame([], columns=SKILL_COLUMNS).astype({"horizon": np.int64})
+    if sigma_rows:
+        sigma = pd.DataFrame({"horizon": np.array([r[0] for r in sigma_rows], dtype=np.int64),
+                              "family_a": np.array([r[1] for r in sigma_rows], dtype=object),
+                              "family_b": np.array([r[2] for r in sigma_rows], dtype=object),
+                              "corr": np.array([r[3] for r in sigma_rows], dtype=float)})
+    else:
+        sigma = pd.DataFrame([], columns=SIGMA_COLUMNS).astype({"horizon": np.int64})
     return {"model_skill": skill, "model_skill_sigma": sigma}
 
 
@@ -246,7 +248,7 @@ def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: 
     return compute_model_skill_batch([window], [features], [predictions], models, history, params)[0]
 
 
-def _sigma_rows(std: np.ndarray, h: int, fams: list[str]) -> list[dict]:
+def _sigma_rows(std: np.ndarray, h: int, fams: list[str]) -> list[tuple[int, str, str, float]]:
     """Σ: correlation of the families' standardized predictions ``std`` (F, K', S) over the IC's window (the
     same past bars the IC scores).
 
@@ -256,5 +258,4 @@ def _sigma_rows(std: np.ndarray, h: int, fams: list[str]) -> list[dict]:
     """
     obs = std.reshape(len(fams), -1).T
     corr = family_correlation(obs, canonical=False) if len(obs) else np.eye(len(fams))
-    return [{"horizon": h, "family_a": a, "family_b": b, "corr": float(corr[i, j])}
-            for i, a in enumerate(fams) for j, b in enumerate(fams)]
+    return [(h, a, b, float(corr[i, j])) for i, a in enumerate(fams) for j, b in enumerate(fams)]
