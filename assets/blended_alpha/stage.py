@@ -36,6 +36,9 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
     rows = stack_frames(predictions, bars, [*PRED_HISTORY_COLUMNS[1:], "std_scale"])
     grid = PredictionGrid.from_frame(rows, bars)
     scales = _std_scales(rows)
+    has_row = np.zeros((b_n, len(grid.symbols)), dtype=bool)   # each bar's own symbols
+    has_row[np.repeat(np.arange(b_n), [len(p) for p in predictions]),
+            np.searchsorted(grid.symbols, rows["symbol"].to_numpy(dtype=object))] = True
     corr = {(b, int(h), a, f): float(c) for b, frame in enumerate(sigma)
             for h, a, f, c in zip(frame["horizon"], frame["family_a"], frame["family_b"], frame["corr"], strict=True)}
     fam_mu = []
@@ -82,8 +85,7 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
             out.append({"blended_alpha": pd.DataFrame(columns=["symbol", "horizon", "alpha", "alpha_bps",
                                                                 "n_families"]), "blended_alpha_weights": weights})
             continue
-        mine = pd.Index(grid.symbols).get_indexer(pd.unique(np.sort(predictions[b]["symbol"].to_numpy(
-            dtype=object))))  # the bar's own symbols, sorted
+        mine = np.flatnonzero(has_row[b])  # the bar's own symbols, sorted
         horizons = np.array(sorted(alpha[b]), dtype=np.int64)
         a = np.column_stack([alpha[b][h][0][mine] for h in horizons]).ravel()  # (symbol, horizon) order
         n = np.column_stack([alpha[b][h][1][mine] for h in horizons]).ravel()

@@ -202,22 +202,24 @@ def compute_model_skill_batch(windows: list[BarWindow], features: list[pd.DataFr
                 for k, v in (("ic_live", live), ("n_live", n.astype(float)), ("ic_shrunk", shrunk),
                              ("cost_share", share), ("mu", mu(shrunk, share, params.cost_penalty, params.mu_floor))):
                     cols[k][g, idx] = v
-            rows = [g_of[(h, f)] for f in fams]
+            std_h = std[[g_of[(h, f)] for f in fams]]
             for j, b in enumerate(idx.tolist()):  # Σ bar by bar (see the docstring)
-                sigma[b] += _sigma_rows(std[rows][:, timeline.window[b][in_window[j]]], h, fams)
+                sigma[b] += _sigma_rows(std_h[:, timeline.window[b][in_window[j]]], h, fams)
     return [_skill_frames(groups, models, {k: v[:, b] for k, v in cols.items()}, sigma[b]) for b in range(b_n)]
 
 
 def _spread(features: list[pd.DataFrame], symbols: np.ndarray) -> np.ndarray:
-    """(B, S) each bar's quoted spread (bps) per symbol of the axis (NaN where the bar has no feature row)."""
+    """(B, S) each bar's quoted spread (bps) per symbol of the axis (NaN where the bar has no feature row);
+    one scatter for the batch. Errors: a bar whose features hold a symbol twice."""
+    rows = stack_frames(features, list(range(len(features))), ["symbol", "spread_bps"])
+    bar = rows["bar"].to_numpy(dtype=np.int64)
+    pos = pd.Index(symbols).get_indexer(rows["symbol"].to_numpy(dtype=object))
+    keep = pos >= 0
+    key = bar[keep] * max(len(symbols), 1) + pos[keep]
+    if len(np.unique(key)) != len(key):
+        raise ValueError("cannot reindex on an axis with duplicate labels: a symbol twice in a bar's features")
     out = np.full((len(features), len(symbols)), np.nan)
-    index = pd.Index(symbols)
-    for b, f in enumerate(features):  # a loop over bars: one vectorised scatter each
-        if f["symbol"].duplicated().any():
-            raise ValueError("cannot reindex on an axis with duplicate labels: a symbol twice in the features")
-        pos = index.get_indexer(f["symbol"].to_numpy())
-        keep = pos >= 0
-        out[b, pos[keep]] = f["spread_bps"].to_numpy(dtype=float)[keep]
+    out[bar[keep], pos[keep]] = rows["spread_bps"].to_numpy(dtype=float)[keep]
     return out
 
 
