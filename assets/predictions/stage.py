@@ -67,18 +67,6 @@ def std_reference(history: ChainHistory, timeline: Timeline, batch: RawBatch) ->
     return timeline.rows(past, batch.grid, "raw", batch.groups, symbols, batch.symbols), timeline.window
 
 
-def std_history(history: ChainHistory, bar: str) -> dict[tuple[int, str], np.ndarray]:
-    """Each family's raw predictions of the last ``standardization.window_bars`` bars, per horizon (what
-    one bar's standardization reads; :func:`std_reference` is the batch form the stage uses)."""
-    grid = history.prediction_grid(previous_bar_keys(bar, get_cfg("standardization.window_bars")))
-    out = {}
-    for g, i in sorted(grid.groups.items()):
-        rows = grid.has_rows[i]
-        if rows.any():
-            out[g] = grid.raw[i][rows].ravel()
-    return out
-
-
 def prediction_inputs(features: pd.DataFrame, models: ModelSet, buffer: SeqBufferManager | None) -> PredictionInputs:
     """Model inputs of the bar; a row is valid only if flagged so *and* finite (a stale flag cannot leak NaN)."""
     p = FeatureParams.from_cfg()
