@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from assets.blended_alpha.logic import Params, blend, horizon_weights, temperature_for
+from assets.blended_alpha.logic import Params, blend, horizon_weights_rows, temperature_for
 from assets.history import PRED_HISTORY_COLUMNS, PredictionGrid, stack_frames
 from assets.predictions.models import ModelSet
 from TRAINING.registry import meta_number, return_target
@@ -25,9 +25,9 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
                                 sigma: list[pd.DataFrame], models: ModelSet,
                                 params: Params | None = None) -> list[dict[str, pd.DataFrame]]:
     """Weights per horizon and α per symbol × horizon of B bars (issue 12: one code path for one bar and a
-    batch; a bar reads only its own frames). α of every bar and symbol at a horizon is one ``blend`` call
-    over (symbols, bars, families); the weights solve Σ + λI per bar and horizon (a few families: tiny
-    matrices, the same ``horizon_weights`` call as for one bar)."""
+    batch; a bar reads only its own frames). At each horizon the bars' Σ + λI systems are solved as one stack
+    (:func:`~assets.blended_alpha.logic.horizon_weights_rows`) and α of every bar and symbol is one ``blend``
+    call over (symbols, bars, families)."""
     params = params or Params.from_cfg()
     b_n = len(predictions)
     if not b_n:
@@ -48,10 +48,10 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
             by_h.setdefault(int(h), []).append((str(f), float(m)))
         fam_mu.append({h: sorted(v) for h, v in by_h.items()})
     alpha: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in range(b_n)]
-    weight_rows: list[list[dict]] = [[] for _ in range(b_n)]
+    weight_parts: list[list[tuple]] = [[] for _ in range(b_n)]
     for h in sorted({h for by_h in fam_mu for h in by_h}):
         same: dict[tuple[str, ...], list[int]] = {}
-        for b, by_h in enumerate(fam_mu):  # bars with the same families at h share one blend call
+        for b, by_h in enumerate(fam_mu):  # bars with the same families at h share one solve and blend call
             if h in by_h:
                 same.setdefault(tuple(f for f, _ in by_h[h]), []).append(b)
         for fams_t, idx in same.items():
@@ -59,28 +59,23 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
             slope = np.array([meta_number(models.get(return_target(h), f).meta, "calibration_slope")
                               for f in fams])  # null (not measured) → NaN: that family's z maps to no return
             t = temperature_for(h, params)
-            w = np.empty((len(idx), len(fams)))
-            scale = np.empty((len(idx), len(fams)))
-            for j, b in enumerate(idx):  # per bar: the F × F solve (see the docstring)
-                mu = np.array([m for _, m in fam_mu[b][h]], dtype=float)
-                sg = np.array([[corr.get((b, h, a, c), np.nan) for c in fams] for a in fams], dtype=float).reshape(
-                    len(fams), len(fams))
-                w[j], reason = horizon_weights(mu, sg, h, params)
-                std_scale = np.array([scales.get((b, h, f), np.nan) for f in fams])
-                scale[j] = slope * std_scale
-                weight_rows[b] += [{"horizon": h, "family": f, "weight": float(w[j, i]), "mu": float(mu[i]),
-                                    "reason": reason, "temperature": t, "calibration_slope": float(slope[i]),
-                                    "std_scale": float(std_scale[i]), "scale": float(scale[j, i])}
-                                   for i, f in enumerate(fams)]
+            mu = np.array([[m for _, m in fam_mu[b][h]] for b in idx], dtype=float).reshape(len(idx), len(fams))
+            sg = np.array([[[corr.get((b, h, a, c), np.nan) for c in fams] for a in fams] for b in idx],
+                          dtype=float).reshape(len(idx), len(fams), len(fams))
+            w, reason = horizon_weights_rows(mu, sg, h, params)
+            std_scale = np.array([[scales.get((b, h, f), np.nan) for f in fams] for b in idx],
+                                 dtype=float).reshape(len(idx), len(fams))
+            scale = slope[None, :] * std_scale
             z, _ = grid.select(h, fams, "std")          # (F, B, S)
             z = z[:, idx].transpose(2, 1, 0)             # (S, bars, F)
             a = blend(z, w, scale)                        # (S, bars)
             n = np.isfinite(z).sum(axis=2)
             for j, b in enumerate(idx):
                 alpha[b][h] = (a[:, j], n[:, j])
+                weight_parts[b].append((h, fams, w[j], mu[j], reason[j], t, slope, std_scale[j], scale[j]))
     out = []
     for b in range(b_n):  # one frame pair per bar
-        weights = pd.DataFrame(weight_rows[b], columns=WEIGHT_COLUMNS)
+        weights = _weights_frame(weight_parts[b])
         if not alpha[b]:
             out.append({"blended_alpha": pd.DataFrame(columns=["symbol", "horizon", "alpha", "alpha_bps",
                                                                 "n_families"]), "blended_alpha_weights": weights})
@@ -94,6 +89,21 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
             "horizon": np.tile(horizons, len(mine)), "alpha": a, "alpha_bps": a * 1e4,
             "n_families": n.astype(np.int64)}), "blended_alpha_weights": weights})
     return out
+
+
+def _weights_frame(parts: list[tuple]) -> pd.DataFrame:
+    """One bar's ``blended_alpha_weights``: a row per horizon × family, horizons ascending."""
+    if not parts:
+        return pd.DataFrame([], columns=WEIGHT_COLUMNS)
+    sizes = [len(p[1]) for p in parts]
+    cat = [np.concatenate([np.asarray(p[i], dtype=float) for p in parts]) for i in (2, 3, 6, 7, 8)]
+    return pd.DataFrame({
+        "horizon": np.repeat(np.array([p[0] for p in parts], dtype=np.int64), sizes),
+        "family": np.array([f for p in parts for f in p[1]], dtype=object),
+        "weight": cat[0], "mu": cat[1],
+        "reason": np.repeat(np.array([p[4] for p in parts], dtype=object), sizes),
+        "temperature": np.repeat(np.array([p[5] for p in parts], dtype=float), sizes),
+        "calibration_slope": cat[2], "std_scale": cat[3], "scale": cat[4]})
 
 
 def _std_scales(rows: pd.DataFrame) -> dict[tuple[int, int, str], float]:

@@ -10,8 +10,16 @@ import numpy as np
 import pandas as pd
 
 from assets.bars.logic import BarWindow
+from assets.blended_alpha.logic import (
+    REASON_ALL_ZERO,
+    REASON_EMPTY,
+    REASON_NONFINITE,
+    REASON_RIDGE,
+    REASON_SINGLE,
+    REASON_SINGULAR,
+    blend,
+)
 from assets.blended_alpha.logic import Params as BlendParams
-from assets.blended_alpha.logic import blend, horizon_weights, temperature_for
 from assets.history import ChainHistory, PredictionGrid
 from assets.model_skill.logic import MIN_IC_PAIRS, family_correlation, family_mu
 from assets.model_skill.logic import Params as SkillParams
@@ -23,6 +31,67 @@ from assets.predictions.standardize import Params as StdParams
 from CONFIG.config_loader import get_cfg
 from resources.market.calendar import bar_keys, get_calendar
 from TRAINING.registry import meta_number, return_target
+
+
+def _equal(n: int) -> np.ndarray:
+    return np.full(n, 1.0 / n)
+
+
+def ridge_weights(mu: np.ndarray, sigma: np.ndarray, lam: float) -> tuple[np.ndarray, str]:
+    """w ∝ (Σ + λI)^{-1} μ, negatives clipped to 0, sum 1; equal weights when that is undefined."""
+    m = np.asarray(mu, dtype=float).ravel()
+    n = m.size
+    if n == 0:
+        return np.zeros(0), REASON_EMPTY
+    if n == 1:
+        return np.ones(1), REASON_SINGLE
+    s = np.asarray(sigma, dtype=float)
+    if s.shape != (n, n):
+        raise ValueError(f"sigma must be ({n}, {n}), got {s.shape}")
+    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s)) and np.isfinite(lam)):
+        return _equal(n), REASON_NONFINITE
+    a = s + lam * np.eye(n)
+    if not np.isfinite(np.linalg.cond(a)) or np.linalg.cond(a) > 1.0 / np.finfo(float).eps:
+        return _equal(n), REASON_SINGULAR
+    try:
+        raw = np.linalg.solve(a, m)
+    except np.linalg.LinAlgError:
+        return _equal(n), REASON_SINGULAR
+    if not np.all(np.isfinite(raw)):
+        return _equal(n), REASON_SINGULAR
+    w = np.clip(raw, 0.0, None)
+    total = float(w.sum())
+    if not (np.isfinite(total) and total > 0.0):
+        return _equal(n), REASON_ALL_ZERO
+    return w / total, REASON_RIDGE
+
+
+def apply_temperature(w: np.ndarray, t: float) -> np.ndarray:
+    """w_f ← w_f^(1/T), renormalised: T < 1 concentrates weight on the strongest family."""
+    w = np.asarray(w, dtype=float)
+    if not (np.isfinite(t) and t > 0.0):
+        raise ValueError(f"temperature must be > 0, got {t}")
+    if t == 1.0 or w.size == 0:
+        return w.copy()
+    p = np.power(np.clip(w, 0.0, None), 1.0 / t)
+    total = float(p.sum())
+    if not (np.isfinite(total) and total > 0.0):
+        return w.copy()
+    return p / total
+
+
+def temperature_for(h_minutes: int, params: BlendParams | None = None) -> float:
+    """T for a horizon from ``blending.temperature``; horizons not listed get 1.0 (no change)."""
+    params = params or BlendParams.from_cfg()
+    return dict(params.temperature).get(int(h_minutes), 1.0)
+
+
+def horizon_weights(mu: np.ndarray, sigma: np.ndarray, h_minutes: int,
+                    params: BlendParams | None = None) -> tuple[np.ndarray, str]:
+    """The family weights used at one horizon: ridge (or its fallback), then the temperature."""
+    params = params or BlendParams.from_cfg()
+    w, reason = ridge_weights(mu, sigma, params.ridge_lambda)
+    return apply_temperature(w, temperature_for(h_minutes, params)), reason
 
 
 def robust_center_scale(reference: np.ndarray) -> tuple[float, float]:

@@ -106,3 +106,22 @@ def test_stack_frames_marks_each_frames_rows_with_its_bar() -> None:
     assert np.isnan(out["std"][:2]).all() and out["std"][2] == 0.5
     grid = PredictionGrid.from_frame(out.assign(horizon=5, family="lightgbm"), ["t1", "t2"])
     assert grid.raw.shape == (2, 2, 3)
+
+
+def test_stacked_weights_equal_the_per_bar_weights_bit_for_bit() -> None:
+    from assets.blended_alpha.logic import Params, horizon_weights_rows
+
+    rng = np.random.default_rng(5)
+    params = Params(ridge_lambda=0.15, temperature=((5, 0.75),))
+    for n in (1, 2, 3):
+        mu = rng.normal(size=(200, n)) * 0.1
+        a = rng.normal(size=(200, n, n))
+        sigma = np.clip(a @ a.transpose(0, 2, 1) / n, -1, 1)
+        mu[0] = np.nan                                   # non-finite → equal
+        mu[1] = -np.abs(mu[1])                           # all clipped → equal
+        sigma[2] = 1.0                                   # singular unless ridged
+        for h in (5, 10):
+            w, reason = horizon_weights_rows(mu, sigma, h, params)
+            for r in range(len(mu)):
+                want, why = R.horizon_weights(mu[r], sigma[r], h, params)
+                assert bits(want) == bits(w[r]) and why == reason[r], (n, h, r)
