@@ -40,11 +40,12 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
     has_row[np.repeat(np.arange(b_n), [len(p) for p in predictions]),
             np.searchsorted(grid.symbols, rows["symbol"].to_numpy(dtype=object))] = True
     corr = {(b, int(h), a, f): float(c) for b, frame in enumerate(sigma)
-            for h, a, f, c in zip(frame["horizon"], frame["family_a"], frame["family_b"], frame["corr"], strict=True)}
+            for h, a, f, c in zip(*(frame[k].tolist() for k in ("horizon", "family_a", "family_b", "corr")),
+                                  strict=True)}
     fam_mu = []
     for frame in skill:  # per bar: horizon → [(family, μ)] sorted (tiny)
         by_h: dict[int, list[tuple[str, float]]] = {}
-        for h, f, m in zip(frame["horizon"], frame["family"], frame["mu"], strict=True):
+        for h, f, m in zip(frame["horizon"].tolist(), frame["family"].tolist(), frame["mu"].tolist(), strict=True):
             by_h.setdefault(int(h), []).append((str(f), float(m)))
         fam_mu.append({h: sorted(v) for h, v in by_h.items()})
     alpha: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in range(b_n)]
