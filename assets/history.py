@@ -130,8 +130,8 @@ def stack_frames(frames: list[pd.DataFrame], keys: list[str], columns: list[str]
     for c in columns:
         if c != "bar":
             parts = [f[c].to_numpy() if c in f.columns else np.full(len(f), np.nan) for f in frames]
-            out[c] = np.concatenate(parts) if parts else np.empty(0)
-    return pd.DataFrame(out)[[c for c in ["bar", *columns] if c in out]]
+            out[c] = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.empty(0)
+    return pd.DataFrame(out, copy=False)
 
 
 def assemble_grid(bars: list[str], kept: list[tuple[int, _BarPredictions]]) -> PredictionGrid:
