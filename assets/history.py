@@ -49,6 +49,11 @@ class PredictionGrid:
         g = [self.groups.get((int(h), str(f)), self._empty) for f in families]
         return getattr(self, column)[g], self.has_rows[g]
 
+    def select_groups(self, groups: list[tuple[int, str]], column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(G, K, S) ``column`` of the given (horizon, family) groups, and (G, K) has-rows."""
+        g = [self.groups.get((int(h), str(f)), self._empty) for h, f in groups]
+        return getattr(self, column)[g], self.has_rows[g]
+
     @classmethod
     def from_frame(cls, past: pd.DataFrame, keys: list[str]) -> PredictionGrid:
         """The grid of long rows (``PRED_HISTORY_COLUMNS``), built with one scatter per column."""
@@ -82,10 +87,51 @@ class _BarPredictions:
 
     @classmethod
     def of(cls, frame: pd.DataFrame) -> _BarPredictions:
+        """The arrays of one bar's prediction rows (any order). The predictions stage's own layout (rows sorted
+        by symbol, then the same sorted (horizon, family) groups for every symbol) is read by reshaping, any
+        other by the general scatter; the same arrays either way (``tests/unit/test_history_grid.py``)."""
+        regular = cls._regular(frame)
+        if regular is not None:
+            return regular
         grid = PredictionGrid.from_frame(frame.assign(bar=""), [""])
         order = sorted(g for g, i in grid.groups.items() if grid.has_rows[i, 0])  # groups with rows only
         idx = [grid.groups[g] for g in order]
         return cls(grid.symbols, tuple(order), grid.raw[idx, 0], grid.std[idx, 0])
+
+
+    @classmethod
+    def _regular(cls, frame: pd.DataFrame) -> _BarPredictions | None:
+        n = len(frame)
+        if not n:
+            return None
+        sym = frame["symbol"].to_numpy(dtype=object)
+        first = np.flatnonzero(sym != sym[0])
+        g_n = int(first[0]) if len(first) else n  # rows of the first symbol: its groups
+        if n % g_n:
+            return None
+        h = frame["horizon"].to_numpy()
+        f = frame["family"].to_numpy(dtype=object)
+        groups = tuple((int(a), str(b)) for a, b in zip(h[:g_n], f[:g_n], strict=True))
+        symbols = sym[::g_n]
+        if list(groups) != sorted(set(groups)) or not (symbols[1:] > symbols[:-1]).all() \
+                or not ((sym == np.repeat(symbols, g_n)).all() and (h == np.tile(h[:g_n], n // g_n)).all()
+                        and (f == np.tile(f[:g_n], n // g_n)).all()):
+            return None
+        raw, std = (np.ascontiguousarray(frame[c].to_numpy(dtype=float).reshape(n // g_n, g_n).T)
+                    for c in ("raw", "std"))
+        return cls(np.asarray(symbols, dtype=object), groups, raw, std)
+
+
+def stack_frames(frames: list[pd.DataFrame], keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """The ``columns`` of B frames as one long frame with a ``bar`` column (``keys[b]`` on frame b's rows),
+    built column by column (no per-frame copy): what the batch stages read their inputs from."""
+    sizes = [len(f) for f in frames]
+    out = {"bar": np.repeat(np.asarray(keys, dtype=object), sizes)}
+    for c in columns:
+        if c != "bar":
+            parts = [f[c].to_numpy() if c in f.columns else np.full(len(f), np.nan) for f in frames]
+            out[c] = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.empty(0)
+    return pd.DataFrame(out, copy=False)
 
 
 def assemble_grid(bars: list[str], kept: list[tuple[int, _BarPredictions]]) -> PredictionGrid:
@@ -112,6 +158,63 @@ def assemble_grid(bars: list[str], kept: list[tuple[int, _BarPredictions]]) -> P
             raw[rows[:, None], j, cols], std[rows[:, None], j, cols] = k.raw, k.std
         has_rows[rows, j] = True
     return PredictionGrid(list(bars), symbols, g_pos, raw, std, has_rows)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The bars a batch of B bars reads and writes on one axis: each bar's ``n`` previous bar closes and
+    the batch's own bars, oldest first (issue 12: stages over a batch of bars).
+
+    ``keys`` (L,) the axis; ``at`` (B,) each batch bar's position on it; ``window`` (B, n) the positions of
+    each bar's n previous bars, oldest first, padded at the front with L (an empty row a caller appends)
+    where the calendar has fewer; ``past`` the keys that are not batch bars (read from the history). A
+    batch bar's window holds only positions before its own: bar t never reads a later bar."""
+
+    keys: list[str]
+    bars: list[str]
+    at: np.ndarray
+    window: np.ndarray
+    past: list[str]
+
+    @classmethod
+    def of(cls, bars: list[str], n: int) -> Timeline:
+        from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
+
+        if len(set(bars)) != len(bars) or list(bars) != sorted(bars):
+            raise ValueError("a batch's bars must be distinct and in time order")
+        cal = get_calendar()
+        b_n = len(bars)
+        run = bar_keys(cal.previous_bars(parse_bar_key(bars[-1]), n + b_n)) if b_n else []
+        if len(run) == n + b_n and run[n:] == list(bars):  # consecutive bars (replay's batches): one call
+            keys = run
+            window = np.arange(n)[None, :] + np.arange(b_n)[:, None]
+        else:  # any other set of bars: each bar's own previous keys (a loop over bars of calendar lookups)
+            own = [bar_keys(cal.previous_bars(parse_bar_key(b), n + 1)[:-1]) for b in bars]
+            keys = sorted(set().union(*own, bars))
+            index = pd.Index(keys)
+            window = np.full((b_n, n), len(keys), dtype=np.int64)
+            for i, k in enumerate(own):
+                if k:
+                    window[i, n - len(k):] = index.get_indexer(k)
+        at = pd.Index(keys).get_indexer(list(bars))
+        mine = set(bars)
+        return cls(list(keys), list(bars), at, np.asarray(window, dtype=np.int64),
+                   [k for k in keys if k not in mine])
+
+    def rows(self, past: PredictionGrid, batch: np.ndarray, column: str,
+             groups: list[tuple[int, str]], symbols: np.ndarray, batch_symbols: np.ndarray) -> np.ndarray:
+        """(G, L + 1, S) ``column`` of ``groups`` on the axis over ``symbols``: past bars from ``past``
+        (a grid over :attr:`past`), batch bars from ``batch`` (G, B, S_b) over ``batch_symbols``; the last
+        row is the empty one the windows' padding points to. NaN where nothing was recorded."""
+        out = np.full((len(groups), len(self.keys) + 1, len(symbols)), np.nan)
+        index = pd.Index(symbols)
+        if len(past.keys) and len(past.symbols):
+            rows = pd.Index(self.keys).get_indexer(past.keys)
+            got, _ = past.select_groups(groups, column)
+            out[:, rows[:, None], index.get_indexer(past.symbols)[None, :]] = got
+        if len(self.bars) and len(batch_symbols):
+            out[:, self.at[:, None], index.get_indexer(batch_symbols)[None, :]] = batch
+        return out
 
 
 def state_dir(lineage_path: Path) -> Path:
@@ -236,12 +339,11 @@ class MemoryHistory:
         self._grid: dict[str, _BarPredictions] = {}
 
     def add(self, bar: str, predictions: pd.DataFrame, sized: pd.DataFrame) -> None:
-        """Keep one bar's rows, sorted as the lineage query returns them."""
-        p = predictions.sort_values(["symbol", "horizon", "family"], kind="mergesort")
+        """Keep one bar's rows (the predictions as arrays; their long rows are built when read)."""
         s = sized.sort_values("symbol", kind="mergesort")
-        self._pred[bar] = p[PRED_HISTORY_COLUMNS[1:]].assign(bar=bar)[PRED_HISTORY_COLUMNS].reset_index(drop=True)
+        self._pred[bar] = predictions
         self._size[bar] = s[SIZING_HISTORY_COLUMNS[1:]].assign(bar=bar)[SIZING_HISTORY_COLUMNS].reset_index(drop=True)
-        grid = _BarPredictions.of(self._pred[bar])
+        grid = _BarPredictions.of(predictions)
         last = self._grid[max(self._grid)] if self._grid else None
         if last is not None and np.array_equal(last.symbols, grid.symbols):  # share one array: the stacking
             grid = _BarPredictions(last.symbols, grid.groups, grid.raw, grid.std)  # check is then `is`
@@ -257,9 +359,12 @@ class MemoryHistory:
         return pd.concat(parts, ignore_index=True)  # bars in key order, each already sorted
 
     def predictions(self, bars: list[str]) -> pd.DataFrame:
-        # Each bar's rows are stored in (symbol, horizon, family) order and bars are concatenated in key
-        # order, so the result is already in LineageHistory's ORDER BY: no re-sort on every bar.
-        return self._get(self._pred, bars, PRED_HISTORY_COLUMNS)
+        # Each bar's rows sorted in (symbol, horizon, family) order and bars concatenated in key order: the
+        # result is in LineageHistory's ORDER BY.
+        rows = {b: self._pred[b].sort_values(["symbol", "horizon", "family"], kind="mergesort")[
+            PRED_HISTORY_COLUMNS[1:]].assign(bar=b)[PRED_HISTORY_COLUMNS].reset_index(drop=True)
+            for b in bars if b in self._pred}
+        return self._get(rows, bars, PRED_HISTORY_COLUMNS)
 
     def prediction_grid(self, bars: list[str]) -> PredictionGrid:
         """Scatters the per-bar arrays kept by :meth:`add` into one grid: the same grid as

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from assets.blended_alpha.logic import Params, blend, horizon_weights, temperature_for
+from assets.blended_alpha.logic import Params, blend, horizon_weights_rows, temperature_for
+from assets.history import PRED_HISTORY_COLUMNS, PredictionGrid, stack_frames
 from assets.predictions.models import ModelSet
 from TRAINING.registry import meta_number, return_target
 
@@ -20,56 +21,100 @@ WEIGHT_COLUMNS = ["horizon", "family", "weight", "mu", "reason", "temperature", 
                   "scale"]
 
 
-def _first_finite(values: np.ndarray) -> float:
-    """The first non-NaN value (what ``groupby().first()`` takes), NaN when there is none."""
-    ok = values[~np.isnan(values)]
-    return float(ok[0]) if len(ok) else float("nan")
+def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.DataFrame],
+                                sigma: list[pd.DataFrame], models: ModelSet,
+                                params: Params | None = None) -> list[dict[str, pd.DataFrame]]:
+    """Weights per horizon and α per symbol × horizon of B bars (issue 12: one code path for one bar and a
+    batch; a bar reads only its own frames). At each horizon the bars' Σ + λI systems are solved as one stack
+    (:func:`~assets.blended_alpha.logic.horizon_weights_rows`) and α of every bar and symbol is one ``blend``
+    call over (symbols, bars, families)."""
+    params = params or Params.from_cfg()
+    b_n = len(predictions)
+    if not b_n:
+        return []
+    bars = [str(b) for b in range(b_n)]
+    rows = stack_frames(predictions, bars, [*PRED_HISTORY_COLUMNS[1:], "std_scale"])
+    grid = PredictionGrid.from_frame(rows, bars)
+    scales = _std_scales(rows)
+    has_row = np.zeros((b_n, len(grid.symbols)), dtype=bool)   # each bar's own symbols
+    has_row[np.repeat(np.arange(b_n), [len(p) for p in predictions]),
+            np.searchsorted(grid.symbols, rows["symbol"].to_numpy(dtype=object))] = True
+    corr = {(b, int(h), a, f): float(c) for b, frame in enumerate(sigma)
+            for h, a, f, c in zip(*(frame[k].tolist() for k in ("horizon", "family_a", "family_b", "corr")),
+                                  strict=True)}
+    fam_mu = []
+    for frame in skill:  # per bar: horizon → [(family, μ)] sorted (tiny)
+        by_h: dict[int, list[tuple[str, float]]] = {}
+        for h, f, m in zip(frame["horizon"].tolist(), frame["family"].tolist(), frame["mu"].tolist(), strict=True):
+            by_h.setdefault(int(h), []).append((str(f), float(m)))
+        fam_mu.append({h: sorted(v) for h, v in by_h.items()})
+    alpha: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in range(b_n)]
+    weight_parts: list[list[tuple]] = [[] for _ in range(b_n)]
+    for h in sorted({h for by_h in fam_mu for h in by_h}):
+        same: dict[tuple[str, ...], list[int]] = {}
+        for b, by_h in enumerate(fam_mu):  # bars with the same families at h share one solve and blend call
+            if h in by_h:
+                same.setdefault(tuple(f for f, _ in by_h[h]), []).append(b)
+        for fams_t, idx in same.items():
+            fams = list(fams_t)
+            slope = np.array([meta_number(models.get(return_target(h), f).meta, "calibration_slope")
+                              for f in fams])  # null (not measured) → NaN: that family's z maps to no return
+            t = temperature_for(h, params)
+            mu = np.array([[m for _, m in fam_mu[b][h]] for b in idx], dtype=float).reshape(len(idx), len(fams))
+            sg = np.array([[[corr.get((b, h, a, c), np.nan) for c in fams] for a in fams] for b in idx],
+                          dtype=float).reshape(len(idx), len(fams), len(fams))
+            w, reason = horizon_weights_rows(mu, sg, h, params)
+            std_scale = np.array([[scales.get((b, h, f), np.nan) for f in fams] for b in idx],
+                                 dtype=float).reshape(len(idx), len(fams))
+            scale = slope[None, :] * std_scale
+            z, _ = grid.select(h, fams, "std")          # (F, B, S)
+            z = z[:, idx].transpose(2, 1, 0)             # (S, bars, F)
+            a = blend(z, w, scale)                        # (S, bars)
+            n = np.isfinite(z).sum(axis=2)
+            for j, b in enumerate(idx):
+                alpha[b][h] = (a[:, j], n[:, j])
+                weight_parts[b].append((h, fams, w[j], mu[j], reason[j], t, slope, std_scale[j], scale[j]))
+    out = []
+    for b in range(b_n):  # one frame pair per bar
+        weights = _weights_frame(weight_parts[b])
+        if not alpha[b]:
+            out.append({"blended_alpha": pd.DataFrame(columns=["symbol", "horizon", "alpha", "alpha_bps",
+                                                                "n_families"]), "blended_alpha_weights": weights})
+            continue
+        mine = np.flatnonzero(has_row[b])  # the bar's own symbols, sorted
+        horizons = np.array(sorted(alpha[b]), dtype=np.int64)
+        a = np.column_stack([alpha[b][h][0][mine] for h in horizons]).ravel()  # (symbol, horizon) order
+        n = np.column_stack([alpha[b][h][1][mine] for h in horizons]).ravel()
+        out.append({"blended_alpha": pd.DataFrame({
+            "symbol": np.repeat(np.asarray(grid.symbols[mine], dtype=object), len(horizons)),
+            "horizon": np.tile(horizons, len(mine)), "alpha": a, "alpha_bps": a * 1e4,
+            "n_families": n.astype(np.int64)}), "blended_alpha_weights": weights})
+    return out
+
+
+def _weights_frame(parts: list[tuple]) -> pd.DataFrame:
+    """One bar's ``blended_alpha_weights``: a row per horizon × family, horizons ascending."""
+    if not parts:
+        return pd.DataFrame([], columns=WEIGHT_COLUMNS)
+    sizes = [len(p[1]) for p in parts]
+    cat = [np.concatenate([np.asarray(p[i], dtype=float) for p in parts]) for i in (2, 3, 6, 7, 8)]
+    return pd.DataFrame({
+        "horizon": np.repeat(np.array([p[0] for p in parts], dtype=np.int64), sizes),
+        "family": np.array([f for p in parts for f in p[1]], dtype=object),
+        "weight": cat[0], "mu": cat[1],
+        "reason": np.repeat(np.array([p[4] for p in parts], dtype=object), sizes),
+        "temperature": np.repeat(np.array([p[5] for p in parts], dtype=float), sizes),
+        "calibration_slope": cat[2], "std_scale": cat[3], "scale": cat[4]})
+
+
+def _std_scales(rows: pd.DataFrame) -> dict[tuple[int, int, str], float]:
+    """(bar, horizon, family) → the first non-NaN ``std_scale`` of its rows (what ``groupby().first()`` takes)."""
+    frame = rows[rows["std_scale"].notna().to_numpy()].drop_duplicates(["bar", "horizon", "family"], keep="first")
+    return {(int(b), int(h), str(f)): float(v) for b, h, f, v in zip(
+        frame["bar"], frame["horizon"], frame["family"], frame["std_scale"], strict=True)}
 
 
 def compute_blended_alpha(predictions: pd.DataFrame, skill: pd.DataFrame, sigma: pd.DataFrame, models: ModelSet,
                           params: Params | None = None) -> dict[str, pd.DataFrame]:
-    """Weights per horizon and α per symbol × horizon. Arrays, not pivots: the loop runs over horizons and
-    families only, and α of each horizon is the same ``blend`` call on the same (N, F) scores."""
-    params = params or Params.from_cfg()
-    sym_code, symbols = pd.factorize(predictions["symbol"], sort=True)
-    symbols = np.asarray(symbols, dtype=object)
-    fam_code, fam_names = pd.factorize(predictions["family"])
-    hz = predictions["horizon"].to_numpy()
-    std = predictions["std"].to_numpy(dtype=float)
-    std_scale_all = predictions["std_scale"].to_numpy(dtype=float)
-    corr = {(int(h), a, b): float(c) for h, a, b, c in zip(sigma["horizon"], sigma["family_a"], sigma["family_b"],
-                                                            sigma["corr"], strict=True)}
-    by_h: dict[int, list[tuple[str, float]]] = {}
-    for h, f, m in zip(skill["horizon"], skill["family"], skill["mu"], strict=True):
-        by_h.setdefault(int(h), []).append((str(f), float(m)))
-    alpha_cols, nfam_cols, weight_rows = [], [], []
-    for h in sorted(by_h):
-        fams = [f for f, _ in sorted(by_h[h])]
-        mu = np.array([m for _, m in sorted(by_h[h])], dtype=float)
-        sg = np.array([[corr.get((h, a, b), np.nan) for b in fams] for a in fams], dtype=float).reshape(
-            len(fams), len(fams))
-        w, reason = horizon_weights(mu, sg, h, params)
-        col = np.array([fams.index(f) if f in fams else -1 for f in fam_names], dtype=np.int64)  # family → column
-        sel = (hz == h) & (col[fam_code] >= 0)
-        z = np.full((len(symbols), len(fams)), np.nan)
-        z[sym_code[sel], col[fam_code[sel]]] = std[sel]
-        std_scale = np.array([_first_finite(std_scale_all[sel & (col[fam_code] == i)]) for i in range(len(fams))])
-        slope = np.array([meta_number(models.get(return_target(h), f).meta, "calibration_slope")
-                          for f in fams])  # null (not measured) → NaN: that family's z maps to no return
-        scale = slope * std_scale
-        alpha_cols.append(blend(z[:, None, :], w[None, :], scale[None, :])[:, 0])
-        nfam_cols.append(np.isfinite(z).sum(axis=1))
-        t = temperature_for(h, params)
-        weight_rows += [{"horizon": h, "family": f, "weight": float(w[i]), "mu": float(mu[i]), "reason": reason,
-                         "temperature": t, "calibration_slope": float(slope[i]), "std_scale": float(std_scale[i]),
-                         "scale": float(scale[i])} for i, f in enumerate(fams)]
-    if alpha_cols:
-        horizons = np.array(sorted(by_h), dtype=np.int64)
-        a = np.column_stack(alpha_cols).ravel()  # (symbol, horizon) order: symbols sorted, horizons ascending
-        alpha = pd.DataFrame({"symbol": np.repeat(symbols, len(horizons)),
-                              "horizon": np.tile(horizons, len(symbols)), "alpha": a, "alpha_bps": a * 1e4,
-                              "n_families": np.column_stack(nfam_cols).ravel().astype(np.int64)})
-    else:
-        alpha = pd.DataFrame(columns=["symbol", "horizon", "alpha", "alpha_bps", "n_families"])
-    weights = pd.DataFrame(weight_rows, columns=WEIGHT_COLUMNS)
-    return {"blended_alpha": alpha, "blended_alpha_weights": weights}
+    """Weights per horizon and α per symbol × horizon of one bar: :func:`compute_blended_alpha_batch` of one."""
+    return compute_blended_alpha_batch([predictions], [skill], [sigma], models, params)[0]

@@ -66,28 +66,46 @@ def spearman_ic(pred: np.ndarray, realised: np.ndarray) -> float:
     return float(np.clip(np.dot(rp, rr) / denom, -1.0, 1.0))
 
 
+def rolling_ic_rows(ic: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``ic`` (k, K) (oldest first): (mean, n) over its last ``window`` finite values; (NaN, 0)
+    for a row with none. Rows with the same n are averaged together (``np.mean`` along the row: the same
+    pairwise sum, so the same bits, as for the row alone); a loop over distinct n only."""
+    v = np.asarray(ic, dtype=float)
+    ok = np.isfinite(v)
+    keep = ok & (np.cumsum(ok[:, ::-1], axis=1)[:, ::-1] <= window)  # the last ``window`` finite values
+    n = keep.sum(axis=1)
+    packed = np.take_along_axis(v, np.argsort(~keep, axis=1, kind="stable"), axis=1)  # kept first, in order
+    mean = np.full(len(v), np.nan)
+    for count in np.unique(n[n > 0]).tolist():
+        rows = np.flatnonzero(n == count)
+        mean[rows] = np.mean(np.ascontiguousarray(packed[rows, :count]), axis=1)
+    return mean, n
+
+
 def rolling_ic(ic_by_bar: np.ndarray, params: Params | None = None) -> tuple[float, int]:
     """(mean, n) over the last ``ic_window_bars`` finite per-bar ICs (oldest first); (NaN, 0) if none."""
     params = params or Params.from_cfg()
-    ic = np.asarray(ic_by_bar, dtype=float).ravel()
-    ic = ic[np.isfinite(ic)][-params.ic_window_bars:]
-    if ic.size == 0:
-        return float("nan"), 0
-    return float(np.mean(ic)), int(ic.size)
+    mean, n = rolling_ic_rows(np.asarray(ic_by_bar, dtype=float).reshape(1, -1), params.ic_window_bars)
+    return float(mean[0]), int(n[0])
+
+
+def shrunk_ic_rows(live_mean: np.ndarray, n_live: np.ndarray, prior_ic: float | np.ndarray,
+                   prior_bars: int) -> np.ndarray:
+    """Live IC shrunk toward the registry's validation IC: (n·live + prior_bars·prior)/(n + prior_bars),
+    elementwise. With no live bars the prior alone; with no finite prior the live mean alone; neither → NaN."""
+    live = np.asarray(live_mean, dtype=float)
+    n = np.where(np.isfinite(live), np.asarray(n_live, dtype=np.int64), 0)
+    prior = np.broadcast_to(np.asarray(prior_ic, dtype=float), live.shape)
+    has_prior = np.isfinite(prior)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        both = (n * live + prior_bars * prior) / (n + prior_bars)
+    out = np.where(~has_prior | (prior_bars <= 0), live, both)
+    return np.where(n == 0, np.where(has_prior, prior, np.nan), out)
 
 
 def shrunk_ic(live_mean: float, n_live: int, prior_ic: float, prior_bars: int) -> float:
-    """Live IC shrunk toward the registry's validation IC: (n·live + prior_bars·prior)/(n + prior_bars).
-
-    With no live bars the prior alone; with no finite prior the live mean alone; neither → NaN.
-    """
-    n = int(n_live) if np.isfinite(live_mean) else 0
-    has_prior = bool(np.isfinite(prior_ic))
-    if n == 0:
-        return float(prior_ic) if has_prior else float("nan")
-    if not has_prior or prior_bars <= 0:
-        return float(live_mean)
-    return (n * float(live_mean) + prior_bars * float(prior_ic)) / (n + prior_bars)
+    """:func:`shrunk_ic_rows` of one family."""
+    return float(shrunk_ic_rows(np.array([live_mean], dtype=float), np.array([n_live]), prior_ic, prior_bars)[0])
 
 
 def mu(ic: float | np.ndarray, cost_share: float | np.ndarray, cost_penalty: float,

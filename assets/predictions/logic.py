@@ -19,7 +19,7 @@ import pandas as pd
 from assets.predictions.cache import PredictionCache
 from assets.predictions.models import BARRIER_FAMILY, RETURN_FAMILIES, ModelSet
 from assets.predictions.standardize import Params as StdParams
-from assets.predictions.standardize import reference_center_scale, standardize
+from assets.predictions.standardize import standardize_rows
 from CONFIG.config_loader import get_cfg
 from TRAINING.registry import barrier_target, return_target
 
@@ -79,46 +79,112 @@ def model_outputs(models: ModelSet, inputs: list[PredictionInputs], cache: Predi
     return out
 
 
-def _family_raw(family: str, inp: PredictionInputs, output: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    n = len(inp.symbols)
-    raw = np.full(n, np.nan)
-    status = np.where(inp.valid, "", "invalid features").astype(object)
-    if family == "sequential":
-        status = np.where(inp.valid & ~inp.seq_ok, inp.seq_reason, status).astype(object)
-    if output is not None:
-        raw[_rows(family, inp)] = output
-    bad = ~np.isfinite(raw) & (status == "")
-    status[bad] = "model returned non-finite"
-    return raw, status
+def return_groups(models: ModelSet) -> list[tuple[int, str]]:
+    """The (horizon, family) of every loaded return model, in the predictions' row order (horizon, family)."""
+    return [(h, f) for h in sorted(get_cfg("horizons.minutes")) for f in sorted(RETURN_FAMILIES)
+            if models.get(return_target(h), f) is not None]
 
 
-def predict_returns(models: ModelSet, inp: PredictionInputs, std_history: dict[tuple[int, str], np.ndarray],
-                    p: StdParams | None = None, cache: PredictionCache | None = None,
-                    outputs: dict[tuple[str, str], np.ndarray] | None = None) -> pd.DataFrame:
-    """Raw and standardized predictions per symbol × horizon × family for the models that loaded
-    (``cache``: inference served by :class:`PredictionCache` where the same input was seen; ``outputs``: the
-    models' outputs already computed, :func:`model_outputs`)."""
+def empty_predictions() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+        PRED_COLUMNS, [object, np.int64, object, float, float, float, object], strict=True)})
+
+
+@dataclass(frozen=True)
+class RawBatch:
+    """The raw return predictions of B bars on one symbol axis (:func:`raw_batch`).
+
+    ``symbols`` (S,) the sorted union of the bars' symbols; ``bar``/``sym`` (R,) each row's bar and symbol
+    position, rows grouped by bar and sorted by symbol within it (the predictions' order); ``offsets`` (B+1,)
+    each bar's rows; ``raw``/``status`` (G, R) per group; ``grid`` (G, B, S) the raws on the axis (NaN where
+    a bar has no row)."""
+
+    groups: list[tuple[int, str]]
+    symbols: np.ndarray
+    bar: np.ndarray
+    sym: np.ndarray
+    offsets: np.ndarray
+    raw: np.ndarray
+    status: np.ndarray
+    grid: np.ndarray
+
+
+def raw_batch(models: ModelSet, inputs: list[PredictionInputs],
+              outputs: list[dict[tuple[str, str], np.ndarray]]) -> RawBatch:
+    """Every loaded return model's raw output per bar and symbol, with the reason where there is none
+    (``invalid features``, the sequential window's reason, ``model returned non-finite``). Vectorised over
+    the rows of all bars: one scatter per model. Errors: a bar with a duplicated symbol."""
+    groups = return_groups(models)
+    b_n = len(inputs)
+    syms = [np.asarray(i.symbols, dtype=object) for i in inputs]
+    sizes = np.array([len(x) for x in syms], dtype=np.int64)
+    flat = np.concatenate(syms) if b_n else np.empty(0, dtype=object)
+    symbols = np.unique(flat) if len(flat) else np.empty(0, dtype=object)
+    sym = np.searchsorted(symbols, flat) if len(flat) else np.empty(0, dtype=np.int64)
+    bar = np.repeat(np.arange(b_n), sizes)
+    order = np.lexsort((sym, bar))  # rows by bar, then symbol: the predictions' order
+    if len(order) > 1 and ((np.diff(bar[order]) == 0) & (np.diff(sym[order]) == 0)).any():
+        raise ValueError("a bar's features hold a symbol twice: its predictions would be ambiguous")
+    valid = np.concatenate([i.valid for i in inputs]) if b_n else np.empty(0, dtype=bool)
+    seq = all(i.seq_ok is not None for i in inputs) and b_n
+    raw = np.full((len(groups), len(flat)), np.nan)
+    status = np.empty((len(groups), len(flat)), dtype=object)
+    for g, (h, family) in enumerate(groups):  # a loop over models, each over every row of the batch
+        rows = valid.copy()
+        st = np.where(valid, "", "invalid features").astype(object)
+        if family == "sequential":
+            if not seq:
+                raise ValueError("a sequential model without sequential inputs")
+            ok = np.concatenate([i.seq_ok for i in inputs])
+            reason = np.concatenate([np.asarray(i.seq_reason, dtype=object) for i in inputs])
+            rows &= ok
+            st = np.where(valid & ~ok, reason, st).astype(object)
+        got = [outputs[b][(return_target(h), family)] for b in range(b_n)
+               if (return_target(h), family) in outputs[b]]
+        if got:
+            values = np.concatenate(got)
+            if len(values) != rows.sum():
+                raise ValueError(f"{return_target(h)}/{family}: {len(values)} outputs for {int(rows.sum())} rows")
+            raw[g, rows] = values
+        st[~np.isfinite(raw[g]) & (st == "")] = "model returned non-finite"
+        status[g] = st
+    raw, status, bar, sym = raw[:, order], status[:, order], bar[order], sym[order]
+    grid = np.full((len(groups), b_n, len(symbols)), np.nan)
+    grid[:, bar, sym] = raw
+    return RawBatch(groups, symbols, bar, sym, np.concatenate([[0], np.cumsum(sizes)]), raw, status, grid)
+
+
+def predict_returns(models: ModelSet, batch: RawBatch, reference: tuple[np.ndarray, np.ndarray],
+                    p: StdParams | None = None) -> list[pd.DataFrame]:
+    """Raw and standardized predictions per symbol × horizon × family of B bars, one frame per bar (rows
+    sorted by symbol, horizon, family). ``reference``: (G, L, S) raws on a timeline and (B, n) each bar's
+    rows of it, the ``standardization.window_bars`` bars before it (only finite values count,
+    :func:`~assets.predictions.stage.std_reference`). Standardization runs over every bar and group at once
+    (:func:`~assets.predictions.standardize.standardize_rows`), so a bar's numbers do not depend on the batch."""
     p = p or StdParams.from_cfg()
-    if outputs is None:
-        outputs = model_outputs(models, [inp], cache, RETURN_FAMILIES)[0]
-    parts = []
-    for h in sorted(get_cfg("horizons.minutes")):
-        for family in RETURN_FAMILIES:
-            model = models.get(return_target(h), family)
-            if model is None:
-                continue
-            raw, status = _family_raw(family, inp, outputs.get((return_target(h), family)))
-            hist = std_history.get((h, family), np.empty(0))
-            std = standardize(raw, hist, p.clip, p.min_history)
-            _, scale = reference_center_scale(raw, hist, p.min_history)
-            parts.append(pd.DataFrame({"symbol": inp.symbols, "horizon": h, "family": family,
-                                       "raw": raw, "std": std, "std_scale": scale, "status": status}))
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-            PRED_COLUMNS, [object, np.int64, object, float, float, float, object], strict=True)})
-    out = pd.concat(parts, ignore_index=True)
-    out["horizon"] = out["horizon"].astype(np.int64)
-    return out.sort_values(["symbol", "horizon", "family"], kind="mergesort").reset_index(drop=True)
+    b_n, g_n = len(batch.offsets) - 1, len(batch.groups)
+    if g_n == 0:
+        return [empty_predictions() for _ in range(b_n)]
+    std = np.empty_like(batch.raw)
+    scale = np.empty((g_n, b_n))
+    axis, window = reference
+    for g in range(g_n):  # a loop over models; bars × symbols at once
+        ref = axis[g][window].reshape(b_n, -1)
+        z, scale[g] = standardize_rows(batch.grid[g], ref, p.clip, p.min_history)
+        std[g] = z[batch.bar, batch.sym]
+    h = np.array([x for x, _ in batch.groups], dtype=np.int64)
+    f = np.array([x for _, x in batch.groups], dtype=object)
+    columns = {"raw": batch.raw.T.ravel(), "std": std.T.ravel(), "std_scale": scale.T[batch.bar].ravel(),
+               "status": batch.status.T.ravel()}
+    symbols = batch.symbols[batch.sym]
+    out = []
+    for b in range(b_n):  # one frame per bar: slices of the batch's columns
+        lo, hi = batch.offsets[b], batch.offsets[b + 1]
+        n = hi - lo
+        rows = slice(lo * g_n, hi * g_n)
+        out.append(pd.DataFrame({"symbol": np.repeat(symbols[lo:hi], g_n), "horizon": np.tile(h, n),
+                                 "family": np.tile(f, n), **{k: v[rows] for k, v in columns.items()}}))
+    return out
 
 
 def predict_barrier(models: ModelSet, inp: PredictionInputs, cache: PredictionCache | None = None,

@@ -9,9 +9,16 @@ import pandas as pd
 
 from assets.bars.logic import BarWindow
 from assets.features.logic import FeatureParams, feature_history
-from assets.history import ChainHistory
+from assets.history import ChainHistory, Timeline
 from assets.predictions.cache import PredictionCache
-from assets.predictions.logic import PredictionInputs, model_outputs, predict_barrier, predict_returns
+from assets.predictions.logic import (
+    PredictionInputs,
+    RawBatch,
+    model_outputs,
+    predict_barrier,
+    predict_returns,
+    raw_batch,
+)
 from assets.predictions.models import ModelSet
 from assets.predictions.seq_buffer import REASON_SHORT, SeqBufferManager
 from CONFIG.config_loader import get_cfg
@@ -48,19 +55,16 @@ def seq_buffer_from(window: BarWindow, hist: np.ndarray, p: FeatureParams | None
     return buf
 
 
-def std_history(history: ChainHistory, bar: str) -> dict[tuple[int, str], np.ndarray]:
-    """Each family's raw predictions of the last ``standardization.window_bars`` bars, per horizon.
-
-    Read through the prediction grid (arrays, not millions of rows). The values come in grid order with
-    NaN where a symbol had no row; standardization keeps only the finite values and sorts them before its
-    medians, so the reference is the same bits as from the rows (``tests/unit/test_history_state.py``)."""
-    grid = history.prediction_grid(previous_bar_keys(bar, get_cfg("standardization.window_bars")))
-    out = {}
-    for g, i in sorted(grid.groups.items()):
-        rows = grid.has_rows[i]
-        if rows.any():
-            out[g] = grid.raw[i][rows].ravel()
-    return out
+def std_reference(history: ChainHistory, timeline: Timeline, batch: RawBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Each batch bar's standardization reference per group, as (G, L + 1, S) raws on the timeline's axis
+    and (B, n) the positions of each bar's ``n`` = ``standardization.window_bars`` previous bars: its
+    family's raw predictions of those bars (only the finite values count, as a set: standardization sorts
+    them). Earlier batch bars come from ``batch``, bars before the batch from ``history`` (read through
+    the prediction grid once for the whole batch)."""
+    past = history.prediction_grid(timeline.past)
+    symbols = np.union1d(np.asarray(past.symbols, dtype=object), batch.symbols) if len(past.symbols) \
+        else batch.symbols
+    return timeline.rows(past, batch.grid, "raw", batch.groups, symbols, batch.symbols), timeline.window
 
 
 def prediction_inputs(features: pd.DataFrame, models: ModelSet, buffer: SeqBufferManager | None) -> PredictionInputs:
@@ -115,18 +119,32 @@ def prepare_predictions(windows: list[BarWindow], features: list[pd.DataFrame], 
     return [PreparedBar(i, o) for i, o in zip(inputs, model_outputs(models, inputs, cache), strict=True)]
 
 
+def compute_predictions_batch(windows: list[BarWindow], features: list[pd.DataFrame], models: ModelSet,
+                              history: ChainHistory, cache: PredictionCache | None = None,
+                              prepared: list[PreparedBar] | None = None) -> list[dict[str, pd.DataFrame]]:
+    """Predictions, barrier probabilities and the models' status of B bars in time order (issue 12: one
+    code path for one bar and a batch). ``prepared``: the bars' inputs and model outputs already computed
+    (:func:`prepare_predictions`). Each bar is standardized against the raw predictions of the bars before
+    it: earlier bars of the batch, else ``history``; never a later bar. Same frames, same bits, whatever
+    the batch (``tests/chain/test_signal_batches.py``)."""
+    if prepared is None:
+        prepared = prepare_predictions(windows, features, models, cache)
+    inputs = [p.inputs for p in prepared]
+    outputs = [p.outputs for p in prepared]
+    batch = raw_batch(models, inputs, outputs)
+    timeline = Timeline.of([w.bar for w in windows], get_cfg("standardization.window_bars"))
+    preds = predict_returns(models, batch, std_reference(history, timeline, batch))
+    return [{"predictions": frame, "predictions_barrier": predict_barrier(models, inp, outputs=out),
+             "predictions_models": models.status.copy()}
+            for frame, inp, out in zip(preds, inputs, outputs, strict=True)]
+
+
 def compute_predictions(window: BarWindow, features: pd.DataFrame, models: ModelSet, history: ChainHistory,
                         buffer: SeqBufferManager | None = None, cache: PredictionCache | None = None,
                         prepared: PreparedBar | None = None) -> dict[str, pd.DataFrame]:
-    """Predictions, barrier probabilities and the models' status for the window's bar (``cache``: model
-    calls served from the inference cache when their input was seen before; same output bits). ``prepared``:
-    the bar's inputs and model outputs already computed with other bars (:func:`prepare_predictions`); the
-    standardization against the bar's own reference history is always done here, bar by bar."""
+    """Predictions, barrier probabilities and the models' status for the window's bar: the batch of one
+    (:func:`compute_predictions_batch`). ``cache``: model calls served from the inference cache when their
+    input was seen before (same output bits); ``buffer``: the bar's sequential buffers."""
     if prepared is None:
         prepared = prepare_predictions([window], [features], models, cache, buffers=[buffer])[0]
-    inp, outputs = prepared.inputs, prepared.outputs
-    return {
-        "predictions": predict_returns(models, inp, std_history(history, window.bar), outputs=outputs),
-        "predictions_barrier": predict_barrier(models, inp, outputs=outputs),
-        "predictions_models": models.status.copy(),
-    }
+    return compute_predictions_batch([window], [features], models, history, prepared=[prepared])[0]

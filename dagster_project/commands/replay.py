@@ -5,9 +5,9 @@ the history the stages need in memory, trades the replay paper account (``paths.
 simulated clock (now = the bar close) under the replay account's own kill switch, and writes the same
 lineage tables as the Dagster path, so ``explain`` and ``audit`` work on replayed bars too. For the same bars,
 models and configuration it produces the same ``sized_orders`` and ``executions`` as the Dagster graph run in
-``replay`` mode (tested). Bars, features and model outputs are computed for ``replay.batch_bars`` consecutive
-bars at once (:meth:`ReplayEngine.prepare`: the functions the assets call with one bar, same bits), the rest
-bar by bar.
+``replay`` mode (tested). Bars, features, model outputs and the signal stages (predictions, model_skill,
+blended_alpha: none depends on the account) are computed for ``replay.batch_bars`` consecutive bars at once
+(:meth:`ReplayEngine.prepare`: the functions the assets call with one bar, same bits), the rest bar by bar.
 
 The paper account and the kill switch are held in memory for the whole replay (the same venue rules and
 kill-switch functions as the file-backed ones: ``resources.brokers.paper_book``, ``resources.kill_switch.
@@ -42,18 +42,18 @@ from pathlib import Path
 import pandas as pd
 
 from assets.arbitrated_scores.stage import compute_arbitrated
-from assets.blended_alpha.stage import compute_blended_alpha
+from assets.blended_alpha.stage import compute_blended_alpha_batch
 from assets.execution_record import MemoryRecord, pnl_fills
 from assets.executions.stage import execute, fresh_share
 from assets.features.logic import features_for_windows
 from assets.gated_signals.stage import compute_gated
 from assets.history import LineageHistory, MemoryHistory, PredictionGrid
-from assets.model_skill.stage import compute_model_skill
+from assets.model_skill.stage import compute_model_skill_batch
 from assets.pnl.stage import compute_pnl, est_costs, previous_book, start_of_bar
 from assets.positions.stage import marks_from, positions_step, window_marks
 from assets.predictions.cache import PredictionCache
 from assets.predictions.models import ModelSet, load_models
-from assets.predictions.stage import compute_predictions, needs_sequence, prepare_predictions
+from assets.predictions.stage import compute_predictions_batch, needs_sequence, prepare_predictions
 from assets.sized_orders.stage import cancels_working_orders, compute_sized, pending_of, session_phase
 from assets.venue import quotes_provider
 from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, resolve_path
@@ -189,7 +189,7 @@ class ReplayEngine:
         self._staging: tuple[LineageStore, contextlib.ExitStack] | None = None
         self.timing: dict[str, float] = {}
         self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
-        self._prepared: dict[str, tuple] = {}   # bar → (window, features, model outputs) made by prepare()
+        self._prepared: dict[str, tuple] = {}   # bar → (window, features, predictions, skill, blended) of prepare()
         self.batch_fallbacks: list[str] = []    # batches prepared bar by bar instead, with the reason
 
     def _previous_pnl(self, bar: str):
@@ -248,17 +248,26 @@ class ReplayEngine:
         return out
 
     def prepare(self, bars: list[str]) -> None:
-        """Bars, features and model outputs of consecutive bars at once (issue 12): one read of the period
-        (``MarketDataResource.windows``), one feature block, each model called once for all of them; the same
-        functions the assets call with one bar, so every output is the same bits. :meth:`step` then uses
-        them bar by bar (standardization and everything after it need the bars before, so they stay there)."""
+        """Bars, features, model outputs, predictions, model_skill and blended_alpha of consecutive bars at once
+        (issue 12): one read of the period (``MarketDataResource.windows``), one feature block, each model
+        called once for all of them, then the signal stages over the whole batch (none of them depends on
+        positions, fills or the account: bar t's standardization and skill read only the bars before it, the
+        batch's earlier bars included). The same functions the assets call with one bar, so every output is
+        the same bits; :meth:`step` looks them up and runs the rest bar by bar."""
         windows = [w for w, _ in self._timed("bars", self.market.windows, bars)]
         T = needs_sequence(self.models)
         feats = self._timed("features", features_for_windows, windows, None, T or 0)
-        prepared = self._timed("predictions", prepare_predictions, windows, [f for f, _ in feats], self.models,
+        frames = [f for f, _ in feats]
+        prepared = self._timed("predictions", prepare_predictions, windows, frames, self.models,
                                self.cache, None, [h for _, h in feats])
-        for bar, window, (frame, _), ready in zip(bars, windows, feats, prepared, strict=True):
-            self._prepared[bar] = (window, frame, ready)
+        preds = self._timed("predictions", compute_predictions_batch, windows, frames, self.models, self.history,
+                            None, prepared)
+        skill = self._timed("model_skill", compute_model_skill_batch, windows, frames,
+                            [p["predictions"] for p in preds], self.models, self.history)
+        blended = self._timed("blended_alpha", compute_blended_alpha_batch, [p["predictions"] for p in preds],
+                              [s["model_skill"] for s in skill], [s["model_skill_sigma"] for s in skill], self.models)
+        for bar, window, frame, p, s, b in zip(bars, windows, frames, preds, skill, blended, strict=True):
+            self._prepared[bar] = (window, frame, p, s, b)
 
     def _prepare_batch(self, bars: list[str]) -> None:
         """:meth:`prepare` for a batch; when it fails (bad data in one bar of it, say) the batch's bars are
@@ -278,13 +287,7 @@ class ReplayEngine:
         session = get_calendar().session_of(ts)
         if bar not in self._prepared:
             self.prepare([bar])
-        window, features, prepared = self._prepared.pop(bar)
-        preds = self._timed("predictions", compute_predictions, window, features, self.models, self.history,
-                            None, self.cache, prepared)
-        skill = self._timed("model_skill", compute_model_skill, window, features, preds["predictions"],
-                            self.models, self.history)
-        blended = self._timed("blended_alpha", compute_blended_alpha, preds["predictions"], skill["model_skill"],
-                              skill["model_skill_sigma"], self.models)
+        window, features, preds, skill, blended = self._prepared.pop(bar)
         broker = self._venue()
         broker.quotes = quotes_provider(window.snapshot, features)
         self.clock.set(ts.to_pydatetime())

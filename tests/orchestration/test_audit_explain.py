@@ -56,9 +56,8 @@ def test_audit_reports_a_difference_when_the_code_changes_the_outcome(traded_bar
 
     original = pred_stage.predict_returns
 
-    def changed(*args, **kwargs):  # a "code change" that moves every raw prediction by 1e-9
-        out = original(*args, **kwargs)
-        return out.assign(raw=out["raw"] + 1e-9)
+    def changed(*args, **kwargs):  # a "code change" that moves every raw prediction by 1e-9 (one frame per bar)
+        return [out.assign(raw=out["raw"] + 1e-9) for out in original(*args, **kwargs)]
 
     monkeypatch.setattr(pred_stage, "predict_returns", changed)
     report = audit_bar(traded_bars[-1])

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from assets.history import LineageHistory, PredictionGrid, state_dir, write_prediction_state
-from assets.predictions.stage import std_history
+from assets.predictions.stage import previous_bar_keys
 from assets.predictions.standardize import reference_center_scale
 from resources.lineage.io_manager import record_output
 from resources.lineage.store import LineageStore
@@ -24,6 +24,15 @@ def _record(store: LineageStore, bar: str, frame: pd.DataFrame, run_id: str = "r
         hashes, _ = record_output(store, con, run_id, "predictions", bar, {"predictions": frame}, [])
     if keep_state:
         write_prediction_state(store.path, bar, frame, hashes["predictions"])
+
+
+def std_history(history, bar: str) -> dict[tuple[int, str], np.ndarray]:
+    """Each family's raw predictions of the ``standardization.window_bars`` bars before ``bar`` read through the
+    prediction grid, as the standardization reads them (``assets.predictions.stage.std_reference``)."""
+    from CONFIG.config_loader import get_cfg
+
+    grid = history.prediction_grid(previous_bar_keys(bar, get_cfg("standardization.window_bars")))
+    return {g: grid.raw[i][grid.has_rows[i]].ravel() for g, i in sorted(grid.groups.items()) if grid.has_rows[i].any()}
 
 
 def _from_rows(store: LineageStore, keys: list[str]) -> PredictionGrid:
