@@ -8,9 +8,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from CONFIG.config_loader import effective_config, effective_config_hash, get_cfg, install_config
+from CONFIG.config_loader import config_hash, effective_config, effective_config_hash, get_cfg, install_config
 from resources.lineage.io_manager import MODE_TAG
-from resources.lineage.records import recorded_run
+from resources.lineage.records import located, recorded_run
 from resources.lineage.run_status import fail_dead_runs, record_process, set_status
 from resources.lineage.store import LineageStore
 from TRAINING.common.utils.code_version import code_version
@@ -32,9 +32,11 @@ def mode_of(context: dg.AssetExecutionContext) -> str:
     if mode not in MODES:
         raise ValueError(f"run tag {MODE_TAG}={mode!r} is not one of {MODES}")
     if mode == "audit" and context.run.run_id not in _AUDIT_CONFIGURED:
-        cfg, recorded_hash, _ = recorded_run(LineageStore(), context.partition_key)
-        if effective_config_hash() != recorded_hash:
-            install_config(cfg)
+        store = LineageStore()
+        cfg, recorded_hash, _ = recorded_run(store, context.partition_key)
+        here = located(cfg, store.path)   # where the files are is this process's, not the recorded run's
+        if effective_config_hash() != config_hash(here):
+            install_config(here)
             context.log.info(f"audit: running under the recorded configuration {recorded_hash[:16]}")
         _AUDIT_CONFIGURED.add(context.run.run_id)
     return mode

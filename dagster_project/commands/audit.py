@@ -2,7 +2,8 @@
 
 The audit run (tag ``tradegraph/mode=audit``) reads the recorded ``bars`` and ``positions``, loads the
 model versions recorded for the bar and runs under the configuration recorded with it (its hash is in
-``runs``; its JSON in ``configs``). It writes ``audit__<table>`` tables, never the recorded ones, and no
+``runs``; its JSON in ``configs``), with this process's ``paths`` and the audited file as the lineage file
+(:func:`resources.lineage.records.located`). It writes ``audit__<table>`` tables, never the recorded ones, and no
 step of it can reach a broker. The report says, per table, ``identical`` or which rows differ.
 """
 
@@ -15,7 +16,7 @@ import dagster as dg
 from CONFIG.config_loader import config_hash, use_config
 from resources.lineage.compare import TableDiff, compare
 from resources.lineage.io_manager import MODE_TAG
-from resources.lineage.records import recorded_run
+from resources.lineage.records import located, recorded_run
 from resources.lineage.store import LineageStore
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -58,6 +59,7 @@ def audit_bar(bar: str, store: LineageStore | None = None,
     with use_config(cfg, full=True) as used:
         if config_hash(used) != h:
             raise RuntimeError(f"recorded configuration {h[:16]} could not be rebuilt identically")
+    with use_config(located(cfg, store.path), full=True):
         job = defs.resolve_job_def("audit_job")
         own = instance is None
         instance = instance or dg.DagsterInstance.ephemeral()

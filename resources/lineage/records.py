@@ -7,10 +7,13 @@ operations that happen between bars. Neither may import the Dagster wiring (that
 
 from __future__ import annotations
 
+import copy
 import json
+from pathlib import Path
 
 import pandas as pd
 
+from CONFIG.config_loader import effective_config
 from resources.kill_switch.logic import CheckResult
 from resources.lineage.store import LineageStore
 
@@ -35,6 +38,20 @@ def recorded_run(store: LineageStore, bar: str) -> tuple[dict, str, str]:
     if cfg.empty:
         raise LookupError(f"configuration {h} recorded for bar {bar} is missing from the configs table")
     return json.loads(cfg["config_json"].iloc[0]), h, str(runs["model_versions"].iloc[0])
+
+
+def located(recorded: dict, lineage_db: str | Path) -> dict:
+    """A recorded configuration with this process's ``paths`` and ``lineage_db`` as the lineage file: what an
+    audit runs under.
+
+    Why: ``paths`` say where files are on this machine, not how a bar was decided (no stage reads a path for a
+    number). Run with the recorded ones, an audit of a copied or moved lineage file (``--lineage copy.duckdb``,
+    another ``TRADEGRAPH_HOME``, a file from another machine) read its record from one file and wrote its
+    ``audit__`` tables into another — the original — and compared against nothing."""
+    here = copy.deepcopy(dict(recorded))
+    here["paths"] = {**recorded.get("paths", {}), **effective_config()["paths"],
+                     "lineage_db": str(Path(lineage_db).resolve())}
+    return here
 
 
 def record_switch_events(store: LineageStore, run_id: str, job: str, account: str, result: CheckResult) -> int:

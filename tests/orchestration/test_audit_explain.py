@@ -51,6 +51,28 @@ def test_audit_uses_the_recorded_config_not_the_current_one(traded_bars, monkeyp
     assert report.identical, report.render()
 
 
+def test_audit_of_a_copied_lineage_file_reads_and_writes_that_file(traded_bars, tmp_path, capsys):
+    """``--lineage copy.duckdb audit``: the copy's configuration hash differs from the recorded one (its lineage
+    path does), so the audit runs under the recorded configuration — but in the copy, never the original."""
+    import shutil
+
+    original = LineageStore().path
+    copied = tmp_path / "copy.duckdb"
+    for src, dst in ((original, copied), (original.with_name(original.name + ".wal"), tmp_path / "copy.duckdb.wal")):
+        if src.exists():
+            shutil.copy(src, dst)
+
+    def audited(path):
+        store = LineageStore(path)
+        if "audit__sized_orders" not in store.tables():
+            return 0
+        return int(store.read_sql("SELECT count(*) FROM audit__sized_orders WHERE bar = ?", [traded_bars[-1]]).iloc[0, 0])
+
+    assert cli.main(["--lineage", str(copied), "audit", "--bar", traded_bars[-1]]) == 0
+    assert "RESULT: identical" in capsys.readouterr().out
+    assert audited(copied) == 50 and audited(original) == 0
+
+
 def test_audit_reports_a_difference_when_the_code_changes_the_outcome(traded_bars, monkeypatch, capsys):
     import assets.predictions.stage as pred_stage
 
