@@ -33,7 +33,7 @@ def taken(at: np.ndarray, values: np.ndarray, fill: float | bool | None = None) 
 def in_symbol_order(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame.sort_values("symbol", kind="mergesort")``, or ``frame`` itself when its string symbols are
     already in that order (a stable sort would move no row: the stages hand each other symbol-sorted tables)."""
-    names = frame["symbol"].tolist()
-    if all(type(n) is str for n in names) and all(a <= b for a, b in zip(names, names[1:], strict=False)):
-        return frame
+    symbols = frame["symbol"]
+    if pd.api.types.infer_dtype(symbols, skipna=False) in ("string", "empty") and symbols.is_monotonic_increasing:
+        return frame   # checked in C: no Python loop over the symbols
     return frame.sort_values("symbol", kind="mergesort")

@@ -127,17 +127,27 @@ def explain(bar: str, symbol: str, as_json: bool) -> None:
                                       "refusals and fills only (sweeps).")
 @click.option("--no-prediction-cache", is_flag=True,
               help="Run every model (the cache under paths.prediction_cache is neither read nor written).")
+@click.option("--resume", is_flag=True,
+              help="Finish an interrupted replay: only the period's bars after the replay account's last "
+                   "settled bar.")
 @global_options
-def replay(start: str, end: str, no_record: bool, lineage_mode: str, no_prediction_cache: bool) -> None:
+def replay(start: str, end: str, no_record: bool, lineage_mode: str, no_prediction_cache: bool,
+           resume: bool) -> None:
     from dagster_project.commands.replay import ReplayEngine, bars_between
 
     bars = bars_between(start, end)
     if not bars:
         raise click.UsageError(f"no bar between {start} and {end} in the configured calendar")
     result = ReplayEngine(record=not no_record, lineage=lineage_mode,
-                          prediction_cache=not no_prediction_cache).run(bars, progress=True)
-    click.echo(f"replayed {len(bars)} bars in {result.seconds:.1f}s "
-               f"({result.seconds / len(bars) * 1e3:.1f} ms/bar): {result.orders} orders, {result.fills} fills; "
+                          prediction_cache=not no_prediction_cache).run(bars, progress=True, resume=resume)
+    if not result.bars:
+        click.echo(f"nothing to replay: the replay account has already settled every bar from {start} to {end}")
+        return
+    if len(result.bars) < len(bars):
+        click.echo(f"resumed at {result.bars[0]}: {len(bars) - len(result.bars)} bars of the period were already "
+                   "settled by the replay account")
+    click.echo(f"replayed {len(result.bars)} bars in {result.seconds:.1f}s "
+               f"({result.seconds / len(result.bars) * 1e3:.1f} ms/bar): {result.orders} orders, {result.fills} fills; "
                f"model calls {result.cache_hits} cached, {result.cache_misses} computed; run id {result.run_id}")
     if result.switch_state != "ACTIVE":   # orders after the trip were denied: never a quiet success
         click.echo(f"WARNING: the replay account's kill switch is {result.switch_state}: "

@@ -233,7 +233,8 @@ class ReplayEngine:
                 f"replaying from {bars[0]} into it would give wrong numbers. Replay a later period, or start "
                 f"a fresh replay account: another home (TRADEGRAPH_HOME=…, or TRADEGRAPH__PATHS__REPLAY_BROKER_DB "
                 f"and TRADEGRAPH__PATHS__KILL_SWITCH_STATE), or delete {path} and the replay kill switch's state "
-                f"file, then `tradegraph kill-switch init --account replay`")
+                f"file, then `tradegraph kill-switch init --account replay`. To finish an interrupted replay of "
+                f"this period, run it again with --resume")
 
     def _save_state(self) -> None:
         """Write the paper account and the kill switch to their files (what changed since the last save)."""
@@ -458,7 +459,20 @@ class ReplayEngine:
             self.broker.close()
             self.broker = None
 
-    def run(self, bars: list[str], progress: bool = False) -> ReplayResult:
+    def remaining(self, bars: list[str]) -> list[str]:
+        """The bars of ``bars`` after the replay account's last settled bar: what is left of a period whose
+        replay was interrupted (its account, kill switch and lineage stand at the same bar, :meth:`abort`)."""
+        through = self._venue().book.settle_state()[0]
+        if through is None:
+            return list(bars)
+        cut = pd.Timestamp(through, tz="UTC")
+        return [b for b in bars if parse_bar_key(b) > cut]
+
+    def run(self, bars: list[str], progress: bool = False, resume: bool = False) -> ReplayResult:
+        """Replay ``bars`` (consecutive, in order); ``resume``: only those after the account's last settled bar
+        (:meth:`remaining`), to finish an interrupted replay of the same period."""
+        if resume:
+            bars = self.remaining(bars)
         if not self.switch.is_armed():
             raise KillSwitchNotArmed(f"the replay account's kill switch ({self.switch.path}) was never armed: "
                                      "every order would be denied; run `tradegraph kill-switch init --account replay`")

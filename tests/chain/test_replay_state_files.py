@@ -60,8 +60,8 @@ def test_a_bar_that_raises_leaves_account_switch_and_lineage_at_the_last_flush(t
     state, _, how = load_state(state_path_for("replay"), parse_bar_key(KEYS[-1]).to_pydatetime())
     assert how == "ok" and state.updated_at == parse_bar_key(KEYS[3]).to_pydatetime()
 
-    again = ReplayEngine(prediction_cache=False).run(KEYS[4:])                 # the next replay goes on
-    assert again.bars == KEYS[4:]
+    again = ReplayEngine(prediction_cache=False).run(KEYS, resume=True)   # the same period, resumed: it goes on
+    assert again.bars == KEYS[4:]                                         # from the first bar not recorded
     store = LineageStore()
     for key in KEYS[4:]:
         acct = store.read_partition("positions_account", key)
@@ -84,6 +84,7 @@ def test_a_period_the_replay_account_already_settled_is_refused_before_anything_
         ReplayEngine(prediction_cache=False).run(KEYS[2:4])          # its first bar was settled
     assert {f.fill_id for f in PaperBroker(resolve_path("paths.replay_broker_db")).fills_since()} == before
     assert LineageStore().read_sql("SELECT count(*) AS n FROM runs")["n"][0] == runs
+    assert ReplayEngine(prediction_cache=False).run(KEYS[:3], resume=True).bars == []   # nothing left to resume
     assert ReplayEngine(prediction_cache=False).run(KEYS[3:]).bars == KEYS[3:]   # the next bars go on
 
 
