@@ -55,8 +55,10 @@ def launch(spec_file: Path, out: Path | None, max_concurrent: int, in_process: b
 @click.option("--max-concurrent", type=click.IntRange(1), default=os.cpu_count() or 1, show_default=True,
               help="Configurations replayed at once (the multiprocess executor's max_concurrent).")
 def sweep(spec_file: Path, out: Path | None, max_concurrent: int) -> None:
+    from dagster_project.commands.sweep_grid import as_markdown
+
     table, sweep_dir = launch(spec_file, out, max_concurrent)
     for warning in table.attrs.get("warnings", []):
         click.secho(warning, fg="red", err=True)
-    click.echo(table.to_markdown(index=False, floatfmt=".4f"))
+    click.echo(as_markdown(table))
     click.echo(f"\nresults: {sweep_dir / 'results.csv'}  heat map: {sweep_dir / 'heatmap.png'}")

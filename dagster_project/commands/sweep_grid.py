@@ -39,6 +39,7 @@ from TRAINING.common.utils.file_utils import write_atomic_json
 
 RESULT_COLUMNS = ["sharpe_annualised", "sharpe_standard_error", "total_return_pct", "max_drawdown_pct",
                   "turnover_per_session", "costs_bps", "costs", "hit_rate", "days", "fills"]
+COUNT_COLUMNS = ("days", "fills", "bars", "cache_hits", "cache_misses")
 SHARED_PATHS = ("paths.registry", "paths.prediction_cache")   # absolute: shared by every configuration
 
 
@@ -213,11 +214,16 @@ def gather(sweep_dir: Path) -> pd.DataFrame:
     notes = sweep_warnings(table, plan["sort_by"])
     table.attrs["warnings"] = notes
     table.to_csv(Path(sweep_dir) / "results.csv", index=False)
-    (Path(sweep_dir) / "results.md").write_text(
-        "".join(f"> {w}\n\n" for w in notes) + table.to_markdown(index=False, floatfmt=".4f") + "\n")
+    (Path(sweep_dir) / "results.md").write_text("".join(f"> {w}\n\n" for w in notes) + as_markdown(table) + "\n")
     if plan["heatmap"]:
         heatmap(table, plan["heatmap"], plan["sort_by"], Path(sweep_dir) / "heatmap.png", notes)
     return table
+
+
+def as_markdown(table: pd.DataFrame) -> str:
+    """The results as a markdown table: counts as integers, an undefined figure as "n/a" (not "nan")."""
+    shown = table.astype({c: "Int64" for c in COUNT_COLUMNS if c in table})
+    return shown.to_markdown(index=False, floatfmt=".4f", missingval="n/a")
 
 
 def sweep_warnings(table: pd.DataFrame, sort_by: str) -> list[str]:
@@ -249,9 +255,10 @@ def heatmap(table: pd.DataFrame, axes: list[str], value: str, path: Path, notes:
     values = grid.to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
     lo, hi = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)   # all NaN: an empty colour scale
+    if hi == lo:   # one value: the middle of the scale, not its red end
+        lo, hi = lo - 1.0, hi + 1.0
     im = ax.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", aspect="auto", origin="lower",
-                   extent=(-0.5, values.shape[1] - 0.5, -0.5, values.shape[0] - 0.5),
-                   vmin=lo, vmax=hi if hi > lo else lo + 1.0)
+                   extent=(-0.5, values.shape[1] - 0.5, -0.5, values.shape[0] - 0.5), vmin=lo, vmax=hi)
     ax.set_xticks(range(grid.shape[1]), [str(v) for v in grid.columns])
     ax.set_yticks(range(grid.shape[0]), [str(v) for v in grid.index])
     for (i, j), v in np.ndenumerate(values):
