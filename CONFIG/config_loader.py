@@ -203,6 +203,12 @@ def _merge_plain(base: dict, override: Mapping) -> dict:
     return out
 
 
+def built_hash(cfg: Mapping) -> str:
+    """The hash ``cfg`` has once validated (a configuration read back from JSON has string keys where the
+    schema has integers, e.g. ``blending.temperature``; the built one is the identity recorded with runs)."""
+    return config_hash(build_config(dict(cfg), environ={}))
+
+
 def install_config(cfg: Mapping) -> str:
     """Make a recorded configuration the process-wide one (an audit run replays the recorded config)."""
     built = build_config(dict(cfg), environ={})

@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from CONFIG.config_loader import config_hash, effective_config, effective_config_hash, get_cfg, install_config
+from CONFIG.config_loader import built_hash, effective_config, effective_config_hash, get_cfg, install_config
 from resources.lineage.io_manager import MODE_TAG
 from resources.lineage.records import located, recorded_run
 from resources.lineage.run_status import fail_dead_runs, record_process, set_status
@@ -35,7 +35,7 @@ def mode_of(context: dg.AssetExecutionContext) -> str:
         store = LineageStore()
         cfg, recorded_hash, _ = recorded_run(store, context.partition_key)
         here = located(cfg, store.path)   # where the files are is this process's, not the recorded run's
-        if effective_config_hash() != config_hash(here):
+        if built_hash(here) != built_hash(located(effective_config(), store.path)):   # differs beyond paths
             install_config(here)
             context.log.info(f"audit: running under the recorded configuration {recorded_hash[:16]}")
         _AUDIT_CONFIGURED.add(context.run.run_id)

@@ -222,8 +222,8 @@ def gather(sweep_dir: Path) -> pd.DataFrame:
 
 def as_markdown(table: pd.DataFrame) -> str:
     """The results as a markdown table: counts as integers, an undefined figure as "n/a" (not "nan")."""
-    shown = table.astype({c: "Int64" for c in COUNT_COLUMNS if c in table})
-    return shown.to_markdown(index=False, floatfmt=".4f", missingval="n/a")
+    shown = table.astype({c: "Int64" for c in COUNT_COLUMNS if c in table}).astype(object)
+    return shown.where(shown.notna(), None).to_markdown(index=False, floatfmt=".4f", missingval="n/a")
 
 
 def sweep_warnings(table: pd.DataFrame, sort_by: str) -> list[str]:
