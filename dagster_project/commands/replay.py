@@ -338,26 +338,31 @@ class ReplayEngine:
         t = time.perf_counter()
         self._save_state()   # the account and switch first; until the staging commit below they are ahead
         self._saved_ahead = True
+        self._stage([(bar, started, started, "success") for bar, _, started in self._pending],
+                    [(bar, asset, outputs[asset], UPSTREAM[asset]) for bar, outputs, _ in self._pending
+                     for asset in ORDER])
+        self._flushed_last = self._pending[-1][0]
+        self._pending.clear()
+        self._saved_ahead = False
+        self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
+
+    def _stage(self, runs: list[tuple[str, dt.datetime, dt.datetime, str]], tables: list | None = None) -> None:
+        """One transaction in the staging file: the configuration, these ``runs`` rows (bar, started, ended,
+        status) and the lineage ``tables`` (:func:`record_batch` items); all of it or none."""
         stage = self._staging_store()
         with stage.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
                 stage.record_config(con, effective_config_hash(), effective_config())
                 stage.replace_runs(con, pd.DataFrame(
-                    [(self.run_id, bar, ACCOUNT, code_version(), effective_config_hash(),
-                      str(self.models.versions()), started, started, "success") for bar, _, started in self._pending],
-                    columns=RUN_COLUMNS))
-                record_batch(stage, con, self.run_id, [(bar, asset, outputs[asset], UPSTREAM[asset])
-                                                       for bar, outputs, _ in self._pending for asset in ORDER],
-                             keep=self.keep)
+                    [(self.run_id, bar, ACCOUNT, code_version(), effective_config_hash(), str(self.models.versions()),
+                      started, ended, status) for bar, started, ended, status in runs], columns=RUN_COLUMNS))
+                if tables:
+                    record_batch(stage, con, self.run_id, tables, keep=self.keep)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        self._flushed_last = self._pending[-1][0]
-        self._pending.clear()
-        self._saved_ahead = False
-        self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
 
     @property
     def staging_path(self) -> Path:
@@ -436,18 +441,7 @@ class ReplayEngine:
         status = f"failed: replay stopped at this bar ({why}); this bar and the later ones are not recorded"
         now = dt.datetime.now(dt.UTC)
         try:
-            stage = self._staging_store()
-            with stage.connect() as con:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    stage.record_config(con, effective_config_hash(), effective_config())
-                    stage.replace_runs(con, pd.DataFrame(
-                        [(self.run_id, stopped, ACCOUNT, code_version(), effective_config_hash(),
-                          str(self.models.versions()), now, now, status[:1000])], columns=RUN_COLUMNS))
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
+            self._stage([(stopped, now, now, status[:1000])])
         except Exception:  # noqa: BLE001 — the original error is what the caller must see
             _log.exception("replay %s: could not record where it stopped (%s)", self.run_id, stopped)
 
