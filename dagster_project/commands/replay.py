@@ -14,19 +14,23 @@ kill-switch functions as the file-backed ones: ``resources.brokers.paper_book``,
 memory``): a recording engine loads the account file when it is made, before the models (a second replay in
 the same home stops there with :class:`AccountInUse`), and keeps it locked until :meth:`ReplayEngine.close`.
 Lineage is written in bulk: every ``replay.flush_bars`` bars to the replay's own staging file, and at the end
-into the lineage file in one transaction (each table as whole compressed row groups). The account and the
-switch are written to their files at each flush, just before the staging transaction, so the staged lineage,
-the account and the switch always stand at the same bar:
+into the lineage file in one transaction (each table as whole compressed row groups). At each flush the
+staging transaction commits first, then the account and the switch are written to their files, so the staged
+lineage is never behind the account (a fill the account holds is always in lineage), and the staging file
+knows which account it belongs to:
 
 * the replay ends: what is pending is flushed and the staging file moved into the lineage file;
 * an exception (or Ctrl-C) in a bar: :meth:`ReplayEngine.abort` drops the bars since the last flush, moves
   what was staged into the lineage file, and writes nothing else: the three files stay at the last flush, the
-  bars since are replayed again next time;
+  bars since are replayed again next time (interrupted between the staging commit and the account's save, it
+  saves the account first);
 * a killed process leaves the account and switch at its last flush and the staged bars in the staging file
-  (:attr:`ReplayEngine.staging_path`), not in the lineage file: the next replay moves that file in before it
-  reads lineage (:func:`recover_staged`), so the three agree again. Killed between the account's save and the
-  staging commit, the account is one flush ahead: its next ``positions`` finds fills of orders lineage never
-  recorded (foreign fills, a reconciliation mismatch: the kill switch halts, the safe side).
+  (:attr:`ReplayEngine.staging_path`), not in the lineage file: the next replay on that account moves that file
+  in before it reads lineage (:func:`recover_staged`), so the three agree again. Killed between the staging
+  commit and the account's save, the staging file holds one flush the account never saved: recovery drops
+  those bars from it first (its ``runs`` row of the first one says so) and they are replayed again. (Before,
+  the account was saved first; killed in between — during the whole lineage write — it was one flush ahead,
+  holding fills lineage never recorded, and the next replay halted on a reconciliation mismatch.)
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ UPSTREAM = {  # the graph's edges (checked against the Dagster asset graph in te
 SUMMARY_TABLES = frozenset({"pnl", "positions_account", "executions_killswitch", "executions_refusals",
                             "positions_fills", "executions_fills"})
 LINEAGE_MODES = ("full", "summary")
+STAGING_ACCOUNT = "replay_staging_account"   # in a staging file: the paper account file its bars belong to
 
 
 class AccountAhead(LookupError):
@@ -180,11 +185,13 @@ class ReplayEngine:
             "market.bar_minutes"), get_cfg("standardization.window_bars"), get_cfg("sizing.z_window_bars")) + 1
         self.history = ReplayHistory(MemoryHistory(keep), LineageHistory(self.store))
         self.switch = switch_for(ACCOUNT, held=True)   # state in memory; written with the account
-        self.recovered = recover_staged(self.store) if record else []   # before the record is read from lineage
+        # before the record is read from lineage; what a killed replay staged past its account's last save is
+        # dropped first (the account is loaded: ``_venue`` above)
+        self.recovered = recover_staged(self.store, _account_db(), self._settled_through()) if record else []
         self.record = MemoryRecord.from_lineage(self.store, ACCOUNT)
         self._book = None
         self._pending: list[tuple[str, dict[str, object], dt.datetime]] = []
-        self._saved_ahead = False   # the account and switch were saved with bars not yet staged (inside a flush)
+        self._staged_ahead = False   # staged bars the account's file does not hold yet (inside a flush)
         self._flushed_last: str | None = None   # the last bar staged by a committed flush
         self._staging: tuple[LineageStore, contextlib.ExitStack] | None = None
         self.timing: dict[str, float] = {}
@@ -219,6 +226,11 @@ class ReplayEngine:
                                    "running in this home?): wait for it to finish, or replay in another home "
                                    f"(TRADEGRAPH_HOME=…). {exc}") from exc
         return self.broker
+
+    def _settled_through(self) -> pd.Timestamp | None:
+        """The replay account's last settled bar (its file's, until this replay steps a bar), in UTC."""
+        through = self._venue().book.settle_state()[0]
+        return None if through is None else pd.Timestamp(through, tz="UTC")
 
     def _check_period(self, bars: list[str]) -> None:
         """Refuse a period whose first bar the replay account has already settled (:class:`AccountAhead`)."""
@@ -336,15 +348,15 @@ class ReplayEngine:
         if not self._pending:
             return
         t = time.perf_counter()
-        self._save_state()   # the account and switch first; until the staging commit below they are ahead
-        self._saved_ahead = True
         self._stage([(bar, started, started, "success") for bar, _, started in self._pending],
                     [(bar, asset, outputs[asset], UPSTREAM[asset]) for bar, outputs, _ in self._pending
                      for asset in ORDER])
         self._flushed_last = self._pending[-1][0]
         self._pending.clear()
-        self._saved_ahead = False
         self.timing["lineage"] = self.timing.get("lineage", 0.0) + time.perf_counter() - t
+        self._staged_ahead = True   # lineage first: until the account's save below, it holds bars the file does not
+        self._save_state()
+        self._staged_ahead = False
 
     def _stage(self, runs: list[tuple[str, dt.datetime, dt.datetime, str]], tables: list | None = None) -> None:
         """One transaction in the staging file: the configuration, these ``runs`` rows (bar, started, ended,
@@ -377,7 +389,11 @@ class ReplayEngine:
                 stale.unlink(missing_ok=True)
             hold = contextlib.ExitStack()
             hold.enter_context(hold_connection(path))   # one connection for the replay's life
-            self._staging = (LineageStore(path), hold)
+            stage = LineageStore(path)
+            with stage.connect() as con:   # whose bars these are: recovery compares them with this account
+                con.execute(f"CREATE TABLE {STAGING_ACCOUNT} (account_db VARCHAR, run_id VARCHAR)")
+                con.execute(f"INSERT INTO {STAGING_ACCOUNT} VALUES (?, ?)", [_account_db(), self.run_id])
+            self._staging = (stage, hold)
         return self._staging[0]
 
     def _absorb(self) -> None:
@@ -412,17 +428,24 @@ class ReplayEngine:
         switch were saved with them, so the three stay at the same bar); keep the cached predictions (they
         depend on models and features only); release the account's and the staging file.
 
-        Interrupted inside a flush after the account and switch were saved with the pending bars (a Ctrl-C
-        during the lineage write), those bars are the account's now: they are staged and recorded too.
+        Interrupted inside a flush after the staging commit but before the account's save (a Ctrl-C then), the
+        staged bars are the ones the account in memory stands at: the account and switch are saved now. If that
+        save fails too, the staging file is left where it is, not moved into lineage: the next replay on this
+        account drops the bars the account never saved from it (:func:`recover_staged`).
 
         With the period's ``bars`` and the ``error``, the first of them not recorded gets a ``runs`` row saying
         the replay failed there and why (its status is what happened: the bars before say ``success``, this
         one ``failed: …``, and no later bar has a row)."""
-        if not self._saved_ahead:
-            self._pending.clear()
+        self._pending.clear()
         try:
-            if self._pending:
-                self.flush()
+            if self._staged_ahead:
+                try:
+                    self._save_state()
+                    self._staged_ahead = False
+                except Exception:  # noqa: BLE001 — the original error is what the caller must see
+                    _log.exception("replay %s: the account could not be saved with its staged bars; the staging "
+                                   "file %s is left for the next replay's recovery", self.run_id, self.staging_path)
+                    return
             if bars and error is not None and self.recording:
                 self._record_stop(bars, error)
             self._absorb()
@@ -497,9 +520,19 @@ class ReplayEngine:
                             hits, misses, list(self.batch_fallbacks), str(state.state), trips)
 
 
-def recover_staged(store: LineageStore) -> list[Path]:
+def _account_db() -> str:
+    """The replay paper account's file, as a staging file records its owner."""
+    return str(Path(resolve_path("paths.replay_broker_db")).resolve())
+
+
+def recover_staged(store: LineageStore, account_db: str | None = None,
+                   through: pd.Timestamp | None = None) -> list[Path]:
     """Move the staging files a killed replay left beside ``store``'s file into it (oldest first), so lineage
     catches up with the paper account and kill switch that replay saved at its last flush; returns them.
+
+    With the replay account's file (``account_db``) and its last settled bar (``through``, None: it never
+    settled one), a staging file of that account first loses the bars after ``through``: the replay was killed
+    between their staging commit and the account's save, so the account never held them (:func:`drop_unsaved`).
 
     A staging file still held by a running replay (the file is locked) is left alone, as is one whose move
     fails (the error is logged; it stays to inspect). Why at the next replay's start: a killed process runs no
@@ -511,6 +544,11 @@ def recover_staged(store: LineageStore) -> list[Path]:
     for path in sorted(store.path.parent.glob(f".{store.path.stem}.replay-*.staging.duckdb"),
                        key=lambda p: (p.stat().st_mtime_ns, p.name)):
         try:
+            if account_db is not None:
+                dropped = drop_unsaved(path, account_db, through)
+                if dropped:
+                    _log.warning("replay staging file %s: %d bar(s) from %s dropped: the killed replay never saved "
+                                 "its paper account with them", path, len(dropped), dropped[0])
             with store.connect() as con:
                 absorb_staged(store, con, path)
         except duckdb.IOException as exc:   # held by a replay still running
@@ -525,6 +563,42 @@ def recover_staged(store: LineageStore) -> list[Path]:
         _log.warning("recovered the bars of a killed replay from %s", path)
         moved.append(path)
     return moved
+
+
+def drop_unsaved(path: Path, account_db: str, through: pd.Timestamp | None) -> list[str]:
+    """Drop from the staging file ``path`` the bars its replay's paper account (``account_db``) does not hold:
+    those after ``through``, its last settled bar. The first dropped bar keeps its ``runs`` row, saying why;
+    the others lose every row (they are replayed again). A staging file of another account, or written before
+    staging files named theirs, is left as it is. Returns the dropped bars, in order (one transaction)."""
+    stage = LineageStore(path)
+    try:
+        with stage.connect() as con:
+            if not stage.has_table(con, STAGING_ACCOUNT):
+                return []
+            owner = con.execute(f"SELECT account_db FROM {STAGING_ACCOUNT}").fetchone()
+            if owner is None or owner[0] != account_db or not stage.has_table(con, "runs"):
+                return []
+            bars = [b for (b,) in con.execute("SELECT DISTINCT bar FROM runs ORDER BY bar").fetchall()]
+            dropped = [b for b in bars if through is None or parse_bar_key(b) > through]
+            if not dropped:
+                return []
+            tables = con.execute(
+                "SELECT t.schema_name, t.table_name FROM duckdb_tables() t JOIN duckdb_columns() c USING "
+                "(database_name, schema_name, table_name) WHERE t.database_name = current_database() AND "
+                "c.column_name = 'bar' AND t.table_name <> 'runs' ORDER BY 1, 2").fetchall()
+            last = "never settled a bar" if through is None else f"last settled {through:%Y-%m-%d %H:%M}Z"
+            status = (f"failed: replay killed after recording this bar's lineage but before saving the paper "
+                      f"account with it (the account {last}); this bar and the later ones are not recorded")
+            con.execute("BEGIN TRANSACTION")
+            for schema, table in tables:
+                con.execute(f'DELETE FROM "{schema}"."{table}" WHERE bar IN (SELECT unnest(?::VARCHAR[]))',
+                            [dropped])
+            con.execute("DELETE FROM runs WHERE bar IN (SELECT unnest(?::VARCHAR[]))", [dropped[1:]])
+            con.execute("UPDATE runs SET status = ? WHERE bar = ?", [status[:1000], dropped[0]])
+            con.execute("COMMIT")
+            return dropped
+    finally:
+        forget_file(path)
 
 
 def bars_between(start: str, end: str) -> list[str]:

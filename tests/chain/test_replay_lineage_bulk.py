@@ -229,3 +229,106 @@ def test_the_next_replay_recovers_a_killed_replays_flushed_bars_and_trades_on_wi
     account = store.read_sql("SELECT bar, mismatch, foreign_fills FROM positions_account ORDER BY bar")
     assert account["bar"].tolist() == KEYS and not account["mismatch"].any()
     assert (account["foreign_fills"] == 0).all()
+
+
+class _Killed(BaseException):
+    """The process dies here (kill -9: no handler, no cleanup runs)."""
+
+
+def _die(engine: ReplayEngine) -> None:
+    """What the process's death does: its connections go, nothing is written."""
+    if engine._staging is not None:
+        engine._staging[1].close()
+    engine.broker.close()
+
+
+def _killed_at_second_flush(tmp_path, monkeypatch, where: str) -> tuple[LineageStore, ReplayEngine]:
+    """A replay killed in its second flush (bars 3–4; bars 1–2 were flushed and saved), ``where``: during the
+    lineage write (``stage``) or after its commit, before the account's save (``save``); then the next replay."""
+    from tests.conftest import arm_switches
+
+    for key, value in SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / f"killed-{where}"))
+    reset_config()
+    arm_switches()
+    killed = ReplayEngine()
+    real = {"stage": killed._stage, "save": killed._save_state}[where]
+    calls = []
+
+    def kill_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise _Killed(where)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(killed, {"stage": "_stage", "save": "_save_state"}[where], kill_on_second)
+    with pytest.raises(_Killed):
+        for bar in KEYS[:4]:
+            killed.step(bar)
+    _die(killed)
+    monkeypatch.undo()
+    for key, value in SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / f"killed-{where}"))
+    reset_config()
+    return LineageStore(), ReplayEngine()
+
+
+@pytest.mark.parametrize("where", ["stage", "save"])
+def test_a_replay_killed_inside_a_flush_never_leaves_fills_lineage_does_not_know(trained, tmp_path, monkeypatch,
+                                                                                  where):
+    """Killed while writing lineage (before: the account was already saved, one flush ahead of lineage, and the
+    next replay halted on a mismatch) or between the staging commit and the account's save (the staged bars the
+    account never held are dropped, the first one's ``runs`` row says why): lineage and account agree again."""
+    store, engine = _killed_at_second_flush(tmp_path, monkeypatch, where)
+    assert len(engine.recovered) == 1
+    runs = store.read_sql("SELECT bar, status FROM runs ORDER BY bar")
+    assert runs["bar"].tolist()[:2] == KEYS[:2] and (runs["status"].iloc[:2] == "success").all()
+    if where == "save":   # bars 3–4 were staged, the account never saved them: 3 says so, 4 has no row
+        assert runs["bar"].tolist() == KEYS[:3]
+        assert runs["status"].iloc[2].startswith("failed: replay killed after recording this bar's lineage")
+    else:
+        assert runs["bar"].tolist() == KEYS[:2]
+    assert store.read_sql("SELECT DISTINCT bar FROM materializations ORDER BY bar")["bar"].tolist() == KEYS[:2]
+    assert store.read_sql("SELECT count(*) AS n FROM features WHERE bar >= ?", [KEYS[2]])["n"][0] == 0
+    result = engine.run(KEYS[2:])
+    assert result.orders > 0 and result.switch_state == "ACTIVE", result.switch_trips
+    account = store.read_sql("SELECT bar, mismatch, foreign_fills FROM positions_account ORDER BY bar")
+    assert account["bar"].tolist() == KEYS and not account["mismatch"].any()
+    assert (account["foreign_fills"] == 0).all()
+
+
+def test_a_ctrl_c_between_the_staging_commit_and_the_account_save_saves_the_account(trained, tmp_path,
+                                                                                     monkeypatch):
+    """Ctrl-C after the flush's staging commit, before the account's save: ``abort`` saves the account with the
+    staged bars, so the lineage file, the account and the switch stand at the same bar; --resume goes on."""
+    from tests.conftest import arm_switches
+
+    for key, value in SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "ctrl-c"))
+    reset_config()
+    arm_switches()
+    engine = ReplayEngine()
+    real, calls = engine._save_state, []
+
+    def interrupted_once():
+        calls.append(1)
+        if len(calls) == 2:   # the second flush (bars 3–4), after its staging commit
+            raise KeyboardInterrupt
+        return real()
+
+    monkeypatch.setattr(engine, "_save_state", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(KEYS)
+    store = LineageStore()
+    runs = store.read_sql("SELECT bar, status FROM runs ORDER BY bar")
+    assert runs["bar"].tolist() == KEYS[:5] and (runs["status"].iloc[:4] == "success").all()
+    assert runs["status"].iloc[4].startswith("failed: replay stopped at this bar (interrupted)")
+    assert not list(store.path.parent.glob(".*.staging.duckdb*"))
+    result = ReplayEngine().run(KEYS, resume=True)
+    assert result.bars == KEYS[4:]
+    account = store.read_sql("SELECT bar, mismatch, foreign_fills FROM positions_account ORDER BY bar")
+    assert account["bar"].tolist() == KEYS and not account["mismatch"].any()
+    assert (account["foreign_fills"] == 0).all()

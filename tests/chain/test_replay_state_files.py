@@ -88,9 +88,10 @@ def test_a_period_the_replay_account_already_settled_is_refused_before_anything_
     assert ReplayEngine(prediction_cache=False).run(KEYS[3:]).bars == KEYS[3:]   # the next bars go on
 
 
-def test_a_ctrl_c_inside_a_flush_records_the_bars_the_account_was_saved_with(trained, tmp_path, monkeypatch):
-    """Ctrl-C after the account's save and before the staging commit: those bars are recorded too, so the
-    next replay finds lineage, account and switch at the same bar (it halted on a mismatch before)."""
+def test_a_ctrl_c_inside_a_flushs_lineage_write_keeps_the_account_at_the_last_flush(trained, tmp_path, monkeypatch):
+    """Ctrl-C while a flush writes its lineage (the staging transaction rolls back): the account was not saved
+    with those bars either (lineage commits first), so both stay at the last flush and the next replay finds
+    lineage, account and switch at the same bar. (When the account was saved first, it was one flush ahead.)"""
     monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TRADEGRAPH__REPLAY__FLUSH_BARS", "2")
     reset_config()
@@ -100,7 +101,7 @@ def test_a_ctrl_c_inside_a_flush_records_the_bars_the_account_was_saved_with(tra
 
     def interrupted_once(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:   # the second flush (bars 3–4), after the account was saved with them
+        if len(calls) == 2:   # the second flush (bars 3–4), inside its staging transaction
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -109,14 +110,15 @@ def test_a_ctrl_c_inside_a_flush_records_the_bars_the_account_was_saved_with(tra
         ReplayEngine(prediction_cache=False).run(KEYS)
     monkeypatch.setattr(replay_module, "record_batch", real)
     runs = LineageStore().read_sql("SELECT bar, status FROM runs ORDER BY bar")
-    assert runs["bar"].tolist() == KEYS[:5]      # the bars recorded, then the bar where it stopped, then none
-    assert set(runs["status"][:4]) == {"success"}
-    assert runs["status"][4].startswith("failed: replay stopped at this bar (interrupted)")
+    assert runs["bar"].tolist() == KEYS[:3]      # the bars recorded, then the bar where it stopped, then none
+    assert set(runs["status"][:2]) == {"success"}
+    assert runs["status"][2].startswith("failed: replay stopped at this bar (interrupted)")
     account = PaperBroker(resolve_path("paths.replay_broker_db"))
-    assert {f.fill_id for f in account.fills_since()} == lineage_fill_ids(KEYS[:4])
-    ReplayEngine(prediction_cache=False).run(KEYS[4:])
+    assert {f.fill_id for f in account.fills_since()} == lineage_fill_ids(KEYS[:2])
+    account.close()
+    ReplayEngine(prediction_cache=False).run(KEYS, resume=True)
     store = LineageStore()
-    for key in KEYS[4:]:
+    for key in KEYS[2:]:
         acct = store.read_partition("positions_account", key)
         assert int(acct["n_mismatched"].iloc[0]) == 0 and int(acct["foreign_fills"].iloc[0]) == 0, key
 
