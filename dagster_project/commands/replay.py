@@ -249,10 +249,14 @@ class ReplayEngine:
                 f"this period, run it again with --resume")
 
     def _save_state(self) -> None:
-        """Write the paper account and the kill switch to their files (what changed since the last save)."""
+        """Write the kill switch and the paper account to their files (what changed since the last save).
+
+        The switch first: killed between the two, the switch is ahead of the account (its high-water mark,
+        trips and day baselines from bars the account replays again, which give the same state again: the
+        functions are deterministic), never behind it (a missed trip or a lower high-water mark: failing open)."""
+        self.switch.save()
         if self.broker is not None:
             self.broker.save()
-        self.switch.save()
 
     def _timed(self, name: str, fn, *args):
         t = time.perf_counter()
