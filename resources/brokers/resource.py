@@ -15,25 +15,16 @@ config field, never in the run config, the UI or the event log).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable
 
 from dagster import ConfigurableResource, EnvVar
 
-from CONFIG.config_loader import get_cfg, resolve_path
-from resources.brokers.paper import PaperBroker, QuoteProvider
+from CONFIG.config_loader import get_cfg
+from resources.brokers.paper import QuoteProvider
 from resources.brokers.protocol import Broker
-from resources.credentials import (
-    ALPACA_KEY_ENV,
-    ALPACA_SECRET_ENV,
-    LIVE_MONEY_ENV,
-    AlpacaKeys,
-    live_money_allowed,
-    require_live_money,
-)
+from resources.brokers.venues import KINDS, broker_for, broker_kind, forget_venues, live_broker
 
-KINDS = ("paper", "alpaca", "ibkr")
-_VENUES: dict[tuple, Broker] = {}
+__all__ = ["KINDS", "BrokerResource", "forget_venues", "venue_label"]
 
 
 def venue_label(kind: str) -> str:
@@ -66,10 +57,7 @@ class BrokerResource(ConfigurableResource):
         return f"{kind}: {venue_label(kind)}"
 
     def kind_name(self) -> str:
-        kind = get_cfg("broker.kind")
-        if kind not in KINDS:
-            raise ValueError(f"broker.kind {kind!r}: no such adapter (available: {', '.join(KINDS)})")
-        return kind
+        return broker_kind()
 
     def adapter_name(self) -> str:
         """The configured kind (the name the assets record as the book's source)."""
@@ -78,50 +66,16 @@ class BrokerResource(ConfigurableResource):
     def get_broker_for(self, account: str, quotes: QuoteProvider | None = None,
                        clock: Callable[[], dt.datetime] | None = None) -> Broker:
         """The ``live`` account (the configured adapter) or the ``replay`` paper account — replay can only
-        ever reach its own paper book (``paths.replay_broker_db``)."""
-        if account == "replay":
-            return PaperBroker(resolve_path("paths.replay_broker_db"), quotes=quotes, clock=clock)
-        if account != "live":
-            raise ValueError(f"unknown account {account!r} (live | replay)")
-        return self.get_broker(quotes, clock)
+        ever reach its own paper book (``paths.replay_broker_db``): :func:`resources.brokers.venues.broker_for`."""
+        return broker_for(account, quotes, clock, env=_env)
 
     def get_broker(self, quotes: QuoteProvider | None = None,
                    clock: Callable[[], dt.datetime] | None = None) -> Broker:
         """A broker ready to trade: ``quotes``/``clock`` are the fill bar's market and time (paper only;
         queries such as positions and account work without them; a real venue has its own)."""
-        name = self.kind_name()
-        if name == "paper":
-            return PaperBroker(None, quotes=quotes, clock=clock)
-        live = get_cfg("broker.live_money")
-        if live:
-            require_live_money(live, _env(LIVE_MONEY_ENV), f"broker.kind={name} with broker.live_money: true")
-        if name == "alpaca":
-            keys = AlpacaKeys.resolve(_env(ALPACA_KEY_ENV), _env(ALPACA_SECRET_ENV))
-            fingerprint = hashlib.sha256("|".join(keys.secrets).encode()).hexdigest()
-            key = ("alpaca", live, fingerprint)
-            if key not in _VENUES:
-                from resources.brokers.alpaca.execution import AlpacaBroker
-
-                _VENUES[key] = AlpacaBroker(keys, live=live)
-            return _VENUES[key]
-        from resources.brokers.ibkr.execution import IbkrBroker, IbkrSettings
-
-        settings = IbkrSettings.from_config()
-        key = ("ibkr", settings)
-        if key not in _VENUES:
-            _VENUES[key] = IbkrBroker(settings, live_money=live_money_allowed(live, _env(LIVE_MONEY_ENV)))
-        return _VENUES[key]
+        return live_broker(quotes, clock, env=_env)
 
 
 def _env(name: str) -> str | None:
     """A credential from the code location's environment (``dagster.EnvVar``), None when unset."""
     return EnvVar(name).get_value() or None
-
-
-def forget_venues() -> None:
-    """Drop the process's venue adapters (tests; a configuration change)."""
-    for broker in _VENUES.values():
-        close = getattr(broker, "close", None)
-        if close is not None:
-            close()
-    _VENUES.clear()

@@ -63,10 +63,10 @@ def armed_witness(account: str, lineage_db: str | Path | None = None,
     configured adapter for ``live``, the replay paper account for ``replay``)."""
 
     def witness() -> str | None:
-        if broker is None:
-            from resources.brokers.resource import BrokerResource
+        if broker is None:   # the adapter without Dagster: the kill-switch CLI stays fast (resources.brokers.venues)
+            from resources.brokers.venues import broker_for
 
-            adapter = BrokerResource().get_broker_for(account)
+            adapter = broker_for(account)
         else:
             adapter = broker()
         found = [e for e in (lineage_evidence(LineageStore(lineage_db), account), broker_evidence(adapter)) if e]
