@@ -116,3 +116,43 @@ def test_barrier_frames_of_a_batch_equal_each_bar_alone():
     assert len(batch[1]) == 0 and list(batch[1].columns) == ["symbol", "p_peak", "p_valley", "source"]
     for frame, i, o in zip(batch, inputs, outs, strict=True):
         pd.testing.assert_frame_equal(frame, predict_barrier(models, i, outputs=o), check_exact=True)
+
+
+class _Model:
+    """A stand-in tabular model: the sum of each row's features."""
+
+    def __init__(self, target: str, family: str):
+        self.target, self.family, self.version = target, family, "v1"
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return X.sum(axis=1)
+
+
+def test_each_bars_input_is_digested_once_for_every_model_that_reads_it(monkeypatch, tmp_path):
+    """Three tabular models over two bars: 2 digests (one per bar), not 6; outputs and cache counts as before."""
+    from assets.predictions import cache as cache_mod
+    from assets.predictions import logic
+    from assets.predictions.cache import PredictionCache
+
+    calls = []
+    monkeypatch.setattr(logic, "input_digest", lambda X: calls.append(X.shape) or cache_mod.input_digest(X))
+    models = ModelSet(models={(t, f): _Model(t, f) for t, f in [("ret_5m", "lightgbm"), ("ret_15m", "lightgbm"),
+                                                                 ("barrier_peak", BARRIER_FAMILY)]})
+    inputs = [PredictionInputs(np.array(["A", "B"], dtype=object), np.array([[1.0, 2.0], [3.0, np.nan]]),
+                               np.array([True, False]), None, None, None),
+              PredictionInputs(np.array(["A", "B"], dtype=object), np.array([[1.0, 2.0], [5.0, 6.0]]),
+                               np.array([True, True]), None, None, None)]
+    cache = PredictionCache(tmp_path)
+    got = logic.model_outputs(models, inputs, cache)
+    assert calls == [(1, 2), (2, 2)]
+    for key in models.models:
+        np.testing.assert_array_equal(got[0][key], [3.0])
+        np.testing.assert_array_equal(got[1][key], [3.0, 11.0])
+    assert (cache.hits, cache.misses) == (0, 6)
+    again = logic.model_outputs(models, inputs, cache)  # every model call from the cache now
+    assert (cache.hits, cache.misses) == (6, 6)
+    for b in range(2):
+        for key in models.models:
+            np.testing.assert_array_equal(again[b][key], got[b][key])
+    with pytest.raises(ValueError, match="1 digests for 2 inputs"):
+        cache.predict_many("t", "lightgbm", "v1", lambda Xs: Xs, [np.zeros(1), np.ones(1)], [b"x"])
