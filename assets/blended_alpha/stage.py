@@ -74,37 +74,56 @@ def compute_blended_alpha_batch(predictions: list[pd.DataFrame], skill: list[pd.
             for j, b in enumerate(idx):
                 alpha[b][h] = (a[:, j], n[:, j])
                 weight_parts[b].append((h, fams, w[j], mu[j], reason[j], t, slope, std_scale[j], scale[j]))
-    out = []
-    for b in range(b_n):  # one frame pair per bar
-        weights = _weights_frame(weight_parts[b])
+    parts: list[dict[str, np.ndarray] | None] = []
+    for b in range(b_n):  # per bar its rows' arrays; the frames are built once for the batch below
         if not alpha[b]:
-            out.append({"blended_alpha": pd.DataFrame(columns=["symbol", "horizon", "alpha", "alpha_bps",
-                                                                "n_families"]), "blended_alpha_weights": weights})
+            parts.append(None)
             continue
         mine = np.flatnonzero(has_row[b])  # the bar's own symbols, sorted
         horizons = np.array(sorted(alpha[b]), dtype=np.int64)
         a = np.column_stack([alpha[b][h][0][mine] for h in horizons]).ravel()  # (symbol, horizon) order
         n = np.column_stack([alpha[b][h][1][mine] for h in horizons]).ravel()
-        out.append({"blended_alpha": pd.DataFrame({
-            "symbol": np.repeat(np.asarray(grid.symbols[mine], dtype=object), len(horizons)),
-            "horizon": np.tile(horizons, len(mine)), "alpha": a, "alpha_bps": a * 1e4,
-            "n_families": n.astype(np.int64)}), "blended_alpha_weights": weights})
+        parts.append({"symbol": np.repeat(np.asarray(grid.symbols[mine], dtype=object), len(horizons)),
+                      "horizon": np.tile(horizons, len(mine)), "alpha": a, "alpha_bps": a * 1e4,
+                      "n_families": n.astype(np.int64)})
+    alphas = _split_frames(parts, lambda: pd.DataFrame(columns=["symbol", "horizon", "alpha", "alpha_bps",
+                                                                 "n_families"]))
+    weights = _split_frames([_weights_columns(w) for w in weight_parts], lambda: pd.DataFrame([], columns=WEIGHT_COLUMNS))
+    return [{"blended_alpha": a, "blended_alpha_weights": w} for a, w in zip(alphas, weights, strict=True)]
+
+
+def _split_frames(parts: list[dict[str, np.ndarray] | None], empty) -> list[pd.DataFrame]:
+    """Per bar the frame of its columns ``parts[b]`` (``empty()`` where None): one frame built for the batch
+    and split by slicing (issue 12); a bar with no row gets its own (empty) frame as built alone."""
+    sizes = [len(next(iter(p.values()))) if p is not None else 0 for p in parts]
+    full = [p for p, n in zip(parts, sizes, strict=True) if p is not None and n]
+    whole = pd.DataFrame({k: np.concatenate([p[k] for p in full]) for k in full[0]}) if full else None
+    ends = np.cumsum(sizes)
+    out = []
+    for b, p in enumerate(parts):
+        if p is None:
+            out.append(empty())
+        elif sizes[b]:
+            out.append(whole.iloc[ends[b] - sizes[b]:ends[b]].reset_index(drop=True))
+        else:
+            out.append(pd.DataFrame(p))
     return out
 
 
-def _weights_frame(parts: list[tuple]) -> pd.DataFrame:
-    """One bar's ``blended_alpha_weights``: a row per horizon × family, horizons ascending."""
+def _weights_columns(parts: list[tuple]) -> dict[str, np.ndarray] | None:
+    """The columns of one bar's ``blended_alpha_weights`` (a row per horizon × family, horizons ascending);
+    None for a bar with no part."""
     if not parts:
-        return pd.DataFrame([], columns=WEIGHT_COLUMNS)
+        return None
     sizes = [len(p[1]) for p in parts]
     cat = [np.concatenate([np.asarray(p[i], dtype=float) for p in parts]) for i in (2, 3, 6, 7, 8)]
-    return pd.DataFrame({
+    return {
         "horizon": np.repeat(np.array([p[0] for p in parts], dtype=np.int64), sizes),
         "family": np.array([f for p in parts for f in p[1]], dtype=object),
         "weight": cat[0], "mu": cat[1],
         "reason": np.repeat(np.array([p[4] for p in parts], dtype=object), sizes),
         "temperature": np.repeat(np.array([p[5] for p in parts], dtype=float), sizes),
-        "calibration_slope": cat[2], "std_scale": cat[3], "scale": cat[4]})
+        "calibration_slope": cat[2], "std_scale": cat[3], "scale": cat[4]}
 
 
 def _std_scales(rows: pd.DataFrame) -> dict[tuple[int, int, str], float]:

@@ -271,19 +271,44 @@ def features_for_windows(windows: list[BarWindow], p: FeatureParams | None = Non
         block = feature_rows(panel, rows, tods, adv, p)
         close = panel["close"][rows]
         for k, window in enumerate(run):
-            frame = _frame(block[extra + k], panel.symbols, close[extra + k], p)
             hist = masked_history(block[k: k + history_bars, :, :len(p.names)], close[k: k + history_bars]) \
                 if history_bars else None
-            out.append((_with_data_columns(frame, window, p), hist))
+            out.append((_bar_frame(block[extra + k], panel.symbols, close[extra + k], window, p), hist))
         i = j
     return out
 
 
-def _with_data_columns(frame: pd.DataFrame, window: BarWindow, p: FeatureParams) -> pd.DataFrame:
-    frame.insert(1, "valid", np.isfinite(frame[p.names].to_numpy()).all(axis=1))
-    frame.insert(2, "feature_version", p.version)
-    snap = window.snapshot.set_index("symbol").reindex(frame["symbol"])
+def _bar_frame(values: np.ndarray, symbols: np.ndarray, close: np.ndarray, window: BarWindow,
+               p: FeatureParams) -> pd.DataFrame:
+    """One bar's features frame from its (N, F + M) block row: the symbols with a bar (finite ``close``), in
+    the panel's order, with ``valid`` (every model feature finite), ``feature_version``, the feature and
+    market columns, and ``DATA_COLUMNS`` from the bar's snapshot (its default where the snapshot has no such
+    symbol or value). Arrays and one frame construction per bar (issue 12: was a frame, a filter, two inserts
+    and a snapshot reindex)."""
+    keep = np.flatnonzero(np.isfinite(close))
+    rows = values[keep]
+    snap = window.snapshot
+    snap_symbols = snap["symbol"].to_numpy()
+    sym = symbols[keep]
+    if len(snap_symbols) == len(symbols) and (snap_symbols == symbols).all():
+        pos = keep
+    else:
+        pos = pd.Index(snap_symbols).get_indexer(sym)
+    names = p.names + MARKET_COLUMNS
+    data = {"symbol": pd.array(sym, dtype="str"), "valid": np.isfinite(rows[:, :len(p.names)]).all(axis=1), "feature_version": p.version,
+            **{name: rows[:, j] for j, name in enumerate(names)}}
     for col, default in DATA_COLUMNS.items():  # what the gate needs to know about the bar's data
-        values = snap[col] if col in snap else pd.Series(default, index=snap.index)
-        frame[col] = values.where(values.notna(), default).to_numpy().astype(type(default))
-    return frame
+        data[col] = _data_column(snap[col].to_numpy() if col in snap else None, pos, default)
+    return pd.DataFrame(data)
+
+
+def _data_column(values: np.ndarray | None, pos: np.ndarray, default) -> np.ndarray:
+    """The snapshot's ``values`` at ``pos`` (−1: a symbol it lacks), missing and NaN values as ``default``,
+    typed as ``default`` (float, bool, str)."""
+    if values is None:
+        return np.full(len(pos), default).astype(type(default))
+    got = values[np.maximum(pos, 0)] if len(values) else np.full(len(pos), default, dtype=object)
+    missing = (pos < 0) | pd.isna(got)
+    if missing.any():
+        got = np.where(missing, np.asarray(default, dtype=object), got.astype(object))
+    return got.astype(type(default))

@@ -205,7 +205,7 @@ def compute_model_skill_batch(windows: list[BarWindow], features: list[pd.DataFr
             std_h = std[[g_of[(h, f)] for f in fams]]
             for j, b in enumerate(idx.tolist()):  # Σ bar by bar (see the docstring)
                 sigma[b] += _sigma_rows(std_h[:, timeline.window[b][in_window[j]]], h, fams)
-    return [_skill_frames(groups, models, {k: v[:, b] for k, v in cols.items()}, sigma[b]) for b in range(b_n)]
+    return _skill_frames_batch(groups, models, cols, sigma)
 
 
 def _spread(features: list[pd.DataFrame], symbols: np.ndarray) -> np.ndarray:
@@ -223,25 +223,37 @@ def _spread(features: list[pd.DataFrame], symbols: np.ndarray) -> np.ndarray:
     return out
 
 
-def _skill_frames(groups: list[tuple[int, str]], models: ModelSet, cols: dict[str, np.ndarray],
-                  sigma_rows: list[tuple[int, str, str, float]]) -> dict[str, pd.DataFrame]:
-    """One bar's ``model_skill`` (a row per loaded horizon × family) and ``model_skill_sigma`` frames."""
-    skill = pd.DataFrame({
-        "horizon": np.array([h for h, _ in groups], dtype=np.int64),
-        "family": np.array([f for _, f in groups], dtype=object),
-        "ic_live": cols["ic_live"], "n_live": cols["n_live"],
-        "ic_prior": np.array([meta_number(models.get(return_target(h), f).meta, "validation_ic")
-                              for h, f in groups], dtype=float),
-        "ic_shrunk": cols["ic_shrunk"], "cost_share": cols["cost_share"], "mu": cols["mu"]}) if groups \
-        else pd.DataFrame([], columns=SKILL_COLUMNS).astype({"horizon": np.int64})
-    if sigma_rows:
-        sigma = pd.DataFrame({"horizon": np.array([r[0] for r in sigma_rows], dtype=np.int64),
-                              "family_a": np.array([r[1] for r in sigma_rows], dtype=object),
-                              "family_b": np.array([r[2] for r in sigma_rows], dtype=object),
-                              "corr": np.array([r[3] for r in sigma_rows], dtype=float)})
+def _skill_frames_batch(groups: list[tuple[int, str]], models: ModelSet, cols: dict[str, np.ndarray],
+                        sigma_rows: list[list[tuple[int, str, str, float]]]) -> list[dict[str, pd.DataFrame]]:
+    """Per bar its ``model_skill`` (a row per loaded horizon × family; ``cols``: name → (G, B)) and
+    ``model_skill_sigma`` (``sigma_rows[b]``) frames: each table built once for the batch and split per bar
+    by slicing (issue 12), every frame what the bar's own construction gives."""
+    b_n, g_n = len(sigma_rows), len(groups)
+    if groups:
+        prior = np.array([meta_number(models.get(return_target(h), f).meta, "validation_ic") for h, f in groups],
+                         dtype=float)
+        whole = pd.DataFrame({
+            "horizon": np.tile(np.array([h for h, _ in groups], dtype=np.int64), b_n),
+            "family": np.tile(np.array([f for _, f in groups], dtype=object), b_n),
+            "ic_live": cols["ic_live"].T.ravel(), "n_live": cols["n_live"].T.ravel(), "ic_prior": np.tile(prior, b_n),
+            "ic_shrunk": cols["ic_shrunk"].T.ravel(), "cost_share": cols["cost_share"].T.ravel(),
+            "mu": cols["mu"].T.ravel()})
+        skills = [whole.iloc[b * g_n:(b + 1) * g_n].reset_index(drop=True) for b in range(b_n)]
     else:
-        sigma = pd.DataFrame([], columns=SIGMA_COLUMNS).astype({"horizon": np.int64})
-    return {"model_skill": skill, "model_skill_sigma": sigma}
+        skills = [pd.DataFrame([], columns=SKILL_COLUMNS).astype({"horizon": np.int64}) for _ in range(b_n)]
+    flat = [r for rows in sigma_rows for r in rows]
+    ends = np.cumsum([len(rows) for rows in sigma_rows])
+    all_sigma = pd.DataFrame({"horizon": np.array([r[0] for r in flat], dtype=np.int64),
+                              "family_a": np.array([r[1] for r in flat], dtype=object),
+                              "family_b": np.array([r[2] for r in flat], dtype=object),
+                              "corr": np.array([r[3] for r in flat], dtype=float)}) if flat else None
+    out = []
+    for b in range(b_n):  # a bar without Σ rows gets the empty frame (an empty column infers no string dtype)
+        lo, hi = (ends[b - 1] if b else 0), ends[b]
+        sigma = all_sigma.iloc[lo:hi].reset_index(drop=True) if hi > lo else \
+            pd.DataFrame([], columns=SIGMA_COLUMNS).astype({"horizon": np.int64})
+        out.append({"model_skill": skills[b], "model_skill_sigma": sigma})
+    return out
 
 
 def compute_model_skill(window: BarWindow, features: pd.DataFrame, predictions: pd.DataFrame, models: ModelSet,

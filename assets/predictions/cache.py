@@ -77,13 +77,18 @@ class PredictionCache:
         return out.copy()
 
     def predict_many(self, target: str, family: str, version: str,
-                     run: Callable[[list[np.ndarray]], list[np.ndarray]], Xs: list[np.ndarray]) -> list[np.ndarray]:
+                     run: Callable[[list[np.ndarray]], list[np.ndarray]], Xs: list[np.ndarray],
+                     digests: list[bytes] | None = None) -> list[np.ndarray]:
         """:meth:`predict` for many inputs (one per bar), each looked up and counted on its own as
         :meth:`predict` would, in order (an input repeated later in the list is a hit); ``run`` computes every
-        missing one in one call (the model's outputs of a list of inputs)."""
+        missing one in one call (the model's outputs of a list of inputs). ``digests``: the inputs'
+        :func:`input_digest` when the caller has them already (the same input read by several models)."""
         key = self.model_key(target, family, version)
         table = self._table(key)
-        digests = [input_digest(X) for X in Xs]
+        if digests is None:
+            digests = [input_digest(X) for X in Xs]
+        elif len(digests) != len(Xs):
+            raise ValueError(f"{len(digests)} digests for {len(Xs)} inputs")
         todo: dict[bytes, int] = {}
         for i, digest in enumerate(digests):
             if digest in table or digest in todo:

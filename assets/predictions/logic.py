@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from assets.predictions.cache import PredictionCache
+from assets.predictions.cache import PredictionCache, input_digest
 from assets.predictions.models import BARRIER_FAMILY, RETURN_FAMILIES, ModelSet
 from assets.predictions.standardize import Params as StdParams
 from assets.predictions.standardize import standardize_rows
@@ -63,17 +63,28 @@ def model_outputs(models: ModelSet, inputs: list[PredictionInputs], cache: Predi
     """Per bar, every loaded model's output on the bar's rows (``_rows``), keyed by (target, family); a bar with
     no such row has no entry. B bars at once: each model is called once for all of them (per bar for the
     sequential family, see ``BATCHED_FAMILIES``), through the inference cache when one is given (each bar's
-    input its own entry, as for one bar). ``families``: only these."""
+    input its own entry, as for one bar). ``families``: only these.
+
+    The bars' inputs are gathered and digested once per kind of input (the tabular families all read the
+    valid rows' features, the sequential ones the valid rows' windows), not once per model: ≈ 12 models read
+    2 inputs a bar. The models only read their input."""
     out: list[dict[tuple[str, str], np.ndarray]] = [{} for _ in inputs]
+    gathered: dict[bool, tuple[list[int], list[np.ndarray], list[bytes] | None]] = {}
     for (target, family), model in sorted(models.models.items()):
         if families is not None and family not in families:
             continue
-        used = [b for b, inp in enumerate(inputs) if _rows(family, inp).any()]
-        Xs = [(inputs[b].seq_X if family == "sequential" else inputs[b].X)[_rows(family, inputs[b])] for b in used]
+        seq = family == "sequential"
+        if seq not in gathered:
+            rows = [_rows(family, inp) for inp in inputs]
+            used = [b for b, r in enumerate(rows) if r.any()]
+            Xs = [(inputs[b].seq_X if seq else inputs[b].X)[rows[b]] for b in used]
+            gathered[seq] = (used, Xs, [input_digest(X) for X in Xs] if cache is not None else None)
+        used, Xs, digests = gathered[seq]
         if not Xs:
             continue
         run = _run(model, family)
-        got = run(Xs) if cache is None else cache.predict_many(model.target, model.family, model.version, run, Xs)
+        got = run(Xs) if cache is None else cache.predict_many(model.target, model.family, model.version, run, Xs,
+                                                               digests)
         for b, y in zip(used, got, strict=True):
             out[b][(target, family)] = np.asarray(y, dtype=np.float64)
     return out
@@ -177,33 +188,57 @@ def predict_returns(models: ModelSet, batch: RawBatch, reference: tuple[np.ndarr
     columns = {"raw": batch.raw.T.ravel(), "std": std.T.ravel(), "std_scale": scale.T[batch.bar].ravel(),
                "status": batch.status.T.ravel()}
     symbols = batch.symbols[batch.sym]
-    out = []
-    for b in range(b_n):  # one frame per bar: slices of the batch's columns
-        lo, hi = batch.offsets[b], batch.offsets[b + 1]
-        n = hi - lo
-        rows = slice(lo * g_n, hi * g_n)
-        out.append(pd.DataFrame({"symbol": np.repeat(symbols[lo:hi], g_n), "horizon": np.tile(h, n),
-                                 "family": np.tile(f, n), **{k: v[rows] for k, v in columns.items()}}))
-    return out
+    n_rows = np.diff(batch.offsets)
+    whole = pd.DataFrame({"symbol": np.repeat(symbols, g_n), "horizon": np.tile(h, len(symbols)),
+                          "family": np.tile(f, len(symbols)), **columns})
+    empty = {"symbol": symbols[:0], "horizon": h[:0], "family": f[:0], **{k: v[:0] for k, v in columns.items()}}
+    return [_part(whole, batch.offsets[b] * g_n, batch.offsets[b + 1] * g_n) if n_rows[b] else pd.DataFrame(empty)
+            for b in range(b_n)]  # a bar without rows: its frame alone (an empty column infers no string dtype)
+
+
+def _part(whole: pd.DataFrame, lo: int, hi: int) -> pd.DataFrame:
+    """Rows [lo, hi) of a batch's frame as a bar's own frame (index from 0): one frame is built per batch and
+    split by slicing (issue 12), every value and dtype what the bar's frame built alone has."""
+    return whole.iloc[lo:hi].reset_index(drop=True)
 
 
 def predict_barrier(models: ModelSet, inp: PredictionInputs, cache: PredictionCache | None = None,
                     outputs: dict[tuple[str, str], np.ndarray] | None = None) -> pd.DataFrame:
-    """P(peak) and P(valley); the configured neutral prior (recorded as such) when no model can say."""
+    """P(peak) and P(valley) of one bar: :func:`predict_barriers` of a batch of one."""
     if outputs is None:
         outputs = model_outputs(models, [inp], cache, (BARRIER_FAMILY,))[0]
+    return predict_barriers(models, [inp], [outputs])[0]
+
+
+def predict_barriers(models: ModelSet, inputs: list[PredictionInputs],
+                     outputs: list[dict[tuple[str, str], np.ndarray]]) -> list[pd.DataFrame]:
+    """Per bar P(peak) and P(valley) per symbol (``p_peak``, ``p_valley``, ``source``); the configured
+    neutral prior (recorded as such in ``source``) where no model can say: no model of that side, invalid
+    features, or a non-finite model output. B bars at once: one frame built and split per bar."""
     prior = get_cfg("barrier.neutral_prior")
     hb = get_cfg("barrier.horizon_minutes")
-    out = {"symbol": inp.symbols}
-    source = np.where(inp.valid, "model", "prior: invalid features").astype(object)
+    sizes = np.array([len(i.symbols) for i in inputs], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    symbols = np.concatenate([np.asarray(i.symbols) for i in inputs]) if inputs else np.empty(0, dtype=object)
+    valid = np.concatenate([i.valid for i in inputs]) if inputs else np.empty(0, dtype=bool)
+    out: dict[str, np.ndarray] = {"symbol": symbols}
+    source = np.where(valid, "model", "prior: invalid features").astype(object)
     for side in ("peak", "valley"):
-        model = models.get(barrier_target(side, hb), BARRIER_FAMILY)
-        prob = np.full(len(inp.symbols), prior)
+        target = barrier_target(side, hb)
+        model = models.get(target, BARRIER_FAMILY)
+        prob = np.full(len(symbols), prior)
         if model is None:
             source[:] = f"prior: no {side} model"
-        elif inp.valid.any():
-            got = outputs[(barrier_target(side, hb), BARRIER_FAMILY)]
-            prob[inp.valid] = np.where(np.isfinite(got), got, prior)
+        else:
+            for b, inp in enumerate(inputs):  # a loop over bars: each bar's model rows into its slice
+                if inp.valid.any():
+                    got = outputs[b][(target, BARRIER_FAMILY)]
+                    part = prob[offsets[b]:offsets[b + 1]]
+                    part[inp.valid] = np.where(np.isfinite(got), got, prior)
         out[f"p_{side}"] = prob
     out["source"] = source
-    return pd.DataFrame(out)
+    if len(inputs) == 1:
+        return [pd.DataFrame(out)]
+    whole = pd.DataFrame(out)
+    return [_part(whole, offsets[b], offsets[b + 1]) if sizes[b] else pd.DataFrame({k: v[:0] for k, v in out.items()})
+            for b in range(len(inputs))]  # a bar without rows: its frame alone (as in predict_returns)

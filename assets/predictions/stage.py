@@ -15,7 +15,7 @@ from assets.predictions.logic import (
     PredictionInputs,
     RawBatch,
     model_outputs,
-    predict_barrier,
+    predict_barriers,
     predict_returns,
     raw_batch,
 )
@@ -76,11 +76,13 @@ def prediction_inputs(features: pd.DataFrame, models: ModelSet, buffer: SeqBuffe
     seq_X = seq_ok = seq_reason = None
     if buffer is not None:
         x, ok, reason = buffer.windows()
-        # by name, not position; -1 (a symbol the buffer never saw) picks the appended "not full" row
-        pos = pd.Index(buffer.symbols).get_indexer(symbols)
-        seq_X = np.concatenate([x, np.full((1,) + x.shape[1:], np.nan)])[pos]
-        seq_ok = np.append(ok, False)[pos]
-        seq_reason = np.append(reason.astype(object), REASON_SHORT)[pos]
+        if len(buffer.symbols) == len(symbols) and (buffer.symbols == symbols).all():
+            seq_X, seq_ok, seq_reason = x, ok, reason.astype(object)  # the same symbols in the same order
+        else:  # by name, not position; -1 (a symbol the buffer never saw) picks the appended "not full" row
+            pos = pd.Index(buffer.symbols).get_indexer(symbols)
+            seq_X = np.concatenate([x, np.full((1,) + x.shape[1:], np.nan)])[pos]
+            seq_ok = np.append(ok, False)[pos]
+            seq_reason = np.append(reason.astype(object), REASON_SHORT)[pos]
     return PredictionInputs(symbols, X, valid, seq_X, seq_ok, seq_reason)
 
 
@@ -134,9 +136,9 @@ def compute_predictions_batch(windows: list[BarWindow], features: list[pd.DataFr
     batch = raw_batch(models, inputs, outputs)
     timeline = Timeline.of([w.bar for w in windows], get_cfg("standardization.window_bars"))
     preds = predict_returns(models, batch, std_reference(history, timeline, batch))
-    return [{"predictions": frame, "predictions_barrier": predict_barrier(models, inp, outputs=out),
-             "predictions_models": models.status.copy()}
-            for frame, inp, out in zip(preds, inputs, outputs, strict=True)]
+    barriers = predict_barriers(models, inputs, outputs)
+    return [{"predictions": frame, "predictions_barrier": barrier, "predictions_models": models.status.copy()}
+            for frame, barrier in zip(preds, barriers, strict=True)]
 
 
 def compute_predictions(window: BarWindow, features: pd.DataFrame, models: ModelSet, history: ChainHistory,
