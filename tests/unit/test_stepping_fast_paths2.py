@@ -1,0 +1,240 @@
+"""Round 2 of the stepping loop's fast paths (issue 12): each gives what the code it stands in for gives, bit
+for bit, on seeded random inputs that include the cases routed around it (empty, repeated symbols or ids,
+lower-case or unknown sides, NaN, non-unique labels). The previous implementations are kept verbatim below
+as ``_ref_*``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from assets.positions.stage import _OPEN, ORDER_COLUMNS, _order_rows, pending_by_symbol
+from resources.brokers.protocol import Order, OrderStatus, OrderType, RejectReason, Side
+from resources.kill_switch.logic import (  # noqa: I001
+    _VERDICT_COLS,
+    DenyReason,
+    Limits,
+    TradingState,
+    Verdict,
+    _order_verdicts,
+    _orders_frame,
+)
+
+SYMBOLS = [f"S{i:03d}" for i in range(15)]
+
+
+def same(a, b) -> None:
+    """Equal values (exactly), dtypes, columns and index, NaN in the same places."""
+    if isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+        assert [str(d) for d in a.dtypes] == [str(d) for d in b.dtypes]
+        assert a.columns.dtype == b.columns.dtype
+    else:
+        pd.testing.assert_series_equal(a, b, check_exact=True)
+    assert type(a.index) is type(b.index) and a.index.dtype == b.index.dtype
+
+
+# ---- kill switch: per-order verdicts -------------------------------------------------------------------
+
+def _ref_order_verdicts(o: pd.DataFrame, base: pd.Series, px: pd.Series, state: TradingState,
+                    limits: Limits, equity: float) -> tuple[pd.DataFrame, float]:
+    """Per-order ALLOW/DENY, vectorised over the bar's orders; and the gross after the allowed ones.
+    ``base`` is symbol → signed quantity before the orders (book + working orders)."""
+    side = o["side"].str.upper()
+    sign = np.select([side == "BUY", side == "SELL"], [1.0, -1.0], 0.0)
+    q = o["quantity"].to_numpy()
+    d = sign * np.nan_to_num(q)
+    symbols = o["symbol"].tolist()
+    if all(type(s) is str for s in symbols) and len(set(symbols)) == len(symbols):
+        earlier = np.zeros(len(d))   # one order per symbol (the usual bar): nothing before it in its symbol
+    else:
+        earlier = pd.Series(d).groupby(o["symbol"].to_numpy()).cumsum().to_numpy() - d
+    before = base.reindex(o["symbol"]).fillna(0.0).to_numpy() + earlier
+    after = before + d
+    reduces = (np.abs(after) < np.abs(before)) & (np.sign(after) * np.sign(before) >= 0)
+    price = px.reindex(o["symbol"]).to_numpy()
+    notional = np.abs(q) * price
+    invalid = (sign == 0) | ~np.isfinite(q) | (q <= 0)
+    missing = ~(np.isfinite(price) & (price > 0))
+    reason = np.select(
+        [invalid, missing, np.full(len(o), state is TradingState.HALTED),
+         (state is TradingState.REDUCING) & ~reduces, notional > limits.max_order_notional],
+        [DenyReason.INVALID_ORDER.value, DenyReason.MISSING_PRICE.value, DenyReason.HALTED.value,
+         DenyReason.REDUCING.value, DenyReason.MAX_ORDER_NOTIONAL.value], "")
+    # gross after the bar's orders: reducing orders always pass and free room; increasing ones pass in
+    # input order while the running gross stays within the limit
+    held = base[base != 0]
+    held_px = px.reindex(held.index).to_numpy()
+    gross_before = float(np.nansum(np.abs(held.to_numpy() * held_px)))
+    with np.errstate(invalid="ignore"):
+        change = np.where(reason == "", (np.abs(after) - np.abs(before)) * price, 0.0)
+    freed = float(change[change < 0].sum())
+    inc = np.where(change > 0, change, 0.0)
+    room = limits.gross_exposure_max * equity - gross_before - freed if math.isfinite(equity) else math.nan
+    over = (change > 0) & ~(np.cumsum(inc) <= room)
+    over = np.maximum.accumulate(over) & (change > 0)  # once one is over, every later increasing one is too
+    reason = np.where(over, DenyReason.GROSS_EXPOSURE.value, reason)
+    gross_after = gross_before + freed + float(inc[~over].sum())
+    return pd.DataFrame({"client_order_id": o["client_order_id"].astype(str), "symbol": o["symbol"],
+                         "side": o["side"], "quantity": q, "price": price, "notional": notional,
+                         "reduces": reduces, "verdict": np.where(reason == "", Verdict.ALLOW.value,
+                                                                 Verdict.DENY.value),
+                         "reason": reason}, columns=_VERDICT_COLS), gross_after
+
+
+def _verdict_inputs(seed: int):
+    rng = random.Random(seed)
+    n = rng.randint(0, 12)
+    kind = seed % 5
+    names = rng.sample(SYMBOLS, n) if kind != 1 else [rng.choice(SYMBOLS[:3]) for _ in range(n)]
+    sides = [rng.choice(["BUY", "SELL"]) for _ in range(n)]
+    if kind == 2 and n:   # a side the fast path leaves to str.upper
+        sides[rng.randrange(n)] = rng.choice(["sell", "buy", "HOLD"])
+    qty = [float(rng.randint(-2, 60)) if kind == 3 else float(rng.randint(1, 60)) for _ in range(n)]
+    if kind == 3 and n:
+        qty[rng.randrange(n)] = math.nan
+    orders = _orders_frame(pd.DataFrame({"client_order_id": [f"C{i}" for i in range(n)], "symbol": names,
+                                         "side": sides, "quantity": qty}))
+    held = rng.sample(SYMBOLS, rng.randint(0, 8))
+    base = pd.Series({s: float(rng.choice([0, rng.randint(-40, 40)])) for s in held}, dtype=float)
+    if kind == 4 and len(base):
+        base.iloc[0] = math.nan
+    priced = rng.sample(SYMBOLS, rng.randint(0, len(SYMBOLS)))
+    px = pd.Series({s: rng.choice([rng.uniform(5, 80), math.nan, 0.0]) for s in priced}, dtype=float)
+    if kind == 1 and len(px) > 1:   # repeated labels: the reindex path says what is wrong
+        px = pd.concat([px, px.iloc[:1]])
+    limits = Limits(0.02, 0.1, rng.choice([0.05, 1.0, 3.0]), rng.choice([300.0, 5_000.0]), 200, 2, 3, 5, False,
+                    "halt")
+    return orders, base, px, rng.choice(list(TradingState)), limits, rng.choice([20_000.0, math.nan, 5_000.0])
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_order_verdicts_fast_path_is_the_reindex_path(seed):
+    orders, base, px, state, limits, equity = _verdict_inputs(seed)
+    try:
+        want = _ref_order_verdicts(orders, base, px, state, limits, equity)
+    except Exception as exc:   # the reference's error is the fast path's too
+        with pytest.raises(type(exc)):
+            _order_verdicts(orders, base, px, state, limits, equity)
+        return
+    got, gross = _order_verdicts(orders, base, px, state, limits, equity)
+    same(got, want[0])
+    assert gross == want[1] or (math.isnan(gross) and math.isnan(want[1]))
+
+
+def test_order_verdicts_fast_path_on_a_usual_bar():
+    """100 orders, one per symbol, every side BUY/SELL: the fast path (no reindex) gives the reference."""
+    rng = np.random.default_rng(7)
+    names = [f"S{i:03d}" for i in range(100)]
+    orders = _orders_frame(pd.DataFrame({"client_order_id": [f"C{i}" for i in range(100)], "symbol": names,
+                                         "side": rng.choice(["BUY", "SELL"], 100).tolist(),
+                                         "quantity": rng.integers(1, 500, 100).astype(float)}))
+    base = pd.Series(rng.integers(-300, 300, 60).astype(float), index=names[20:80])
+    px = pd.Series(rng.uniform(10, 200, 100), index=names)
+    limits = Limits(0.02, 0.1, 1.0, 50_000.0, 200, 2, 3, 5, False, "halt")
+    for state in TradingState:
+        got, gross = _order_verdicts(orders, base, px, state, limits, 1e6)
+        want, want_gross = _ref_order_verdicts(orders, base, px, state, limits, 1e6)
+        same(got, want)
+        assert gross == want_gross
+    assert {DenyReason.GROSS_EXPOSURE.value} <= set(
+        _order_verdicts(orders, base, px, TradingState.ACTIVE, limits, 1e5)[0]["reason"])
+    assert Verdict.ALLOW.value in set(got["verdict"]) or state is not TradingState.ACTIVE
+
+
+# ---- positions: the orders looked at, and the working quantity per symbol ---------------------------------
+
+def _ref_order_rows(ids: list[str], known_open: pd.DataFrame, now: dict[str, Order], info: pd.DataFrame) -> pd.DataFrame:
+    """One row per order looked at: its last recorded status, its status at the broker now, changed or not,
+    and whether lineage knew it as sent (``engine``) or only as an intent (``recovered``)."""
+    prev = known_open.set_index("client_order_id")
+    sent = info.set_index("client_order_id")["sent"] if len(info) else pd.Series(dtype=bool)
+    rows = []
+    for cid in ids:  # the working orders of one account: a handful
+        o = now.get(cid)
+        if o is None:
+            continue
+        before = prev["status"].get(cid, "") if len(prev) else ""
+        filled_before = float(prev["filled_quantity"].get(cid, 0.0)) if len(prev) else 0.0
+        rows.append({"client_order_id": cid, "symbol": o.symbol, "side": str(o.side), "order_type": str(o.order_type),
+                     "quantity": float(o.quantity), "filled_quantity": float(o.filled_quantity),
+                     "remaining": float(o.remaining), "prev_status": str(before), "status": str(o.status),
+                     "reason_code": str(o.reason_code or ""),
+                     "changed": str(before) != str(o.status) or filled_before != float(o.filled_quantity),
+                     "source": "engine" if bool(sent.get(cid, False)) else "recovered"})
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in ORDER_COLUMNS.items()})
+    return pd.DataFrame(rows, columns=list(ORDER_COLUMNS))
+
+
+def _ref_pending(orders: pd.DataFrame) -> pd.Series:
+    open_rows = orders[orders["status"].isin(_OPEN)]
+    return pd.Series(np.where(open_rows["side"] == "BUY", 1.0, -1.0) * open_rows["remaining"].to_numpy(dtype=float),
+                     index=open_rows["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+
+
+def _order(rng: random.Random, cid: str, symbol: str) -> Order:
+    status = rng.choice([OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED,
+                         OrderStatus.CANCELLED, OrderStatus.SUBMITTED, OrderStatus.REJECTED])
+    qty = float(rng.randint(1, 300))
+    filled = 0.0 if status in (OrderStatus.ACCEPTED, OrderStatus.SUBMITTED) else float(rng.randint(0, int(qty)))
+    return Order(cid, f"B{cid}", symbol, rng.choice([Side.BUY, Side.SELL]), qty, filled, None, status,
+                 RejectReason.BROKER_REJECTED if status is OrderStatus.REJECTED else None, "2025-06-02T14:00Z",
+                 False, None, rng.choice([OrderType.MARKET, OrderType.MOC]))
+
+
+def _rows_inputs(seed: int):
+    rng = random.Random(seed)
+    ids = sorted({f"C{rng.randint(0, 40):02d}" for _ in range(rng.randint(0, 20))})
+    unique_symbols = seed % 3 != 0
+    syms = rng.sample(SYMBOLS, len(SYMBOLS))
+    now = {c: _order(rng, c, syms[i % len(syms)] if unique_symbols else rng.choice(SYMBOLS[:3]))
+           for i, c in enumerate(ids) if rng.random() < 0.8}
+    prev = [c for c in ids if rng.random() < 0.5]
+    if seed % 7 == 0 and prev:   # a repeated id in the earlier records: the Series.get path
+        prev = prev + prev[:1]
+    known_open = pd.DataFrame({"client_order_id": prev,
+                               "status": [rng.choice(["ACCEPTED", "PARTIALLY_FILLED"]) for _ in prev],
+                               "filled_quantity": [float(rng.randint(0, 5)) for _ in prev]})
+    if not prev and seed % 2:
+        known_open = pd.DataFrame({c: pd.Series(dtype=object) for c in ("client_order_id", "status",
+                                                                        "filled_quantity")})
+    known = [c for c in ids if rng.random() < 0.7]
+    info = pd.DataFrame({"client_order_id": known, "sent": [rng.random() < 0.6 for _ in known],
+                         "decision_price": [rng.uniform(1, 9) for _ in known],
+                         "decision_bar": ["2025-06-02T13:55Z"] * len(known)})
+    if not known and seed % 2:
+        info = pd.DataFrame({c: pd.Series(dtype=object) for c in ("client_order_id", "sent", "decision_price",
+                                                                  "decision_bar")})
+    return ids, known_open, now, info
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_order_rows_are_built_as_row_by_row(seed):
+    ids, known_open, now, info = _rows_inputs(seed)
+    try:
+        want = _ref_order_rows(ids, known_open, now, info)
+    except Exception as exc:   # a repeated id the reference cannot take: nor can the general path
+        with pytest.raises(type(exc)):
+            _order_rows(ids, known_open, now, info)
+        return
+    got = _order_rows(ids, known_open, now, info)
+    same(got, want)
+    assert list(got.columns) == list(ORDER_COLUMNS)
+    same(pending_by_symbol(got), _ref_pending(got))
+
+
+def test_pending_of_one_order_per_symbol_skips_the_groupby_bit_for_bit():
+    """−0.0 and NaN remaining quantities come out of the fast path as the sum gives them (0.0)."""
+    orders = pd.DataFrame({"client_order_id": ["a", "b", "c", "d"], "symbol": ["S3", "S1", "S2", "S0"],
+                           "side": ["BUY", "SELL", "BUY", "SELL"], "remaining": [5.0, -0.0, math.nan, 2.5],
+                           "status": ["ACCEPTED", "ACCEPTED", "PARTIALLY_FILLED", "FILLED"]})
+    got = pending_by_symbol(orders)
+    same(got, _ref_pending(orders))
+    assert got.index.tolist() == ["S1", "S2", "S3"] and math.copysign(1.0, got["S1"]) == 1.0
+    same(pending_by_symbol(orders.iloc[:0]), _ref_pending(orders.iloc[:0]))
