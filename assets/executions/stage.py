@@ -149,13 +149,16 @@ def _submit_all(broker: Broker, frame: pd.DataFrame, allowed: np.ndarray) -> lis
     by client id: one the broker already knows (an earlier attempt of this bar that crashed) is reported
     as the broker has it, never resubmitted, so it is recorded even if this attempt denies it."""
     results = []
-    for row, ok in zip(frame.itertuples(index=False), allowed, strict=True):  # one bar's orders
-        known = broker.order_status(row.client_order_id)
+    # the columns as Python values (what ``itertuples`` gives, without building a tuple class per bar)
+    cols = [frame[c].tolist() for c in ("client_order_id", "symbol", "side", "quantity", "bar_key", "reduce_only",
+                                        "order_type")]
+    for cid, symbol, side, quantity, bar_key, reduce_only, order_type, ok in zip(*cols, allowed, strict=True):
+        known = broker.order_status(cid)   # one bar's orders
         if known is not None:
             results.append(known.as_result())
         elif ok:
-            req = OrderRequest(row.client_order_id, row.symbol, Side(row.side), float(row.quantity), row.bar_key,
-                               bool(row.reduce_only), OrderType(row.order_type))
+            req = OrderRequest(cid, symbol, Side(side), float(quantity), bar_key, bool(reduce_only),
+                               OrderType(order_type))
             results.append(submit_with_lookup(broker, req))
     return results
 
@@ -194,8 +197,9 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
 
     pending = by_symbol("pending_qty") if "pending_qty" in book.columns else None
     mismatched = [s for s in str(acct.get("mismatched_symbols", "") or "").split(",") if s]
-    check = switch.pre_trade_check(frame, positions=by_symbol("qty"), prices={**dict(by_symbol("price").dropna()),
-                                                                              **prices},
+    # the book's marks that are not NaN (``dict(by_symbol("price").dropna())``), then the bar's prices
+    marks = {s: p for s, p in zip(symbols.tolist(), book["price"].tolist(), strict=True) if p == p}
+    check = switch.pre_trade_check(frame, positions=by_symbol("qty"), prices={**marks, **prices},
                                    equity=float(acct["portfolio_value"]), now=now, bar_ts=bar_ts,
                                    session_date=session_date, reconciliation_mismatch=int(acct["n_mismatched"]),
                                    mismatched=mismatched, bar_key=bar, pending=pending, session_open=session_open,

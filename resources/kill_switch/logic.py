@@ -216,6 +216,7 @@ _STR = pd.Series(["x"]).astype(str).dtype   # what ``astype(str)`` gives (pandas
 _VERDICT_COLS = ["client_order_id", "symbol", "side", "quantity", "price", "notional", "reduces", "verdict",
                  "reason"]
 _ORDER_COLS = ["client_order_id", "symbol", "side", "quantity", "bar_key", "reduce_only"]
+_NO_ORDERS = pd.DataFrame(columns=_ORDER_COLS)
 
 
 @dataclass(frozen=True)
@@ -404,7 +405,11 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
     pos = pd.Series(positions, dtype=float)
     pos = pos[pos != 0].sort_index()
     px = pd.Series(prices, dtype=float)
-    held_px = px.reindex(pos.index).to_numpy()
+    if px.index.is_unique:   # ``px.reindex(pos.index)`` with one indexer (the usual: a dict's keys)
+        at, px_v = px.index.get_indexer(pos.index), px.to_numpy()
+        held_px = np.where(at >= 0, px_v[at] if len(px_v) else np.nan, np.nan)
+    else:
+        held_px = px.reindex(pos.index).to_numpy()
     priced = np.isfinite(held_px) & (held_px > 0)
     gross = float(np.abs(pos.to_numpy()[priced] * held_px[priced]).sum())
     unpriced = list(pos.index[~priced])
@@ -472,7 +477,7 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
                for cid, notional, verdict, reason in zip(
                    verdicts["client_order_id"].tolist(), verdicts["notional"].tolist(), verdicts["verdict"].tolist(),
                    verdicts["reason"].tolist(), strict=True)]
-    flatten = pd.DataFrame(columns=_ORDER_COLS)
+    flatten = _no_orders()
     if new.state is TradingState.HALTED and new.flatten_pending and not session_open:
         events.append(KillSwitchEvent(now, "flatten", None, None, "SKIP",
                                       f"the session has closed at bar {bar_key}: flatten orders wait for the "
@@ -483,6 +488,11 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
         events.append(KillSwitchEvent(now, "flatten", float(len(flatten)), None, "INFO",
                                       f"{len(flatten)} reduce-only flatten order(s) for bar {bar_key}"))
     return CheckResult(new, events, verdicts, flatten)
+
+
+def _no_orders() -> pd.DataFrame:
+    """``pd.DataFrame(columns=_ORDER_COLS)``: a copy of one built once (most checks emit no flatten order)."""
+    return _NO_ORDERS.copy()
 
 
 def _order_verdicts(o: pd.DataFrame, base: pd.Series, px: pd.Series, state: TradingState,
