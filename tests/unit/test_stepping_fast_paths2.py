@@ -13,9 +13,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from assets.history import ChainHistory
 from assets.positions.stage import _OPEN, ORDER_COLUMNS, _order_rows, pending_by_symbol
+from assets.predictions.stage import previous_bar_keys
+from assets.sized_orders.logic import Params, size_orders
+from assets.sized_orders.stage import (
+    FLATTEN,
+    SESSION_CLOSED,
+    SessionRules,
+    _previous_keys,
+    compute_sized,
+    session_phase,
+)
+from assets.take import in_symbol_order, indexer, taken
+from CONFIG.config_loader import get_cfg
 from resources.brokers.protocol import Order, OrderStatus, OrderType, RejectReason, Side
-from resources.kill_switch.logic import (  # noqa: I001
+from resources.kill_switch.logic import (
     _VERDICT_COLS,
     DenyReason,
     Limits,
@@ -24,6 +37,7 @@ from resources.kill_switch.logic import (  # noqa: I001
     _order_verdicts,
     _orders_frame,
 )
+from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
 
 SYMBOLS = [f"S{i:03d}" for i in range(15)]
 
@@ -238,3 +252,122 @@ def test_pending_of_one_order_per_symbol_skips_the_groupby_bit_for_bit():
     same(got, _ref_pending(orders))
     assert got.index.tolist() == ["S1", "S2", "S3"] and math.copysign(1.0, got["S1"]) == 1.0
     same(pending_by_symbol(orders.iloc[:0]), _ref_pending(orders.iloc[:0]))
+
+
+# ---- sized_orders: the bar's keys and phase once per bar, pending by one indexer, text columns as they are ----
+
+def _ref_compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfolio_value: float,
+                  history: ChainHistory, params: Params | None = None, pending: pd.Series | None = None,
+                  rules: SessionRules | None = None, phase: str | None = None) -> pd.DataFrame:
+    """Sized orders of one bar; ``pending`` is symbol → signed remaining quantity of working orders."""
+    params = params or Params.from_cfg()
+    rules = rules or SessionRules.from_cfg()
+    phase = phase or session_phase(bar)
+    g = in_symbol_order(gated).reset_index(drop=True)
+    symbols = g["symbol"].to_numpy()
+    source = pd.Index(features["symbol"])
+    raw_hist = history.sizing_raw(previous_bar_keys(bar, params.z_window_bars))["raw"].to_numpy(dtype=float)
+    names = ("sigma_bps", "price", "sigma_daily_bps", "adv_bar_dollars")
+    if source.is_unique:   # the features' rows of the gated symbols, one indexer for the four columns
+        at = indexer(source, symbols)
+        col = {c: taken(at, features[c].to_numpy(dtype=float)) for c in names}
+    else:                  # reindex says what is wrong with them
+        f = features.set_index("symbol").reindex(symbols)
+        col = {c: f[c].to_numpy(dtype=float) for c in names}
+    held = g["current_qty"].to_numpy(dtype=float)
+    pend = (pending if pending is not None else pd.Series(dtype=float)).reindex(symbols).fillna(0.0).to_numpy(float)
+    net = held + pend
+    signal, is_exit, hold = (g["signal_bps"].to_numpy(dtype=float), g["is_exit"].to_numpy(bool),
+                             g["hold"].to_numpy(bool))
+    flatten = phase == "last" and rules.flatten_before_close
+    if phase == "closing":
+        hold = np.ones(len(g), dtype=bool)
+        is_exit = np.zeros(len(g), dtype=bool)
+    elif flatten:  # the working orders are cancelled by executions: the book alone is exited
+        net = held
+        # … except a symbol held by the data (its prices may be on another share basis: gated_signals/logic.py)
+        reason = g["reason"].astype(str) if "reason" in g else pd.Series("", index=g.index)
+        data_hold = (g["gate"].astype(str) == "hold").to_numpy() & reason.str.startswith("data_hold").to_numpy()
+        signal, is_exit, hold = np.zeros(len(g)), (net != 0.0) & ~data_hold, data_hold
+    o = size_orders(signal, col["sigma_bps"], g["size_mult"].to_numpy(dtype=float), is_exit, hold, net,
+                    col["price"], col["sigma_daily_bps"], col["adv_bar_dollars"], float(portfolio_value), raw_hist,
+                    symbols, bar, params)
+    status = o.status.astype(object)
+    if phase == "closing":
+        status = np.full(len(g), SESSION_CLOSED, dtype=object)
+    elif flatten:
+        status = np.where(o.has_order, FLATTEN, status)
+    order_type = rules.close_order_type if phase == "last" else OrderType.MARKET
+    return pd.DataFrame({
+        "symbol": symbols, "gate": g["gate"].to_numpy(), "price": col["price"], "raw": o.raw, "z": o.z,
+        "w_signal": o.w_signal, "w_target": o.w_target, "w_current": o.w_current, "w_post": o.w_post,
+        "trade_notional": o.trade_notional, "shares": o.shares, "side": o.side.astype(object),
+        "caps": o.caps.astype(object), "status": status, "has_order": o.has_order.astype(bool),
+        "client_order_id": o.client_order_id.astype(object),
+        "robust_scale": float(o.scale), "gross_before": float(o.gross_before), "gross_after": float(o.gross_after),
+        "pending_qty": pend, "order_type": np.where(o.has_order, order_type.value, "").astype(object),
+        "reduce_only": (is_exit & o.has_order).astype(bool), "session_phase": phase,
+    })
+
+
+class _History:
+    def __init__(self, rng: np.random.Generator):
+        self.raw = rng.normal(0, 3, 400)
+
+    def sizing_raw(self, bars):
+        return pd.DataFrame({"raw": self.raw[:len(bars) * 5]})
+
+
+def _sized_inputs(seed: int):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 30))
+    symbols = sorted(rng.choice([f"S{i:03d}" for i in range(60)], n, replace=False).tolist())
+    if seed % 4 == 1:   # not in symbol order: sorted by the stage
+        symbols = symbols[::-1]
+    gate = rng.choice(["allowed", "hold", "exit"], n).tolist()
+    gated = pd.DataFrame({"symbol": symbols, "gate": gate, "signal_bps": rng.normal(0, 20, n),
+                          "size_mult": rng.uniform(0, 1, n), "is_exit": np.array(gate) == "exit",
+                          "hold": np.array(gate) == "hold", "current_qty": rng.integers(-300, 300, n).astype(float),
+                          "reason": rng.choice(["", "data_hold:split", "low_prob"], n).tolist()})
+    if seed % 5 == 2:
+        gated["gate"] = gated["gate"].astype(object)   # a text column of another type: converted as before
+    fsyms = list(symbols) + (["S999"] if seed % 3 else [])
+    m = len(fsyms)
+    features = pd.DataFrame({"symbol": fsyms, "sigma_bps": rng.uniform(1, 20, m), "price": rng.uniform(5, 300, m),
+                             "sigma_daily_bps": rng.uniform(50, 300, m), "adv_bar_dollars": rng.uniform(1e5, 1e8, m)})
+    if n and seed % 7 == 3:
+        features.loc[0, "price"] = math.nan
+    pend = {s: float(rng.integers(-100, 100)) for s in symbols if rng.random() < 0.3}
+    pending = None if seed % 6 == 0 else pd.Series(pend, dtype=float)
+    if seed % 6 == 5 and symbols:   # repeated labels: the reindex path says what is wrong
+        pending = pd.Series([1.0, 2.0], index=[symbols[0], symbols[0]])
+    bars = get_calendar().session_bars("2025-06-03")
+    bar = bar_keys(bars[[int(rng.integers(0, len(bars) - 2)), -2, -1][seed % 3]:][:1])[0]
+    rules = SessionRules(bool(seed % 2), [OrderType.MARKET, OrderType.MOC][seed % 2])
+    return bar, gated, features, float(rng.choice([1e6, 5e5])), _History(rng), pending, rules
+
+
+@pytest.mark.parametrize("seed", range(36))
+def test_compute_sized_is_the_previous_stage(seed):
+    bar, gated, features, pv, history, pending, rules = _sized_inputs(seed)
+    params = Params.from_cfg()
+    try:
+        want = _ref_compute_sized(bar, gated, features, pv, history, params, pending, rules)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            compute_sized(bar, gated, features, pv, history, params, pending, rules)
+        return
+    same(compute_sized(bar, gated, features, pv, history, params, pending, rules), want)
+
+
+def test_bar_keys_and_phase_are_the_calendars_at_every_bar_of_a_session():
+    n = int(get_cfg("sizing.z_window_bars"))
+    for ts in get_calendar().session_bars("2025-06-03"):
+        bar = bar_keys(pd.DatetimeIndex([ts]))[0]
+        cal = get_calendar()
+        closes = cal.session_bars(cal.session_of(parse_bar_key(bar)))
+        phase = "closing" if ts == closes[-1] else ("last" if ts == closes[-2] else "open")
+        for _ in range(2):   # computed, then cached
+            assert session_phase(bar) == phase
+            assert list(_previous_keys(get_calendar(), bar, n)) == previous_bar_keys(bar, n)
+
