@@ -6,6 +6,7 @@ as ``_ref_*``.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 
@@ -14,6 +15,8 @@ import pandas as pd
 import pytest
 
 from assets.history import ChainHistory
+from assets.pnl.logic import PnlBook, bar_pnl
+from assets.pnl.stage import compute_pnl, one_row
 from assets.positions.stage import _OPEN, ORDER_COLUMNS, _order_rows, pending_by_symbol
 from assets.predictions.stage import previous_bar_keys
 from assets.sized_orders.logic import Params, size_orders
@@ -371,3 +374,37 @@ def test_bar_keys_and_phase_are_the_calendars_at_every_bar_of_a_session():
             assert session_phase(bar) == phase
             assert list(_previous_keys(get_calendar(), bar, n)) == previous_bar_keys(bar, n)
 
+
+
+# ---- pnl: the bar's row column by column, the cost estimate by one indexer ---------------------------------
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pnl_row_is_the_records_frame(seed):
+    rng = random.Random(seed)
+    values = [lambda: rng.uniform(-1e6, 1e6), lambda: rng.randint(-9, 9), lambda: np.float64(rng.random()),
+              lambda: np.int64(rng.randint(0, 9)), lambda: rng.random() < 0.5, lambda: np.bool_(rng.random() < 0.5),
+              lambda: rng.choice(["replay", "", "2025-06-02"]), lambda: math.nan, lambda: math.inf,
+              lambda: None, lambda: dt.date(2025, 6, 2)]
+    row = {f"c{i}": rng.choice(values)() for i in range(rng.randint(1, 30))}
+    same(one_row(row), pd.DataFrame([row]))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pnl_cost_estimate_by_indexer_is_the_reindex(seed):
+    rng = random.Random(seed)
+    names = [rng.choice(SYMBOLS) for _ in range(rng.randint(1, 6))]
+    fills = pd.DataFrame({"fill_id": [f"f{i}" for i in range(len(names))], "symbol": names,
+                          "side": [rng.choice(["BUY", "SELL"]) for _ in names],
+                          "quantity": [float(rng.randint(1, 30)) for _ in names],
+                          "price": [rng.uniform(5, 50) for _ in names], "fee": [rng.uniform(0, 1) for _ in names],
+                          "seq": np.arange(1, len(names) + 1, dtype=np.int64),
+                          "mid": [rng.uniform(5, 50) for _ in names]})
+    est = pd.Series({s: rng.choice([rng.uniform(0, 9), math.nan]) for s in rng.sample(SYMBOLS, 8)}, dtype=float)
+    marks = pd.Series({s: rng.uniform(5, 50) for s in SYMBOLS})
+    got = compute_pnl(fills, marks, est, PnlBook.start(1e6), 1e6, "2025-06-02", dt.date(2025, 6, 2), "replay")
+    f = fills.copy()
+    f["est_cost_bps"] = est.reindex(f["symbol"]).to_numpy(dtype=float)
+    want = bar_pnl(PnlBook.start(1e6), f, marks, start_of_day_equity=1e6)[1]
+    assert got[1]["pnl"]["est_cost"].iloc[0] == want["est_cost"] or (
+        math.isnan(want["est_cost"]) and math.isnan(got[1]["pnl"]["est_cost"].iloc[0]))
+    assert got[1]["pnl"]["est_cost_bps"].iloc[0] == want["est_cost_bps"] or math.isnan(want["est_cost_bps"])
