@@ -249,7 +249,7 @@ def test_order_rows_are_built_as_row_by_row(seed):
 def test_pending_of_one_order_per_symbol_skips_the_groupby_bit_for_bit():
     """−0.0 and NaN remaining quantities come out of the fast path as the sum gives them (0.0)."""
     orders = pd.DataFrame({"client_order_id": ["a", "b", "c", "d"], "symbol": ["S3", "S1", "S2", "S0"],
-                           "side": ["BUY", "SELL", "BUY", "SELL"], "remaining": [5.0, -0.0, math.nan, 2.5],
+                           "side": ["BUY", "BUY", "BUY", "SELL"], "remaining": [5.0, -0.0, math.nan, 2.5],
                            "status": ["ACCEPTED", "ACCEPTED", "PARTIALLY_FILLED", "FILLED"]})
     got = pending_by_symbol(orders)
     same(got, _ref_pending(orders))
