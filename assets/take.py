@@ -37,3 +37,15 @@ def in_symbol_order(frame: pd.DataFrame) -> pd.DataFrame:
     if pd.api.types.infer_dtype(symbols, skipna=False) in ("string", "empty") and symbols.is_monotonic_increasing:
         return frame   # checked in C: no Python loop over the symbols
     return frame.sort_values("symbol", kind="mergesort")
+
+
+_STR = pd.Series(["x"]).dtype   # the type pandas gives text (what a new frame makes of Python strings)
+
+
+def as_text(values: pd.Series) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """What a new frame makes of ``values.to_numpy()``, without the round trip through Python objects: a text
+    column's own array when a frame would give its object values that type again (some text in it), else the
+    numpy values (an empty or all-missing column: a frame keeps those ``object``)."""
+    if values.dtype == _STR and len(values) and not values.isna().all():
+        return values.array
+    return values.to_numpy()

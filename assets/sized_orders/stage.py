@@ -27,7 +27,7 @@ import pandas as pd
 
 from assets.history import ChainHistory
 from assets.sized_orders.logic import Params, size_orders
-from assets.take import in_symbol_order, indexer, taken
+from assets.take import as_text, in_symbol_order, indexer, taken
 from CONFIG.config_loader import get_cfg
 from resources.brokers.protocol import OrderType
 from resources.market.calendar import TradingCalendar, bar_keys, get_calendar, parse_bar_key
@@ -69,15 +69,6 @@ def _previous_keys(cal: TradingCalendar, bar: str, n: int) -> tuple[str, ...]:
     """:func:`~assets.predictions.stage.previous_bar_keys` of one calendar, computed once per bar (the stepping
     loop asks for the same window's keys again at every run of a bar, and each was a calendar search)."""
     return tuple(bar_keys(cal.previous_bars(parse_bar_key(bar), n + 1)[:-1]))
-
-
-def _text(values: pd.Series) -> pd.api.extensions.ExtensionArray | np.ndarray:
-    """A column's values for a new frame: a text column's own array when it already has the type a text array
-    would be given (no round trip through Python objects), else its numpy values."""
-    return values.array if values.dtype == _STR else values.to_numpy()
-
-
-_STR = pd.Series(["x"]).dtype   # the type pandas gives text (what a frame of Python strings gets)
 
 
 def _pending_on(pending: pd.Series | None, symbols: np.ndarray) -> np.ndarray:
@@ -133,7 +124,7 @@ def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfol
         status = np.where(o.has_order, FLATTEN, status)
     order_type = rules.close_order_type if phase == "last" else OrderType.MARKET
     return pd.DataFrame({
-        "symbol": _text(g["symbol"]), "gate": _text(g["gate"]), "price": col["price"], "raw": o.raw, "z": o.z,
+        "symbol": as_text(g["symbol"]), "gate": as_text(g["gate"]), "price": col["price"], "raw": o.raw, "z": o.z,
         "w_signal": o.w_signal, "w_target": o.w_target, "w_current": o.w_current, "w_post": o.w_post,
         "trade_notional": o.trade_notional, "shares": o.shares, "side": o.side.astype(object),
         "caps": o.caps.astype(object), "status": status, "has_order": o.has_order.astype(bool),

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from assets.arbitrated_scores.logic import Arbitration, arbitrate
+from assets.arbitrated_scores.stage import alpha_matrix, compute_arbitrated
 from assets.history import ChainHistory
 from assets.pnl.logic import PnlBook, bar_pnl
 from assets.pnl.stage import compute_pnl, one_row
@@ -28,7 +30,7 @@ from assets.sized_orders.stage import (
     compute_sized,
     session_phase,
 )
-from assets.take import in_symbol_order, indexer, taken
+from assets.take import as_text, in_symbol_order, indexer, taken
 from CONFIG.config_loader import get_cfg
 from resources.brokers.protocol import Order, OrderStatus, OrderType, RejectReason, Side
 from resources.kill_switch.logic import (
@@ -408,3 +410,93 @@ def test_pnl_cost_estimate_by_indexer_is_the_reindex(seed):
     assert got[1]["pnl"]["est_cost"].iloc[0] == want["est_cost"] or (
         math.isnan(want["est_cost"]) and math.isnan(got[1]["pnl"]["est_cost"].iloc[0]))
     assert got[1]["pnl"]["est_cost_bps"].iloc[0] == want["est_cost_bps"] or math.isnan(want["est_cost_bps"])
+
+
+# ---- text columns passed as they are; arbitration's repeated-row check on the grid -----------------------
+
+@pytest.mark.parametrize("values", [["a", "b"], ["a", math.nan], [math.nan, math.nan], [], ["", ""]])
+@pytest.mark.parametrize("dtype", ["str", object, "category"])
+def test_as_text_gives_the_frame_to_numpy_gives(values, dtype):
+    col = pd.Series(values, dtype=dtype if values or dtype != "category" else object)
+    same(pd.DataFrame({"c": as_text(col)}), pd.DataFrame({"c": col.to_numpy()}))
+
+
+def _ref_alpha_matrix(alpha: pd.DataFrame, symbols: np.ndarray, horizons: list[int]) -> np.ndarray:
+    """(N, H) α in bps on the given symbols × horizons, NaN where absent (a scatter: pivoting costs more)."""
+    out = np.full((len(symbols), len(horizons)), np.nan)
+    if not len(alpha):
+        return out
+    if alpha.duplicated(["symbol", "horizon"]).any():
+        raise ValueError("blended_alpha holds more than one row for a (symbol, horizon)")
+    r = pd.Index(symbols).get_indexer(alpha["symbol"])
+    c = pd.Index(horizons).get_indexer(alpha["horizon"])
+    ok = (r >= 0) & (c >= 0)
+    out[r[ok], c[ok]] = alpha["alpha_bps"].to_numpy(dtype=float)[ok]
+    return out
+
+
+def _ref_compute_arbitrated(alpha: pd.DataFrame, features: pd.DataFrame, portfolio_value: float,
+                       params: Params | None = None) -> dict[str, pd.DataFrame]:
+    horizons = sorted(get_cfg("horizons.minutes"))
+    f = in_symbol_order(features)
+    symbols = f["symbol"].to_numpy()
+    col = {c: f[c].to_numpy(dtype=float) for c in ("spread_bps", "sigma_bps", "sigma_daily_bps", "adv_shares",
+                                                    "price")}
+    a = _ref_alpha_matrix(alpha, symbols, horizons)
+    arb: Arbitration = arbitrate(a, np.asarray(horizons), get_cfg("market.bar_minutes"), col["spread_bps"],
+                                 col["sigma_bps"], col["sigma_daily_bps"], col["adv_shares"], col["price"],
+                                 float(portfolio_value), params)
+    scores = pd.DataFrame({
+        "symbol": symbols, "spread_bps": col["spread_bps"], "sigma_bps": col["sigma_bps"],
+        "impact_bps": arb.impact_bps, "selected_h_min": arb.selected_h_min, "runner_up_h_min": arb.runner_up_h_min,
+        "final_score_bps": arb.final_score_bps, "direction": arb.direction.astype(np.int64),
+        "reserve_bps": arb.reserve_bps, "decision": arb.decision.astype(object), "reason": arb.reason.astype(object),
+        # the bar's data facts, for the gate
+        **{c: f[c].to_numpy() for c in ("quote_age_bars", "spread_estimated", "hold_reason") if c in f.columns},
+    })
+    n, h = a.shape
+    terms = pd.DataFrame({
+        "symbol": np.repeat(symbols, h), "horizon": np.tile(np.asarray(horizons, dtype=np.int64), n),
+        "alpha_bps": a.ravel(), "spread_cost_bps": arb.spread_cost_bps.ravel(),
+        "vol_cost_bps": arb.vol_cost_bps.ravel(), "impact_cost_bps": arb.impact_cost_bps.ravel(),
+        "cost_bps": arb.cost_bps.ravel(), "net_bps": arb.net_bps.ravel(), "weight": arb.horizon_weight.ravel(),
+    })
+    return {"arbitrated_scores": scores, "arbitrated_scores_terms": terms}
+
+
+def _arb_inputs(seed: int):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 25))
+    horizons = sorted(get_cfg("horizons.minutes"))
+    symbols = [f"S{i:03d}" for i in sorted(rng.choice(80, n, replace=False))]
+    features = pd.DataFrame({"symbol": symbols, "spread_bps": rng.uniform(1, 20, n), "sigma_bps": rng.uniform(5, 40, n),
+                             "sigma_daily_bps": rng.uniform(50, 300, n), "adv_shares": rng.uniform(1e4, 1e7, n),
+                             "price": rng.uniform(5, 300, n), "quote_age_bars": rng.integers(0, 3, n).astype(float),
+                             "spread_estimated": rng.random(n) < 0.2,
+                             "hold_reason": rng.choice(["", "split_jump"], n).tolist() if seed % 3 else
+                             pd.Series([math.nan] * n, dtype="str")})
+    cells = [(s, h) for s in symbols + ["S999"] for h in horizons if rng.random() < 0.8]
+    alpha = pd.DataFrame({"symbol": [c[0] for c in cells], "horizon": np.array([c[1] for c in cells], dtype=np.int64),
+                          "alpha_bps": rng.normal(0, 10, len(cells))})
+    if seed % 4 == 1 and len(alpha):   # a repeated (symbol, horizon) row: on the grid, or off it (S999)
+        alpha = pd.concat([alpha, alpha.iloc[[0 if seed % 8 == 1 else -1]]], ignore_index=True)
+    if seed % 5 == 2 and len(alpha):   # a horizon off the grid
+        alpha.loc[0, "horizon"] = 7
+    return alpha, features, float(rng.choice([1e6, 2e5]))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_compute_arbitrated_is_the_previous_stage(seed):
+    alpha, features, pv = _arb_inputs(seed)
+    try:
+        want = _ref_compute_arbitrated(alpha, features, pv)
+    except Exception as exc:   # a repeated row: the same error
+        with pytest.raises(type(exc), match="more than one row"):
+            compute_arbitrated(alpha, features, pv)
+        return
+    got = compute_arbitrated(alpha, features, pv)
+    for table in ("arbitrated_scores", "arbitrated_scores_terms"):
+        same(got[table], want[table])
+    horizons = sorted(get_cfg("horizons.minutes"))
+    np.testing.assert_array_equal(alpha_matrix(alpha, features["symbol"].to_numpy(), horizons),
+                                  _ref_alpha_matrix(alpha, features["symbol"].to_numpy(), horizons))
