@@ -475,7 +475,8 @@ def _arb_inputs(seed: int):
                              "spread_estimated": rng.random(n) < 0.2,
                              "hold_reason": rng.choice(["", "split_jump"], n).tolist() if seed % 3 else
                              pd.Series([math.nan] * n, dtype="str")})
-    cells = [(s, h) for s in symbols + ["S999"] for h in horizons if rng.random() < 0.8]
+    off_grid = ["S999"] if seed % 3 == 0 else []   # a symbol the features lack: the duplicated() path
+    cells = [(s, h) for s in symbols + off_grid for h in horizons if rng.random() < 0.8]
     alpha = pd.DataFrame({"symbol": [c[0] for c in cells], "horizon": np.array([c[1] for c in cells], dtype=np.int64),
                           "alpha_bps": rng.normal(0, 10, len(cells))})
     if seed % 4 == 1 and len(alpha):   # a repeated (symbol, horizon) row: on the grid, or off it (S999)
