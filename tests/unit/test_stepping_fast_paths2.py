@@ -16,6 +16,9 @@ import pytest
 
 from assets.arbitrated_scores.logic import Arbitration, arbitrate
 from assets.arbitrated_scores.stage import alpha_matrix, compute_arbitrated
+from assets.gated_signals.logic import Params as GateParams
+from assets.gated_signals.logic import gate_signals
+from assets.gated_signals.stage import compute_gated, current_quantities
 from assets.history import ChainHistory
 from assets.pnl.logic import PnlBook, bar_pnl
 from assets.pnl.stage import compute_pnl, one_row
@@ -501,3 +504,59 @@ def test_compute_arbitrated_is_the_previous_stage(seed):
     horizons = sorted(get_cfg("horizons.minutes"))
     np.testing.assert_array_equal(alpha_matrix(alpha, features["symbol"].to_numpy(), horizons),
                                   _ref_alpha_matrix(alpha, features["symbol"].to_numpy(), horizons))
+
+
+# ---- gated_signals: the barrier by one indexer ---------------------------------------------------------
+
+def _ref_compute_gated(scores: pd.DataFrame, barrier: pd.DataFrame, positions: pd.DataFrame,
+                  params: GateParams | None = None) -> pd.DataFrame:
+    s = in_symbol_order(scores).reset_index(drop=True)
+    symbols = s["symbol"].to_numpy()
+    b = barrier.set_index("symbol").reindex(symbols)
+    qty = current_quantities(positions, symbols)
+    # the quote's age from the bar (quote time, or bars since it changed; NaN = unknown = stale)
+    quote_age = s["quote_age_bars"].to_numpy(dtype=float) if "quote_age_bars" in s else np.zeros(len(symbols))
+    estimated = s["spread_estimated"].to_numpy(dtype=bool) if "spread_estimated" in s else None
+    hold = s["hold_reason"].fillna("").astype(str).to_numpy() != "" if "hold_reason" in s else None
+    g = gate_signals(s["direction"].to_numpy(dtype=float), s["final_score_bps"].to_numpy(dtype=float),
+                     s["decision"].to_numpy(), s["reserve_bps"].to_numpy(dtype=float),
+                     b["p_peak"].to_numpy(dtype=float), b["p_valley"].to_numpy(dtype=float), qty,
+                     s["spread_bps"].to_numpy(dtype=float), quote_age, params, spread_estimated=estimated,
+                     data_hold=hold)
+    return pd.DataFrame({
+        "symbol": symbols, "p_peak": b["p_peak"].to_numpy(dtype=float), "p_valley": b["p_valley"].to_numpy(dtype=float),
+        "barrier_source": b["source"].astype(object).to_numpy(), "direction": s["direction"].to_numpy(),
+        "final_score_bps": s["final_score_bps"].to_numpy(dtype=float), "decision": s["decision"].to_numpy(),
+        "current_qty": qty, "quote_age_bars": quote_age, "gate": g.gate.astype(object),
+        "reason": g.reason.astype(object),
+        "size_mult": g.size_mult, "signal_bps": g.signal_bps, "is_exit": g.is_exit.astype(bool),
+        "hold": g.hold.astype(bool),
+    })
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_compute_gated_is_the_previous_stage(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 20))
+    symbols = [f"S{i:03d}" for i in sorted(rng.choice(60, n, replace=False))]
+    scores = pd.DataFrame({"symbol": symbols, "direction": rng.choice([-1, 0, 1], n).astype(np.int64),
+                           "final_score_bps": rng.normal(0, 10, n), "decision": rng.choice(["TRADE", "HOLD"], n).tolist(),
+                           "reserve_bps": rng.uniform(0, 3, n), "spread_bps": rng.uniform(1, 30, n),
+                           "quote_age_bars": rng.integers(0, 3, n).astype(float),
+                           "spread_estimated": rng.random(n) < 0.2,
+                           "hold_reason": rng.choice(["", "split_jump"], n).tolist()})
+    bsyms = [s for s in symbols if rng.random() < 0.8] + (["S999"] if seed % 2 else [])
+    if seed % 5 == 3 and bsyms:   # a repeated barrier row: the reindex path says what is wrong
+        bsyms = bsyms + bsyms[:1]
+    m = len(bsyms)
+    barrier = pd.DataFrame({"symbol": bsyms, "p_peak": rng.uniform(0, 1, m), "p_valley": rng.uniform(0, 1, m),
+                            "source": rng.choice(["model", "prior"], m).tolist()})
+    held = [s for s in symbols if rng.random() < 0.4]
+    positions = pd.DataFrame({"symbol": held, "qty": rng.integers(-200, 200, len(held)).astype(float)})
+    try:
+        want = _ref_compute_gated(scores, barrier, positions)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            compute_gated(scores, barrier, positions)
+        return
+    same(compute_gated(scores, barrier, positions), want)
