@@ -49,3 +49,13 @@ def as_text(values: pd.Series) -> pd.api.extensions.ExtensionArray | np.ndarray:
     if values.dtype == _STR and len(values) and not values.isna().all():
         return values.array
     return values.to_numpy()
+
+
+def as_text_at(values: pd.Series, at: np.ndarray) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """What a new frame makes of ``values.to_numpy()[at]`` (``at`` a boolean mask or positions), by
+    :func:`as_text`'s rule applied to the rows taken."""
+    if values.dtype == _STR:
+        got = values.array[at]
+        if len(got) and not got.isna().all():
+            return got
+    return values.to_numpy()[at]

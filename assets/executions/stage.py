@@ -26,6 +26,7 @@ import pandas as pd
 
 from assets.positions.logic import fills_frame, slippage_bps
 from assets.positions.stage import empty_taken
+from assets.take import as_text, as_text_at
 from resources.brokers.protocol import Broker, BrokerError, OrderRequest, OrderType, Side, SubmitResult
 from resources.brokers.submit import submit_with_lookup
 from resources.kill_switch.logic import KillSwitch, KillSwitchEvent
@@ -72,7 +73,8 @@ def _orders_of(sized: pd.DataFrame, bar: str) -> pd.DataFrame:
     reduce_only = col("reduce_only", bool) if "reduce_only" in sized.columns else col("gate") == "exit"
     order_type = col("order_type") if "order_type" in sized.columns else np.full(int(has.sum()),
                                                                                  OrderType.MARKET.value, dtype=object)
-    return pd.DataFrame({"client_order_id": col("client_order_id"), "symbol": col("symbol"), "side": col("side"),
+    return pd.DataFrame({"client_order_id": as_text_at(sized["client_order_id"], has),
+                         "symbol": as_text_at(sized["symbol"], has), "side": as_text_at(sized["side"], has),
                          "quantity": np.abs(col("shares", float)), "bar_key": bar, "reduce_only": reduce_only,
                          "order_type": np.where(order_type == "", OrderType.MARKET.value, order_type).astype(object),
                          "decision_price": col("price", float)})
@@ -88,9 +90,9 @@ def _record(frame: pd.DataFrame, verdict: np.ndarray, verdict_reason: np.ndarray
     answer = {col: [_attr(r, col) for r in got] for col in ("status", "reason_code", "filled_quantity", "avg_price",
                                                             "error")}
     answer["status"] = [s if s != "" else "NOT_SENT" for s in answer["status"]]
-    return pd.DataFrame({"client_order_id": frame["client_order_id"].to_numpy(), "symbol": frame["symbol"].to_numpy(),
-                         "side": frame["side"].to_numpy(), "quantity": frame["quantity"].to_numpy(),
-                         "order_type": frame["order_type"].to_numpy(),
+    return pd.DataFrame({"client_order_id": as_text(frame["client_order_id"]), "symbol": as_text(frame["symbol"]),
+                         "side": as_text(frame["side"]), "quantity": frame["quantity"].to_numpy(),
+                         "order_type": as_text(frame["order_type"]),
                          "decision_price": frame["decision_price"].to_numpy(), "verdict": verdict,
                          "verdict_reason": verdict_reason, **answer, "account": account})
 

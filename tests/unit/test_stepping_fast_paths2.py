@@ -33,7 +33,7 @@ from assets.sized_orders.stage import (
     compute_sized,
     session_phase,
 )
-from assets.take import as_text, in_symbol_order, indexer, taken
+from assets.take import as_text, as_text_at, in_symbol_order, indexer, taken
 from CONFIG.config_loader import get_cfg
 from resources.brokers.protocol import Order, OrderStatus, OrderType, RejectReason, Side
 from resources.kill_switch.logic import (
@@ -422,6 +422,14 @@ def test_pnl_cost_estimate_by_indexer_is_the_reindex(seed):
 def test_as_text_gives_the_frame_to_numpy_gives(values, dtype):
     col = pd.Series(values, dtype=dtype if values or dtype != "category" else object)
     same(pd.DataFrame({"c": as_text(col)}), pd.DataFrame({"c": col.to_numpy()}))
+
+
+@pytest.mark.parametrize("at", [[True, False, True], [False, False, False], [False, True, False], [2, 0], []])
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_as_text_at_gives_the_frame_of_the_taken_values(at, dtype):
+    col = pd.Series(["a", math.nan, "c"], dtype=dtype)
+    at = np.array(at, dtype=bool if at and isinstance(at[0], bool) else np.int64)
+    same(pd.DataFrame({"c": as_text_at(col, at)}), pd.DataFrame({"c": col.to_numpy()[at]}))
 
 
 def _ref_alpha_matrix(alpha: pd.DataFrame, symbols: np.ndarray, horizons: list[int]) -> np.ndarray:
