@@ -59,3 +59,15 @@ def as_text_at(values: pd.Series, at: np.ndarray) -> pd.api.extensions.Extension
         if len(got) and not got.isna().all():
             return got
     return values.to_numpy()[at]
+
+
+def one_row(row: dict) -> pd.DataFrame:
+    """``pd.DataFrame([row])`` built column by column (the list-of-records path infers a 2-D object block
+    first); the same frame when every value is a Python or numpy scalar of str, bool, int or float — else
+    that path itself."""
+    if all(type(v) in _SCALARS for v in row.values()):
+        return pd.DataFrame({k: [v] for k, v in row.items()})
+    return pd.DataFrame([row])
+
+
+_SCALARS = frozenset({str, bool, int, float, np.float64, np.int64, np.bool_})

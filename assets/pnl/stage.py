@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from assets.pnl.logic import BOOK_COLUMNS, PnlBook, apply_actions, bar_pnl
-from assets.take import indexer, taken
+from assets.take import indexer, one_row, taken
 
 
 def previous_book(prev_row: pd.DataFrame, prev_book: pd.DataFrame) -> tuple[PnlBook, float | None, str | None] | None:
@@ -86,19 +86,9 @@ def compute_pnl(fills: pd.DataFrame, marks: pd.Series, est_cost_bps: pd.Series, 
     row["dividends"] = dividends
     book_table = pd.DataFrame({"symbol": new.positions.index, **{c: new.positions[c].to_numpy() for c in
                                                                  new.positions.columns}, "account": account})
-    return new, {"pnl": one_row(row), "pnl_book": book_table, "pnl_symbols": per_symbol.assign(account=account)}
+    per_symbol["account"] = account   # bar_pnl's own new table: the column added in place (was ``assign``)
+    return new, {"pnl": one_row(row), "pnl_book": book_table, "pnl_symbols": per_symbol}
 
-
-def one_row(row: dict) -> pd.DataFrame:
-    """``pd.DataFrame([row])`` built column by column (the list-of-records path infers a 2-D object block
-    first); the same frame when every value is a Python or numpy scalar of str, bool, int or float — else
-    that path itself."""
-    if all(type(v) in _SCALARS for v in row.values()):
-        return pd.DataFrame({k: [v] for k, v in row.items()})
-    return pd.DataFrame([row])
-
-
-_SCALARS = frozenset({str, bool, int, float, np.float64, np.int64, np.bool_})
 
 
 def start_of_bar(previous: tuple[PnlBook, float | None, str | None] | None, positions: dict[str, pd.DataFrame],

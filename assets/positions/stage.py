@@ -49,7 +49,7 @@ from assets.positions.logic import (
     take_in_plain,
     with_fills,
 )
-from assets.take import in_symbol_order, indexer, taken
+from assets.take import in_symbol_order, indexer, one_row, taken
 from resources.brokers.protocol import OPEN_STATUSES, Broker, Order
 from resources.brokers.quantity import round_qty
 
@@ -192,7 +192,7 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
     })
     mismatched = (rec.table["symbol"].to_numpy()[rec.table["mismatch"].to_numpy(dtype=bool)].tolist()
                   if len(rec.table) else [])
-    account = pd.DataFrame([{
+    account = one_row({
         "cash": float(cash), "equity": equity, "portfolio_value": equity,
         "gross_exposure": float(np.abs(mv_known).sum()) / equity if equity else np.nan,
         "net_exposure": float(mv_known.sum()) / equity if equity else np.nan,
@@ -200,7 +200,7 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
         "stale_marks": int(stale_held.sum()),
         "mismatch": bool(rec.mismatch), "n_mismatched": int(rec.n_mismatched),
         "mismatched_symbols": ",".join(mismatched), "source": source, **(extra or {}),
-    }])
+    })
     return {"positions": positions, "positions_account": account}
 
 
@@ -385,7 +385,8 @@ def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame,
                              "foreign_fills": len(foreign), "orders_changed": int(orders["changed"].sum())})
     # most bars take in no fill, see no foreign fill and apply no action: their empty tables are built once
     out["positions_fills"] = own_table if own_table is not None else _empty_with_account("taken", account)
-    out["positions_orders"] = orders.assign(account=account)
+    orders["account"] = account   # _order_rows' own new table: the column added in place (was ``assign``)
+    out["positions_orders"] = orders
     out["positions_foreign_fills"] = foreign.assign(account=account) if len(foreign) else _empty_with_account(
         "fills", account)
     out["positions_adjustments"] = applied.assign(account=account) if len(applied) else _empty_with_account(
