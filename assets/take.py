@@ -37,3 +37,37 @@ def in_symbol_order(frame: pd.DataFrame) -> pd.DataFrame:
     if pd.api.types.infer_dtype(symbols, skipna=False) in ("string", "empty") and symbols.is_monotonic_increasing:
         return frame   # checked in C: no Python loop over the symbols
     return frame.sort_values("symbol", kind="mergesort")
+
+
+_STR = pd.Series(["x"]).dtype   # the type pandas gives text (what a new frame makes of Python strings)
+
+
+def as_text(values: pd.Series) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """What a new frame makes of ``values.to_numpy()``, without the round trip through Python objects: a text
+    column's own array when a frame would give its object values that type again (some text in it), else the
+    numpy values (an empty or all-missing column: a frame keeps those ``object``)."""
+    if values.dtype == _STR and len(values) and not values.isna().all():
+        return values.array
+    return values.to_numpy()
+
+
+def as_text_at(values: pd.Series, at: np.ndarray) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """What a new frame makes of ``values.to_numpy()[at]`` (``at`` a boolean mask or positions), by
+    :func:`as_text`'s rule applied to the rows taken."""
+    if values.dtype == _STR:
+        got = values.array[at]
+        if len(got) and not got.isna().all():
+            return got
+    return values.to_numpy()[at]
+
+
+def one_row(row: dict) -> pd.DataFrame:
+    """``pd.DataFrame([row])`` built column by column (the list-of-records path infers a 2-D object block
+    first); the same frame when every value is a Python or numpy scalar of str, bool, int or float — else
+    that path itself."""
+    if all(type(v) in _SCALARS for v in row.values()):
+        return pd.DataFrame({k: [v] for k, v in row.items()})
+    return pd.DataFrame([row])
+
+
+_SCALARS = frozenset({str, bool, int, float, np.float64, np.int64, np.bool_})

@@ -26,6 +26,7 @@ import pandas as pd
 
 from assets.positions.logic import fills_frame, slippage_bps
 from assets.positions.stage import empty_taken
+from assets.take import as_text, as_text_at
 from resources.brokers.protocol import Broker, BrokerError, OrderRequest, OrderType, Side, SubmitResult
 from resources.brokers.submit import submit_with_lookup
 from resources.kill_switch.logic import KillSwitch, KillSwitchEvent
@@ -72,7 +73,8 @@ def _orders_of(sized: pd.DataFrame, bar: str) -> pd.DataFrame:
     reduce_only = col("reduce_only", bool) if "reduce_only" in sized.columns else col("gate") == "exit"
     order_type = col("order_type") if "order_type" in sized.columns else np.full(int(has.sum()),
                                                                                  OrderType.MARKET.value, dtype=object)
-    return pd.DataFrame({"client_order_id": col("client_order_id"), "symbol": col("symbol"), "side": col("side"),
+    return pd.DataFrame({"client_order_id": as_text_at(sized["client_order_id"], has),
+                         "symbol": as_text_at(sized["symbol"], has), "side": as_text_at(sized["side"], has),
                          "quantity": np.abs(col("shares", float)), "bar_key": bar, "reduce_only": reduce_only,
                          "order_type": np.where(order_type == "", OrderType.MARKET.value, order_type).astype(object),
                          "decision_price": col("price", float)})
@@ -88,9 +90,9 @@ def _record(frame: pd.DataFrame, verdict: np.ndarray, verdict_reason: np.ndarray
     answer = {col: [_attr(r, col) for r in got] for col in ("status", "reason_code", "filled_quantity", "avg_price",
                                                             "error")}
     answer["status"] = [s if s != "" else "NOT_SENT" for s in answer["status"]]
-    return pd.DataFrame({"client_order_id": frame["client_order_id"].to_numpy(), "symbol": frame["symbol"].to_numpy(),
-                         "side": frame["side"].to_numpy(), "quantity": frame["quantity"].to_numpy(),
-                         "order_type": frame["order_type"].to_numpy(),
+    return pd.DataFrame({"client_order_id": as_text(frame["client_order_id"]), "symbol": as_text(frame["symbol"]),
+                         "side": as_text(frame["side"]), "quantity": frame["quantity"].to_numpy(),
+                         "order_type": as_text(frame["order_type"]),
                          "decision_price": frame["decision_price"].to_numpy(), "verdict": verdict,
                          "verdict_reason": verdict_reason, **answer, "account": account})
 
@@ -149,13 +151,16 @@ def _submit_all(broker: Broker, frame: pd.DataFrame, allowed: np.ndarray) -> lis
     by client id: one the broker already knows (an earlier attempt of this bar that crashed) is reported
     as the broker has it, never resubmitted, so it is recorded even if this attempt denies it."""
     results = []
-    for row, ok in zip(frame.itertuples(index=False), allowed, strict=True):  # one bar's orders
-        known = broker.order_status(row.client_order_id)
+    # the columns as Python values (what ``itertuples`` gives, without building a tuple class per bar)
+    cols = [frame[c].tolist() for c in ("client_order_id", "symbol", "side", "quantity", "bar_key", "reduce_only",
+                                        "order_type")]
+    for cid, symbol, side, quantity, bar_key, reduce_only, order_type, ok in zip(*cols, allowed, strict=True):
+        known = broker.order_status(cid)   # one bar's orders
         if known is not None:
             results.append(known.as_result())
         elif ok:
-            req = OrderRequest(row.client_order_id, row.symbol, Side(row.side), float(row.quantity), row.bar_key,
-                               bool(row.reduce_only), OrderType(row.order_type))
+            req = OrderRequest(cid, symbol, Side(side), float(quantity), bar_key, bool(reduce_only),
+                               OrderType(order_type))
             results.append(submit_with_lookup(broker, req))
     return results
 
@@ -194,8 +199,9 @@ def execute(bar: str, bar_ts: dt.datetime, now: dt.datetime, sized: pd.DataFrame
 
     pending = by_symbol("pending_qty") if "pending_qty" in book.columns else None
     mismatched = [s for s in str(acct.get("mismatched_symbols", "") or "").split(",") if s]
-    check = switch.pre_trade_check(frame, positions=by_symbol("qty"), prices={**dict(by_symbol("price").dropna()),
-                                                                              **prices},
+    # the book's marks that are not NaN (``dict(by_symbol("price").dropna())``), then the bar's prices
+    marks = {s: p for s, p in zip(symbols.tolist(), book["price"].tolist(), strict=True) if p == p}
+    check = switch.pre_trade_check(frame, positions=by_symbol("qty"), prices={**marks, **prices},
                                    equity=float(acct["portfolio_value"]), now=now, bar_ts=bar_ts,
                                    session_date=session_date, reconciliation_mismatch=int(acct["n_mismatched"]),
                                    mismatched=mismatched, bar_key=bar, pending=pending, session_open=session_open,

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from assets.positions.logic import signed_quantity
-from assets.take import taken
+from assets.take import indexer, taken
 from resources.brokers.quantity import round_qty
 
 BOOK_COLUMNS = ["quantity", "avg_cost", "mark"]
@@ -183,7 +183,11 @@ def bar_pnl(book: PnlBook, fills: pd.DataFrame, marks: pd.Series | dict[str, flo
     """
     new, realised = apply_fills(book, fills)
     pos = new.positions
-    given = pd.Series(marks, dtype=float).reindex(pos.index).to_numpy()
+    given = pd.Series(marks, dtype=float)
+    if given.index.is_unique:   # ``reindex(pos.index)`` with one indexer
+        given = taken(indexer(given.index, pos.index), given.to_numpy())
+    else:
+        given = given.reindex(pos.index).to_numpy()
     fresh = np.isfinite(given) & (given > 0)
     mark = np.where(fresh, given, pos["mark"].to_numpy(dtype=float))
     if not np.isfinite(mark).all():

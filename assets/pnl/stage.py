@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from assets.pnl.logic import BOOK_COLUMNS, PnlBook, apply_actions, bar_pnl
+from assets.take import indexer, one_row, taken
 
 
 def previous_book(prev_row: pd.DataFrame, prev_book: pd.DataFrame) -> tuple[PnlBook, float | None, str | None] | None:
@@ -73,7 +74,10 @@ def compute_pnl(fills: pd.DataFrame, marks: pd.Series, est_cost_bps: pd.Series, 
     book, dividends = apply_actions(book, due_actions(actions, prev_session, session))
     f = fills.copy()
     if len(f):
-        f["est_cost_bps"] = est_cost_bps.reindex(f["symbol"]).to_numpy(dtype=float)
+        if est_cost_bps.index.is_unique and est_cost_bps.dtype == np.float64:   # one indexer, no reindex
+            f["est_cost_bps"] = taken(indexer(est_cost_bps.index, f["symbol"]), est_cost_bps.to_numpy())
+        else:
+            f["est_cost_bps"] = est_cost_bps.reindex(f["symbol"]).to_numpy(dtype=float)
     new, row, per_symbol = bar_pnl(book, f, marks, start_of_day_equity=sod)
     row = {"account": account, "session": session.isoformat(), "start_of_day_equity": float(sod),
            "book_source": book_source, **row}
@@ -82,7 +86,9 @@ def compute_pnl(fills: pd.DataFrame, marks: pd.Series, est_cost_bps: pd.Series, 
     row["dividends"] = dividends
     book_table = pd.DataFrame({"symbol": new.positions.index, **{c: new.positions[c].to_numpy() for c in
                                                                  new.positions.columns}, "account": account})
-    return new, {"pnl": pd.DataFrame([row]), "pnl_book": book_table, "pnl_symbols": per_symbol.assign(account=account)}
+    per_symbol["account"] = account   # bar_pnl's own new table: the column added in place (was ``assign``)
+    return new, {"pnl": one_row(row), "pnl_book": book_table, "pnl_symbols": per_symbol}
+
 
 
 def start_of_bar(previous: tuple[PnlBook, float | None, str | None] | None, positions: dict[str, pd.DataFrame],

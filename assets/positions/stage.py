@@ -49,7 +49,7 @@ from assets.positions.logic import (
     take_in_plain,
     with_fills,
 )
-from assets.take import in_symbol_order, indexer, taken
+from assets.take import in_symbol_order, indexer, one_row, taken
 from resources.brokers.protocol import OPEN_STATUSES, Broker, Order
 from resources.brokers.quantity import round_qty
 
@@ -179,6 +179,7 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
     stale_on = (taken(indexer(flags.index, symbols), flags.to_numpy(), False) if flags.index.is_unique
                 else flags.reindex(symbols).fillna(False).to_numpy(dtype=bool))
     diff = rec.table["difference"] if len(rec.table) else None
+    stale_held = stale_on & (q != 0)
     positions = pd.DataFrame({
         "symbol": symbols.astype(str), "qty": q, "price": px, "market_value": mv,
         "weight": mv / equity if equity else np.nan,
@@ -187,18 +188,19 @@ def book_tables(qty: pd.Series, marks: pd.Series, cash: float, expected: pd.Seri
         if diff is not None else 0.0,
         "pending_qty": on(pending, 0.0),
         "cost_basis": on(cost_basis if cost_basis is not None else pd.Series(dtype=float)),
-        "mark_stale": stale_on & (q != 0),
+        "mark_stale": stale_held,
     })
-    mismatched = rec.table.loc[rec.table["mismatch"], "symbol"].tolist() if len(rec.table) else []
-    account = pd.DataFrame([{
+    mismatched = (rec.table["symbol"].to_numpy()[rec.table["mismatch"].to_numpy(dtype=bool)].tolist()
+                  if len(rec.table) else [])
+    account = one_row({
         "cash": float(cash), "equity": equity, "portfolio_value": equity,
         "gross_exposure": float(np.abs(mv_known).sum()) / equity if equity else np.nan,
         "net_exposure": float(mv_known.sum()) / equity if equity else np.nan,
         "unpriced_symbols": int((~np.isfinite(px) & (q != 0)).sum()),
-        "stale_marks": int(positions["mark_stale"].to_numpy().sum()),
+        "stale_marks": int(stale_held.sum()),
         "mismatch": bool(rec.mismatch), "n_mismatched": int(rec.n_mismatched),
         "mismatched_symbols": ",".join(mismatched), "source": source, **(extra or {}),
-    }])
+    })
     return {"positions": positions, "positions_account": account}
 
 
@@ -240,7 +242,43 @@ def apply_corporate_actions(broker: Broker, actions: pd.DataFrame | None) -> pd.
 
 def _order_rows(ids: list[str], known_open: pd.DataFrame, now: dict[str, Order], info: pd.DataFrame) -> pd.DataFrame:
     """One row per order looked at: its last recorded status, its status at the broker now, changed or not,
-    and whether lineage knew it as sent (``engine``) or only as an intent (``recovered``)."""
+    and whether lineage knew it as sent (``engine``) or only as an intent (``recovered``).
+
+    With unique client ids in ``known_open`` and ``info`` (always, from a record) the earlier records are
+    looked up in dicts and the table built column by column at once; otherwise :func:`_order_rows_general`
+    (``Series.get`` per id). Both give the same table (tests/unit/test_stepping_fast_paths2.py)."""
+    prev_ids = known_open["client_order_id"].tolist()
+    info_ids = info["client_order_id"].tolist() if len(info) else []
+    if len(set(prev_ids)) != len(prev_ids) or len(set(info_ids)) != len(info_ids):
+        return _order_rows_general(ids, known_open, now, info)
+    status_of = dict(zip(prev_ids, known_open["status"].tolist(), strict=True))
+    filled_of = dict(zip(prev_ids, known_open["filled_quantity"].tolist(), strict=True))
+    sent_of = dict(zip(info_ids, info["sent"].tolist(), strict=True)) if len(info) else {}
+    got = [(cid, now[cid]) for cid in ids if cid in now]   # the working orders of one account: a handful
+    if not got:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in ORDER_COLUMNS.items()})
+    cols: dict[str, list] = {c: [] for c in ORDER_COLUMNS}
+    for cid, o in got:
+        before = status_of.get(cid, "")
+        filled_before = float(filled_of.get(cid, 0.0))
+        cols["client_order_id"].append(cid)
+        cols["symbol"].append(o.symbol)
+        cols["side"].append(str(o.side))
+        cols["order_type"].append(str(o.order_type))
+        cols["quantity"].append(float(o.quantity))
+        cols["filled_quantity"].append(float(o.filled_quantity))
+        cols["remaining"].append(float(o.remaining))
+        cols["prev_status"].append(str(before))
+        cols["status"].append(str(o.status))
+        cols["reason_code"].append(str(o.reason_code or ""))
+        cols["changed"].append(str(before) != str(o.status) or filled_before != float(o.filled_quantity))
+        cols["source"].append("engine" if bool(sent_of.get(cid, False)) else "recovered")
+    return pd.DataFrame(cols, columns=list(ORDER_COLUMNS))
+
+
+def _order_rows_general(ids: list[str], known_open: pd.DataFrame, now: dict[str, Order],
+                        info: pd.DataFrame) -> pd.DataFrame:
+    """:func:`_order_rows` with ``Series.get`` per id (repeated client ids in the earlier records)."""
     prev = known_open.set_index("client_order_id")
     sent = info.set_index("client_order_id")["sent"] if len(info) else pd.Series(dtype=bool)
     rows = []
@@ -259,6 +297,23 @@ def _order_rows(ids: list[str], known_open: pd.DataFrame, now: dict[str, Order],
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in ORDER_COLUMNS.items()})
     return pd.DataFrame(rows, columns=list(ORDER_COLUMNS))
+
+
+def pending_by_symbol(orders: pd.DataFrame) -> pd.Series:
+    """Symbol → signed remaining quantity of the working orders among ``orders`` (:func:`_order_rows`), summed
+    per symbol (``groupby(level=0).sum()``: sorted symbols, NaN counted as 0). With one working order per
+    symbol (the usual bar) the sum of one value is taken without the groupby: ``x + 0.0`` (−0.0 becomes 0.0
+    as in the sum), NaN → 0.0; the same Series, bit for bit (tests/unit/test_stepping_fast_paths2.py)."""
+    is_open = np.array([s in _OPEN for s in orders["status"].tolist()], dtype=bool)
+    sides = orders["side"].to_numpy()[is_open]
+    signed = np.where(sides == "BUY", 1.0, -1.0) * orders["remaining"].to_numpy(dtype=float)[is_open]
+    symbols = orders["symbol"].to_numpy()[is_open]
+    names = symbols.tolist()
+    if not all(type(n) is str for n in names) or len(set(names)) != len(names):
+        return pd.Series(signed, index=symbols, dtype=float).groupby(level=0).sum()
+    order = np.argsort(symbols, kind="mergesort") if len(symbols) else np.array([], dtype=np.int64)
+    value = signed[order] + 0.0
+    return pd.Series(np.where(np.isnan(value), 0.0, value), index=pd.Index(symbols[order]), dtype=float)
 
 
 def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame, record: ExecutionRecord,
@@ -316,9 +371,7 @@ def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame,
             if found is not None:
                 now[cid] = found
     orders = _order_rows(mine, known_open, now, info)
-    open_rows = orders[orders["status"].isin(_OPEN)]
-    pending = pd.Series(np.where(open_rows["side"] == "BUY", 1.0, -1.0) * open_rows["remaining"].to_numpy(dtype=float),
-                        index=open_rows["symbol"].to_numpy(), dtype=float).groupby(level=0).sum()
+    pending = pending_by_symbol(orders)
     acct = broker.account()
     expected = with_fills(scaled_by_splits(record.expected_book(), applied), own)
     m = marks.set_index("symbol") if marks is not None else None
@@ -332,7 +385,8 @@ def positions_step(broker: Broker, bar_ts: pd.Timestamp, snapshot: pd.DataFrame,
                              "foreign_fills": len(foreign), "orders_changed": int(orders["changed"].sum())})
     # most bars take in no fill, see no foreign fill and apply no action: their empty tables are built once
     out["positions_fills"] = own_table if own_table is not None else _empty_with_account("taken", account)
-    out["positions_orders"] = orders.assign(account=account)
+    orders["account"] = account   # _order_rows' own new table: the column added in place (was ``assign``)
+    out["positions_orders"] = orders
     out["positions_foreign_fills"] = foreign.assign(account=account) if len(foreign) else _empty_with_account(
         "fills", account)
     out["positions_adjustments"] = applied.assign(account=account) if len(applied) else _empty_with_account(

@@ -19,18 +19,18 @@ Session rules, by the bar's place in its session (``session_phase``):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from assets.history import ChainHistory
-from assets.predictions.stage import previous_bar_keys
 from assets.sized_orders.logic import Params, size_orders
-from assets.take import in_symbol_order, indexer, taken
+from assets.take import as_text, in_symbol_order, indexer, taken
 from CONFIG.config_loader import get_cfg
 from resources.brokers.protocol import OrderType
-from resources.market.calendar import get_calendar, parse_bar_key
+from resources.market.calendar import TradingCalendar, bar_keys, get_calendar, parse_bar_key
 
 SESSION_CLOSED = "session_closed"
 FLATTEN = "flatten_before_close"
@@ -51,12 +51,33 @@ class SessionRules:
 
 def session_phase(bar: str) -> str:
     """``closing`` (the session's closing bar), ``last`` (the bar before it) or ``open``."""
+    return _session_phase(get_calendar(), bar)
+
+
+@functools.lru_cache(maxsize=4096)
+def _session_phase(cal: TradingCalendar, bar: str) -> str:
+    """:func:`session_phase` of one calendar (a frozen value: its sessions are cached by value too)."""
     ts = parse_bar_key(bar)
-    cal = get_calendar()
     closes = cal.session_bars(cal.session_of(ts))
     if ts == closes[-1]:
         return "closing"
     return "last" if len(closes) > 1 and ts == closes[-2] else "open"
+
+
+@functools.lru_cache(maxsize=4096)
+def _previous_keys(cal: TradingCalendar, bar: str, n: int) -> tuple[str, ...]:
+    """:func:`~assets.predictions.stage.previous_bar_keys` of one calendar, computed once per bar (the stepping
+    loop asks for the same window's keys again at every run of a bar, and each was a calendar search)."""
+    return tuple(bar_keys(cal.previous_bars(parse_bar_key(bar), n + 1)[:-1]))
+
+
+def _pending_on(pending: pd.Series | None, symbols: np.ndarray) -> np.ndarray:
+    """``pending.reindex(symbols).fillna(0.0)`` as float64 (absent symbols and NaN: 0)."""
+    if pending is None or not len(pending):
+        return np.zeros(len(symbols), dtype=float)
+    if pending.index.is_unique and pending.dtype == np.float64:
+        return taken(indexer(pending.index, symbols), pending.to_numpy(), 0.0)
+    return pending.reindex(symbols).fillna(0.0).to_numpy(float)
 
 
 def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfolio_value: float,
@@ -69,7 +90,8 @@ def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfol
     g = in_symbol_order(gated).reset_index(drop=True)
     symbols = g["symbol"].to_numpy()
     source = pd.Index(features["symbol"])
-    raw_hist = history.sizing_raw(previous_bar_keys(bar, params.z_window_bars))["raw"].to_numpy(dtype=float)
+    keys = list(_previous_keys(get_calendar(), bar, params.z_window_bars))
+    raw_hist = history.sizing_raw(keys)["raw"].to_numpy(dtype=float)
     names = ("sigma_bps", "price", "sigma_daily_bps", "adv_bar_dollars")
     if source.is_unique:   # the features' rows of the gated symbols, one indexer for the four columns
         at = indexer(source, symbols)
@@ -78,7 +100,7 @@ def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfol
         f = features.set_index("symbol").reindex(symbols)
         col = {c: f[c].to_numpy(dtype=float) for c in names}
     held = g["current_qty"].to_numpy(dtype=float)
-    pend = (pending if pending is not None else pd.Series(dtype=float)).reindex(symbols).fillna(0.0).to_numpy(float)
+    pend = _pending_on(pending, symbols)
     net = held + pend
     signal, is_exit, hold = (g["signal_bps"].to_numpy(dtype=float), g["is_exit"].to_numpy(bool),
                              g["hold"].to_numpy(bool))
@@ -102,7 +124,7 @@ def compute_sized(bar: str, gated: pd.DataFrame, features: pd.DataFrame, portfol
         status = np.where(o.has_order, FLATTEN, status)
     order_type = rules.close_order_type if phase == "last" else OrderType.MARKET
     return pd.DataFrame({
-        "symbol": symbols, "gate": g["gate"].to_numpy(), "price": col["price"], "raw": o.raw, "z": o.z,
+        "symbol": as_text(g["symbol"]), "gate": as_text(g["gate"]), "price": col["price"], "raw": o.raw, "z": o.z,
         "w_signal": o.w_signal, "w_target": o.w_target, "w_current": o.w_current, "w_post": o.w_post,
         "trade_notional": o.trade_notional, "shares": o.shares, "side": o.side.astype(object),
         "caps": o.caps.astype(object), "status": status, "has_order": o.has_order.astype(bool),

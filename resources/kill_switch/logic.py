@@ -216,6 +216,7 @@ _STR = pd.Series(["x"]).astype(str).dtype   # what ``astype(str)`` gives (pandas
 _VERDICT_COLS = ["client_order_id", "symbol", "side", "quantity", "price", "notional", "reduces", "verdict",
                  "reason"]
 _ORDER_COLS = ["client_order_id", "symbol", "side", "quantity", "bar_key", "reduce_only"]
+_NO_ORDERS = pd.DataFrame(columns=_ORDER_COLS)
 
 
 @dataclass(frozen=True)
@@ -404,7 +405,11 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
     pos = pd.Series(positions, dtype=float)
     pos = pos[pos != 0].sort_index()
     px = pd.Series(prices, dtype=float)
-    held_px = px.reindex(pos.index).to_numpy()
+    if px.index.is_unique:   # ``px.reindex(pos.index)`` with one indexer (the usual: a dict's keys)
+        at, px_v = px.index.get_indexer(pos.index), px.to_numpy()
+        held_px = np.where(at >= 0, px_v[at] if len(px_v) else np.nan, np.nan)
+    else:
+        held_px = px.reindex(pos.index).to_numpy()
     priced = np.isfinite(held_px) & (held_px > 0)
     gross = float(np.abs(pos.to_numpy()[priced] * held_px[priced]).sum())
     unpriced = list(pos.index[~priced])
@@ -472,7 +477,7 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
                for cid, notional, verdict, reason in zip(
                    verdicts["client_order_id"].tolist(), verdicts["notional"].tolist(), verdicts["verdict"].tolist(),
                    verdicts["reason"].tolist(), strict=True)]
-    flatten = pd.DataFrame(columns=_ORDER_COLS)
+    flatten = _no_orders()
     if new.state is TradingState.HALTED and new.flatten_pending and not session_open:
         events.append(KillSwitchEvent(now, "flatten", None, None, "SKIP",
                                       f"the session has closed at bar {bar_key}: flatten orders wait for the "
@@ -485,23 +490,47 @@ def pre_trade_check(state: KillSwitchState, orders: pd.DataFrame | Sequence[Any]
     return CheckResult(new, events, verdicts, flatten)
 
 
+def _no_orders() -> pd.DataFrame:
+    """``pd.DataFrame(columns=_ORDER_COLS)``: a copy of one built once (most checks emit no flatten order)."""
+    return _NO_ORDERS.copy()
+
+
 def _order_verdicts(o: pd.DataFrame, base: pd.Series, px: pd.Series, state: TradingState,
                     limits: Limits, equity: float) -> tuple[pd.DataFrame, float]:
     """Per-order ALLOW/DENY, vectorised over the bar's orders; and the gross after the allowed ones.
-    ``base`` is symbol → signed quantity before the orders (book + working orders)."""
-    side = o["side"].str.upper()
-    sign = np.select([side == "BUY", side == "SELL"], [1.0, -1.0], 0.0)
+    ``base`` is symbol → signed quantity before the orders (book + working orders).
+
+    The usual bar (sides exactly ``BUY``/``SELL``, text symbols, unique ``base`` and ``px`` labels) looks its
+    symbols up with one ``get_indexer`` per source and builds the verdicts from arrays; anything else takes the
+    ``str.upper`` / ``reindex`` path. Both give the same table and gross, bit for bit (tests/unit/
+    test_stepping_fast_paths2.py)."""
+    symbols = o["symbol"].tolist()
+    sides = o["side"].tolist()
+    fast = (all(type(s) is str and (s == "BUY" or s == "SELL") for s in sides)
+            and all(type(s) is str for s in symbols) and base.index.is_unique and px.index.is_unique
+            and base.dtype == np.float64 and px.dtype == np.float64)
+    if fast:   # the usual bar: plain lookups, no pandas alignment
+        sign = np.array([1.0 if s == "BUY" else -1.0 for s in sides], dtype=float)
+    else:
+        side = o["side"].str.upper()
+        sign = np.select([side == "BUY", side == "SELL"], [1.0, -1.0], 0.0)
     q = o["quantity"].to_numpy()
     d = sign * np.nan_to_num(q)
-    symbols = o["symbol"].tolist()
     if all(type(s) is str for s in symbols) and len(set(symbols)) == len(symbols):
         earlier = np.zeros(len(d))   # one order per symbol (the usual bar): nothing before it in its symbol
     else:
         earlier = pd.Series(d).groupby(o["symbol"].to_numpy()).cumsum().to_numpy() - d
-    before = base.reindex(o["symbol"]).fillna(0.0).to_numpy() + earlier
+    if fast:
+        at_base, at_px = base.index.get_indexer(symbols), px.index.get_indexer(symbols)
+        base_v, px_v = base.to_numpy(), px.to_numpy()
+        on_base = np.where(at_base >= 0, base_v[at_base] if len(base_v) else 0.0, np.nan)
+        before = np.where(np.isnan(on_base), 0.0, on_base) + earlier
+        price = np.where(at_px >= 0, px_v[at_px] if len(px_v) else np.nan, np.nan)
+    else:
+        before = base.reindex(o["symbol"]).fillna(0.0).to_numpy() + earlier
+        price = px.reindex(o["symbol"]).to_numpy()
     after = before + d
     reduces = (np.abs(after) < np.abs(before)) & (np.sign(after) * np.sign(before) >= 0)
-    price = px.reindex(o["symbol"]).to_numpy()
     notional = np.abs(q) * price
     invalid = (sign == 0) | ~np.isfinite(q) | (q <= 0)
     missing = ~(np.isfinite(price) & (price > 0))
@@ -512,9 +541,15 @@ def _order_verdicts(o: pd.DataFrame, base: pd.Series, px: pd.Series, state: Trad
          DenyReason.REDUCING.value, DenyReason.MAX_ORDER_NOTIONAL.value], "")
     # gross after the bar's orders: reducing orders always pass and free room; increasing ones pass in
     # input order while the running gross stays within the limit
-    held = base[base != 0]
-    held_px = px.reindex(held.index).to_numpy()
-    gross_before = float(np.nansum(np.abs(held.to_numpy() * held_px)))
+    if fast:
+        held_v = base_v[base_v != 0]
+        at_held = px.index.get_indexer(base.index[base_v != 0])
+        held_px = np.where(at_held >= 0, px_v[at_held] if len(px_v) else np.nan, np.nan)
+        gross_before = float(np.nansum(np.abs(held_v * held_px)))
+    else:
+        held = base[base != 0]
+        held_px = px.reindex(held.index).to_numpy()
+        gross_before = float(np.nansum(np.abs(held.to_numpy() * held_px)))
     with np.errstate(invalid="ignore"):
         change = np.where(reason == "", (np.abs(after) - np.abs(before)) * price, 0.0)
     freed = float(change[change < 0].sum())
@@ -524,6 +559,14 @@ def _order_verdicts(o: pd.DataFrame, base: pd.Series, px: pd.Series, state: Trad
     over = np.maximum.accumulate(over) & (change > 0)  # once one is over, every later increasing one is too
     reason = np.where(over, DenyReason.GROSS_EXPOSURE.value, reason)
     gross_after = gross_before + freed + float(inc[~over].sum())
+    verdict = np.where(reason == "", Verdict.ALLOW.value, Verdict.DENY.value)
+    cid = o["client_order_id"]
+    if fast and cid.dtype == _STR and o["symbol"].dtype == _STR and o["side"].dtype == _STR:
+        # the text columns as they are (``astype(str)`` of a text column changes nothing): no conversion
+        return pd.DataFrame({"client_order_id": cid.array, "symbol": o["symbol"].array,
+                             "side": o["side"].array, "quantity": q, "price": price, "notional": notional,
+                             "reduces": reduces, "verdict": verdict, "reason": reason},
+                            index=o.index, columns=_VERDICT_COLS), gross_after
     return pd.DataFrame({"client_order_id": o["client_order_id"].astype(str), "symbol": o["symbol"],
                          "side": o["side"], "quantity": q, "price": price, "notional": notional,
                          "reduces": reduces, "verdict": np.where(reason == "", Verdict.ALLOW.value,

@@ -69,7 +69,7 @@ class KillSwitchResource(ConfigurableResource):
                     out.append(broker.cancel(order.client_order_id))
                 except BrokerError as exc:
                     out.append(order.as_result(error=f"cancel failed: {type(exc).__name__}: {exc}"))
-        for row in result.flatten_orders.to_dict("records"):
+        for row in result.flatten_orders.to_dict("records") if len(result.flatten_orders) else []:
             request = OrderRequest(row["client_order_id"], row["symbol"], Side(row["side"]), float(row["quantity"]),
                                    row["bar_key"], reduce_only=True)
             out.append(submit_with_lookup(broker, request))
