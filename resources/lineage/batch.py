@@ -47,9 +47,8 @@ def assemble(bars: list[str], frames: list[pd.DataFrame], run_id: str | None = N
         raise ValueError(f"{len(bars)} bars for {len(frames)} frames")
     sigs = [frame_signature(f) for f in frames]
     filled = [i for i, f in enumerate(frames) if len(f)]
-    kinds = {sigs[i] for i in filled}
-    one = next(iter(kinds)) if len(kinds) == 1 else None
-    if len(kinds) > 1 or (one is not None and (not one or len({n for n, _ in one}) < len(one))):
+    one = sigs[filled[0]] if filled else None
+    if one is not None and (any(sigs[i] != one for i in filled) or not one or len({n for n, _ in one}) < len(one)):
         return _frame_by_frame(bars, frames, run_id)
     lengths = np.array([len(f) for f in frames], dtype=np.int64)
     data = pd.concat([frames[i] for i in filled], ignore_index=True) if filled else None

@@ -147,3 +147,16 @@ def test_sliding_windows_take_the_fast_path():
 
     assert [len(p) for p in _new_rows(_slide(), "ts", "symbol")] == [9, 3, 3, 3, 3, 3]
     assert _new_rows(_gap(_slide()), "ts", "symbol") is None     # a late row: the general path
+
+
+@pytest.mark.parametrize("dtype", ["str", "string[pyarrow]", "string[python]", object,
+                                   pd.StringDtype("python", na_value=np.nan)])
+def test_segment_hashes_of_text_columns_equal_content_hash(dtype):
+    """Text columns are joined by pyarrow: every pandas string dtype (a missing value as ``content_hash`` encodes
+    it: ``\\x00`` for None/NaN, ``<NA>`` for ``pd.NA``), empty strings, separators and non-ASCII included."""
+    values = ["a", None, "", "é", "x\x1fy", "\x00", "long" * 50, np.nan] * 3
+    whole = pd.DataFrame({"s": pd.Series(values, dtype=dtype), "x": np.arange(24.0)})
+    lengths = np.array([3, 0, 8, 13])
+    ends = np.cumsum(lengths)
+    expected = [content_hash(whole.iloc[a:b].reset_index(drop=True)) for a, b in zip(ends - lengths, ends, strict=True)]
+    assert segment_hashes(whole, lengths) == expected
