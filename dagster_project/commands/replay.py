@@ -195,6 +195,7 @@ class ReplayEngine:
         self._staged_ahead = False   # staged bars the account's file does not hold yet (inside a flush)
         self._flushed_last: str | None = None   # the last bar staged by a committed flush
         self._staging: tuple[LineageStore, contextlib.ExitStack] | None = None
+        self._staged_config: tuple[LineageStore, str] | None = None   # (staging store, config hash committed there)
         self.timing: dict[str, float] = {}
         self.realised: list = []   # each bar's nonzero per-symbol realised P&L (the hit rate without lineage)
         self._prepared: dict[str, tuple] = {}   # bar → (window, features, predictions, skill, blended) of prepare()
@@ -367,12 +368,15 @@ class ReplayEngine:
         """One transaction in the staging file: the configuration, these ``runs`` rows (bar, started, ended,
         status) and the lineage ``tables`` (:func:`record_batch` items); all of it or none."""
         stage = self._staging_store()
+        config_hash = effective_config_hash()
         with stage.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                stage.record_config(con, effective_config_hash(), effective_config())
+                if self._staged_config is None or self._staged_config[0] is not stage or \
+                        self._staged_config[1] != config_hash:   # once per staging file, not at every flush
+                    stage.record_config(con, config_hash, effective_config())
                 stage.replace_runs(con, pd.DataFrame(
-                    [(self.run_id, bar, ACCOUNT, code_version(), effective_config_hash(), str(self.models.versions()),
+                    [(self.run_id, bar, ACCOUNT, code_version(), config_hash, str(self.models.versions()),
                       started, ended, status) for bar, started, ended, status in runs], columns=RUN_COLUMNS))
                 if tables:
                     record_batch(stage, con, self.run_id, tables, keep=self.keep)
@@ -380,6 +384,7 @@ class ReplayEngine:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        self._staged_config = (stage, config_hash)
 
     @property
     def staging_path(self) -> Path:

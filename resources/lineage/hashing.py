@@ -66,6 +66,67 @@ def _dtypes(frame: pd.DataFrame) -> tuple:
     return tuple(frame.dtypes)
 
 
+def frame_signature(frame: pd.DataFrame) -> tuple:
+    """``((name, dtype), …)`` of ``frame``'s columns: frames of one signature hash (and concatenate) alike."""
+    return tuple(zip(frame.columns.tolist(), _dtypes(frame), strict=True))   # tolist: iterating an Index is slower
+
+
+def segment_hashes(whole: pd.DataFrame, lengths: np.ndarray) -> list[str]:
+    """``[content_hash(part) for part in consecutive row segments of whole]`` (``lengths[i]`` rows each, summing
+    to ``len(whole)``): one normalisation per column for all segments. Exact when each segment was a frame of
+    ``whole``'s columns and dtypes before they were concatenated (a frame's hash depends on its dtypes)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if int(lengths.sum()) != len(whole):
+        raise ValueError(f"segments of {int(lengths.sum())} rows for a frame of {len(whole)}")
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    hashers = [hashlib.sha256() for _ in range(len(lengths))]
+    for j, name in enumerate(whole.columns):   # name as content_hash formats it (f"{name}")
+        col = whole.iloc[:, j]
+        texts = _arrow_texts(col, ends)
+        if texts is not None:
+            header = f"{name}\x1fs\x1e".encode()
+            for h, text in zip(hashers, texts, strict=True):
+                h.update(header)
+                h.update(text)
+            continue
+        kind, data = _normalised(col)
+        header = f"{name}\x1f{kind}\x1e".encode()
+        if kind == "s":
+            for h, a, b in zip(hashers, starts, ends, strict=True):
+                h.update(header)
+                h.update("\x1f".join(data[a:b]).encode())
+        else:
+            raw = np.ascontiguousarray(data).view(np.uint8)
+            width = data.dtype.itemsize
+            for h, a, b in zip(hashers, starts, ends, strict=True):
+                h.update(header)
+                h.update(raw[a * width:b * width])
+    return [h.hexdigest() for h in hashers]
+
+
+def _arrow_texts(col: pd.Series, ends: np.ndarray) -> list[bytes] | None:
+    """A string column's segments (ending at ``ends``) as :func:`content_hash` encodes them — each value's text,
+    a missing one as ``\x00``, joined by ``\x1f`` — joined by pyarrow in one pass; None unless the column is a
+    pandas string column (the other kinds take the generic path)."""
+    if not isinstance(col.dtype, pd.StringDtype):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(col.array)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    na = col.dtype.na_value   # what ``tolist`` gives for a missing value, encoded as content_hash does
+    missing = "\x00" if na is None or (isinstance(na, float) and np.isnan(na)) else str(na)
+    values = pc.fill_null(values.cast(pa.large_string()), missing)
+    offsets = pa.array(np.concatenate([[0], np.asarray(ends, dtype=np.int64)]), type=pa.int64())
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, values), pa.scalar("\x1f", pa.large_string()))
+    return [text.encode() for text in joined.to_pylist()]
+
+
 def content_hashes(frames: list[pd.DataFrame]) -> list[str]:
     """``[content_hash(f) for f in frames]``, computed with one normalisation per column over all frames of
     the same columns and dtypes (the replay hashes ~40 tables × every bar of a flush; per frame, the fixed
@@ -73,30 +134,14 @@ def content_hashes(frames: list[pd.DataFrame]) -> list[str]:
     out: list[str | None] = [None] * len(frames)
     groups: dict[tuple, list[int]] = {}
     for i, f in enumerate(frames):
-        groups.setdefault(tuple(zip(f.columns, _dtypes(f), strict=True)), []).append(i)
+        groups.setdefault(frame_signature(f), []).append(i)
     for signature, members in groups.items():
         if len(members) == 1 or not signature or len({n for n, _ in signature}) < len(signature):
             for i in members:
                 out[i] = content_hash(frames[i])
             continue
-        lengths = np.array([len(frames[i]) for i in members], dtype=np.int64)
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-        hashers = [hashlib.sha256() for _ in members]
         whole = pd.concat([frames[i] for i in members], ignore_index=True)
-        for j, (name, _) in enumerate(signature):   # name as content_hash formats it (f"{name}")
-            kind, data = _normalised(whole.iloc[:, j])
-            header = f"{name}\x1f{kind}\x1e".encode()
-            if kind == "s":
-                for h, a, b in zip(hashers, starts, ends, strict=True):
-                    h.update(header)
-                    h.update("\x1f".join(data[a:b]).encode())
-            else:
-                raw = np.ascontiguousarray(data).view(np.uint8)
-                width = data.dtype.itemsize
-                for h, a, b in zip(hashers, starts, ends, strict=True):
-                    h.update(header)
-                    h.update(raw[a * width:b * width])
-        for i, h in zip(members, hashers, strict=True):
-            out[i] = h.hexdigest()
+        lengths = np.array([len(frames[i]) for i in members], dtype=np.int64)
+        for i, h in zip(members, segment_hashes(whole, lengths), strict=True):
+            out[i] = h
     return out  # type: ignore[return-value]

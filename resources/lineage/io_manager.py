@@ -31,7 +31,7 @@ import pandas as pd
 
 from assets.bars.logic import BarWindow, empty_skips
 from assets.history import write_prediction_state
-from resources.lineage.hashing import content_hash, content_hashes
+from resources.lineage.batch import TableBatch, assemble, first_seen, stamp_own
 from resources.lineage.store import LineageStore
 from resources.market.adjustments import empty_adjustments
 from resources.market.calendar import get_calendar, parse_bar_key
@@ -97,24 +97,38 @@ class LineageIOManager(dg.ConfigurableIOManager):
 
 def own_rows(table: str, frame: pd.DataFrame, run_id: str) -> pd.DataFrame:
     """What a run appends to an append-only table: its rows stamped with its id (rows of other runs dropped)."""
-    if "run_id" not in frame:
-        return frame.assign(run_id=run_id)
-    return frame[frame["run_id"] == run_id].reset_index(drop=True)
+    return stamp_own(frame, run_id)
+
+
+def _append_rule(table: str) -> tuple[str | None, tuple[str, ...]] | None:
+    """How ``table`` (``audit__`` prefixed or not) is written: None = its bars are replaced; else appended, with
+    the column that must stay unique and the tables it must be unique across (fills: ``fill_id`` in both)."""
+    base = table.removeprefix("audit__")
+    if base not in APPEND_ONLY_TABLES:
+        return None
+    if base not in FILLS_TABLES:
+        return None, ()
+    prefix = table[: len(table) - len(base)]
+    return "fill_id", tuple(prefix + t for t in FILLS_TABLES)
 
 
 def write_table(store: LineageStore, con: Any, table: str, frames: dict[str, pd.DataFrame]) -> None:
     """Write bar → frame to ``table``: append-only tables append (fills unique by ``fill_id``), every
     other table replaces the bars' rows."""
-    base = table.removeprefix("audit__")
-    if base in APPEND_ONLY_TABLES:
-        unique = "fill_id" if base in FILLS_TABLES else None
-        prefix = table[: len(table) - len(base)]
-        store.append_rows(con, table, frames, unique, tuple(prefix + t for t in FILLS_TABLES) if unique else ())
-    elif len(frames) == 1:
-        (bar, frame), = frames.items()
-        store.write_partition(con, table, bar, frame)
-    else:
+    rule = _append_rule(table)
+    if rule is None:
         store.write_partitions(con, table, frames)
+    else:
+        store.append_rows(con, table, frames, *rule)
+
+
+def write_batch(store: LineageStore, con: Any, table: str, batch: TableBatch) -> None:
+    """:func:`write_table` of an assembled batch (its frame is consumed: the key columns go into it)."""
+    rule = _append_rule(table)
+    if rule is None:
+        store.replace_bars(con, table, batch.bars, batch.lengths, batch.data)
+    else:
+        store.append_bars(con, table, batch.bars, batch.lengths, batch.data, *rule)
 
 
 _NO_ADJUSTMENTS: list[pd.DataFrame] = []
@@ -159,11 +173,12 @@ def record_output(store: LineageStore, con: Any, run_id: str, asset: str, bar: s
     materialization rows; shared by the IO manager and the replay loop so both record the same way."""
     upstream = upstream_hashes(con, upstream_names, bar, prefix)
     hashes: dict[str, str] = {}
-    for table, frame in output_tables(asset, obj).items():
-        frame = own_rows(table, frame, run_id) if table in APPEND_ONLY_TABLES else frame
-        write_table(store, con, prefix + table, {bar: frame})
-        hashes[table] = content_hash(frame)
-        store.record_materialization(con, run_id, asset, prefix + table, bar, len(frame), hashes[table], upstream)
+    for table, frame in output_tables(asset, obj).items():   # a batch of one bar: the replay's code path
+        batch = assemble([bar], [frame], run_id if table in APPEND_ONLY_TABLES else None)
+        hashes[table] = batch.hashes[0]
+        rows = int(batch.lengths[0])
+        write_batch(store, con, prefix + table, batch)
+        store.record_materialization(con, run_id, asset, prefix + table, bar, rows, hashes[table], upstream)
     revised = None
     if isinstance(obj, BarWindow) and not prefix:
         revised = store.write_market_bars(con, obj.history, run_id)
@@ -176,43 +191,50 @@ def record_batch(store: LineageStore, con: Any, run_id: str,
 
     Same tables, rows, content hashes and materialization rows as :func:`record_output` one by one; the
     upstream hashes come from the batch itself (every upstream of a replayed asset is in the same bar).
+    Each table's frames of all the bars are assembled once (:func:`~resources.lineage.batch.assemble`: one
+    concatenation, stamped and hashed as whole arrays) and written with one insert.
     ``keep``: write only these tables (and their materialization rows); the hashes are still those of every
     table, so a kept table's upstream hashes equal the full record's.
     """
     import datetime as dt
 
-    by_table: dict[str, dict[str, pd.DataFrame]] = {}
-    hashes: dict[tuple[str, str], dict[str, str]] = {}
+    now = dt.datetime.now(dt.UTC)
+    recorded = [(bar, asset, obj, upstream_names, output_tables(asset, obj))
+                for bar, asset, obj, upstream_names in items]
+    per_table: dict[str, tuple[list[str], list[pd.DataFrame]]] = {}
+    for bar, _, _, _, tables in recorded:
+        for t, frame in tables.items():
+            bars, frames = per_table.setdefault(t, ([], []))
+            bars.append(bar)
+            frames.append(frame)
+    batches: dict[str, TableBatch] = {}
+    for t, (bars, frames) in per_table.items():
+        if len(set(bars)) < len(bars):
+            raise ValueError(f"lineage table {t}: a bar is recorded twice in one batch")
+        batches[t] = assemble(bars, frames, run_id if t in APPEND_ONLY_TABLES else None)
+    at = {t: dict(zip(b.bars, range(len(b.bars)), strict=True)) for t, b in batches.items()}
+    hashes = {(bar, asset): {t: batches[t].hashes[at[t][bar]] for t in tables}
+              for bar, asset, _, _, tables in recorded}
     mats = []
     histories = []
-    now = dt.datetime.now(dt.UTC)
-    recorded = []
-    for bar, asset, obj, upstream_names in items:
-        tables = {t: own_rows(t, f, run_id) if t in APPEND_ONLY_TABLES else f
-                  for t, f in output_tables(asset, obj).items()}
-        recorded.append((bar, asset, obj, upstream_names, tables))
-    # every table of every bar hashed in one pass, grouped by columns (the per-frame cost was ~14 ms a bar)
-    digests = iter(content_hashes([f for *_, tables in recorded for f in tables.values()]))
-    for bar, asset, _, _, tables in recorded:
-        hashes[(bar, asset)] = {t: next(digests) for t in tables}
     for bar, asset, obj, upstream_names, tables in recorded:
         own = hashes[(bar, asset)]
         upstream = {t: h for name in sorted(upstream_names) for t, h in sorted(hashes.get((bar, name), {}).items())}
         blob = json.dumps(dict(sorted(upstream.items())), sort_keys=True)
-        for t, frame in tables.items():
-            if keep is not None and t not in keep:
-                continue
-            by_table.setdefault(t, {})[bar] = frame
-            mats.append((run_id, asset, t, bar, len(frame), own[t], blob, now))
+        for t in tables:
+            if keep is None or t in keep:
+                mats.append((run_id, asset, t, bar, int(batches[t].lengths[at[t][bar]]), own[t], blob, now))
         if isinstance(obj, BarWindow) and (keep is None or "bars" in keep):
             histories.append(obj.history)
-    for table, frames in sorted(by_table.items()):
-        write_table(store, con, table, frames)
+    for table, batch in sorted(batches.items()):
+        if keep is None or table in keep:
+            write_batch(store, con, table, batch)
     store.record_materializations(con, pd.DataFrame(mats, columns=[
         "run_id", "asset", "tbl", "bar", "row_count", "content_hash", "upstream_hashes", "recorded_at"]))
     if histories:
-        hist = pd.concat(histories, ignore_index=True).drop_duplicates(["ts", "symbol"], keep="first")
-        store.write_market_bars(con, hist.sort_values(["ts", "symbol"], kind="mergesort"), run_id)
+        hist = first_seen(histories)
+        if len(hist):
+            store.write_market_bars(con, hist, run_id)
 
 
 def absorb_staged(store: LineageStore, con: Any, staged: Any) -> dict[str, int]:

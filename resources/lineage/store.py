@@ -125,6 +125,28 @@ def _check_ident(name: str) -> str:
     return name
 
 
+def _concat(frames: dict[str, pd.DataFrame]) -> tuple[list[str], np.ndarray, pd.DataFrame | None]:
+    """bar → frame as (bars, rows per bar, the non-empty frames concatenated in order or None)."""
+    bars = list(frames)
+    lengths = np.array([len(f) for f in frames.values()], dtype=np.int64)
+    filled = [f for f in frames.values() if len(f)]
+    return bars, lengths, pd.concat(filled, ignore_index=True) if filled else None
+
+
+def _with_keys(data: pd.DataFrame, bars: list[str], lengths: np.ndarray) -> pd.DataFrame:
+    """``data`` with ``bar`` and ``_row`` (numbered per bar from 0) first, as whole arrays; a ``bar`` or ``_row``
+    column of its own is replaced. Modifies ``data`` (the caller's own assembled frame) and returns it."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if int(lengths.sum()) != len(data):
+        raise ValueError(f"rows of {len(bars)} bars sum to {int(lengths.sum())}, the frame has {len(data)}")
+    for c in ("bar", "_row"):
+        if c in data.columns:
+            del data[c]
+    data.insert(0, "_row", np.arange(len(data), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    data.insert(0, "bar", np.repeat(np.array(bars, dtype=object), lengths))
+    return data
+
+
 class LineageStore:
     """Reads and writes of the lineage DuckDB file (path from ``paths.lineage_db`` unless given)."""
 
@@ -241,21 +263,37 @@ class LineageStore:
     # ------------------------------------------------------------------ writes
     def write_partition(self, con: duckdb.DuckDBPyConnection, table: str, bar: str, frame: pd.DataFrame) -> None:
         """Replace ``table``'s rows for ``bar`` with ``frame`` (call inside a transaction)."""
+        self.write_partitions(con, table, {bar: frame})
+
+    def write_partitions(self, con: duckdb.DuckDBPyConnection, table: str, frames: dict[str, pd.DataFrame]) -> None:
+        """Replace ``table``'s rows for several bars at once (bar → frame): one delete, one insert."""
+        bars, lengths, data = _concat(frames)
+        self.replace_bars(con, table, bars, lengths, data)
+
+    def replace_bars(self, con: duckdb.DuckDBPyConnection, table: str, bars: list[str], lengths: np.ndarray,
+                     data: pd.DataFrame | None) -> None:
+        """Replace ``table``'s rows of ``bars`` with ``data`` (``lengths[i]`` rows of ``bars[i]``, in order;
+        None: no rows), one delete and one insert (call inside a transaction). ``data`` is the caller's own
+        assembled frame (:func:`resources.lineage.batch.assemble`): the key columns are inserted into it.
+        An absent table is not created by a write of no rows (its columns would be untyped)."""
         table = _check_ident(table)
-        data = frame.assign(bar=bar, _row=np.arange(len(frame), dtype=np.int64))
-        data = data[["bar", "_row"] + [c for c in frame.columns if c not in ("bar", "_row")]]
+        if data is None or not len(data):
+            if self._columns.get(table) is not None or self._has(con, table):
+                con.execute(f"DELETE FROM {self._physical(table, self._compact(con, table))} WHERE bar BETWEEN ? "
+                            "AND ? AND bar IN (SELECT unnest(?))", [min(bars), max(bars), list(bars)])
+            return
+        data = _with_keys(data, bars, lengths)
         known = self._columns.get(table)
-        exists = known is not None or self._has(con, table)
-        if not exists and frame.empty:
-            return  # an empty first write would fix untyped (NULL) columns; the next non-empty one creates it
         con.register("_incoming", data)
         try:
             if known is None or not set(data.columns) <= known:
-                self._columns[table] = self._ensure_columns(con, table, data, exists)
+                self._columns[table] = self._ensure_columns(con, table, data, known is not None or
+                                                            self._has(con, table))
             info = self._compact(con, table)
-            con.execute(f"DELETE FROM {self._physical(table, info)} WHERE bar = ?", [bar])
-            if not frame.empty:
-                self._insert(con, table, info, "_incoming", self._with_hidden(con, info, data))
+            # the range lets DuckDB skip row groups by their min/max (bars are written in time order)
+            con.execute(f"DELETE FROM {self._physical(table, info)} WHERE bar BETWEEN ? AND ? AND bar IN "
+                        "(SELECT unnest(?))", [min(bars), max(bars), list(bars)])
+            self._insert(con, table, info, "_incoming", self._with_hidden(con, info, data))
         finally:
             con.unregister("_incoming")
 
@@ -286,23 +324,25 @@ class LineageStore:
     def append_rows(self, con: duckdb.DuckDBPyConnection, table: str, frames: dict[str, pd.DataFrame],
                     unique: str | None = None, unique_in: tuple[str, ...] = ()) -> int:
         """Append rows for several bars (bar → frame) without touching any recorded row (call inside a
-        transaction). Each bar's ``_row`` continues after its last recorded one, so reads keep the order of
-        recording. With ``unique`` (a column, e.g. ``fill_id``), a row whose value is already recorded in
-        this table or in any table of ``unique_in`` is not appended (nor a repeat within the batch).
+        transaction); see :meth:`append_bars`. Returns the number of rows appended."""
+        bars, lengths, data = _concat(frames)
+        return self.append_bars(con, table, bars, lengths, data, unique, unique_in)
+
+    def append_bars(self, con: duckdb.DuckDBPyConnection, table: str, bars: list[str], lengths: np.ndarray,
+                    data: pd.DataFrame | None, unique: str | None = None, unique_in: tuple[str, ...] = ()) -> int:
+        """Append ``data`` (``lengths[i]`` rows of ``bars[i]``, in order; the caller's own frame) without
+        touching any recorded row. Each bar's ``_row`` continues after its last recorded one, so reads keep the
+        order of recording. With ``unique`` (a column, e.g. ``fill_id``), a row whose value is already recorded
+        in this table or in any table of ``unique_in`` is not appended (nor a repeat within the batch).
         Returns the number of rows appended."""
         table = _check_ident(table)
-        filled = [(b, f) for b, f in frames.items() if len(f)]
-        if not filled:
+        if data is None or not len(data):
             return 0
-        # drop only where present: a drop of no column still copies the frame (0.4 s a flush of 78 bars)
-        data = pd.concat([f.drop(columns=[c for c in ("bar", "_row") if c in f]) if "bar" in f or "_row" in f
-                          else f for _, f in filled], ignore_index=True)
-        lengths = np.array([len(f) for _, f in filled])
-        keys = {"bar": np.repeat(np.array([b for b, _ in filled], dtype=object), lengths),
-                "_row": np.arange(lengths.sum(), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)}
-        data = pd.concat([pd.DataFrame(keys), data], axis=1)
+        data = _with_keys(data, bars, lengths)
         if unique:
-            data = data.drop_duplicates(unique, keep="first")
+            repeat = data[unique].duplicated(keep="first").to_numpy()
+            if repeat.any():
+                data = data[~repeat]
         known = self._columns.get(table)
         exists = known is not None or self._has(con, table)
         con.register("_incoming", data)
@@ -384,35 +424,6 @@ class LineageStore:
                 info.physical[col] = typ
             con.execute(f"CREATE OR REPLACE VIEW {table} AS {info.decode(f'{COMPACT}.{table}')}")
         return set(info.logical())
-
-    def write_partitions(self, con: duckdb.DuckDBPyConnection, table: str, frames: dict[str, pd.DataFrame]) -> None:
-        """Replace ``table``'s rows for several bars at once (bar → frame): one delete, one insert."""
-        table = _check_ident(table)
-        filled = [(b, f) for b, f in frames.items() if len(f)]
-        if not filled:
-            if self._columns.get(table) is not None or self._has(con, table):
-                con.execute(f"DELETE FROM {self._physical(table, self._compact(con, table))} WHERE bar IN "
-                            "(SELECT unnest(?))", [list(frames)])
-            return
-        # one concat, then the two key columns for all bars at once (not two inserts per frame)
-        data = pd.concat([f for _, f in filled], ignore_index=True)
-        lengths = np.array([len(f) for _, f in filled])
-        keys = {"bar": np.repeat(np.array([b for b, _ in filled], dtype=object), lengths),
-                "_row": np.arange(lengths.sum(), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)}
-        data = pd.concat([pd.DataFrame(keys), data.drop(columns=[c for c in ("bar", "_row") if c in data])], axis=1)
-        known = self._columns.get(table)
-        con.register("_incoming", data)
-        try:
-            if known is None or not set(data.columns) <= known:
-                self._columns[table] = self._ensure_columns(con, table, data, known is not None or
-                                                            self._has(con, table))
-            info = self._compact(con, table)
-            # the range lets DuckDB skip row groups by their min/max (bars are written in time order)
-            con.execute(f"DELETE FROM {self._physical(table, info)} WHERE bar BETWEEN ? AND ? AND bar IN "
-                        "(SELECT unnest(?))", [min(frames), max(frames), list(frames)])
-            self._insert(con, table, info, "_incoming", self._with_hidden(con, info, data))
-        finally:
-            con.unregister("_incoming")
 
     def absorb(self, con: duckdb.DuckDBPyConnection, staged: str | Path,
                appends: dict[str, tuple[str | None, tuple[str, ...]]]) -> dict[str, int]:

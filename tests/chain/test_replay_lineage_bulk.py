@@ -332,3 +332,20 @@ def test_a_ctrl_c_between_the_staging_commit_and_the_account_save_saves_the_acco
     account = store.read_sql("SELECT bar, mismatch, foreign_fills FROM positions_account ORDER BY bar")
     assert account["bar"].tolist() == KEYS and not account["mismatch"].any()
     assert (account["foreign_fills"] == 0).all()
+
+
+def test_the_configuration_row_is_staged_once_per_replay(trained, tmp_path, monkeypatch):
+    """Every flush stages its bars; the configuration (the same for the whole replay) only once."""
+    staged = []
+    real = LineageStore.record_config
+
+    def counted(self, con, config_hash, config):
+        staged.append((self.path, config_hash))
+        return real(self, con, config_hash, config)
+
+    monkeypatch.setattr(LineageStore, "record_config", counted)
+    engine, _ = _replay(tmp_path, monkeypatch, "config", KEYS[:5])   # flush_bars 2: three flushes
+    assert len(staged) == 1 and staged[0][0].name.endswith(".staging.duckdb")
+    runs = engine.store.read_sql("SELECT DISTINCT config_hash FROM runs")["config_hash"].tolist()
+    assert runs == [staged[0][1]]
+    assert staged[0][1] in set(engine.store.read_sql("SELECT config_hash FROM configs")["config_hash"])

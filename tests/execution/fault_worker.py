@@ -45,7 +45,7 @@ def _instrument(kill_at: int) -> list[int]:
 
         setattr(owner, name, wrapped)
 
-    for owner, name in ((LineageStore, "write_partition"), (LineageStore, "append_rows"),
+    for owner, name in ((LineageStore, "replace_bars"), (LineageStore, "append_bars"),
                         (LineageStore, "upsert_run"), (LineageIOManager, "handle_output"),
                         (PaperBroker, "_submit_one"), (PaperBroker, "settle"), (PaperBroker, "cancel"),
                         (KillSwitch, "_transact")):
