@@ -66,7 +66,7 @@ from resources.brokers.paper import BarClock, PaperBroker
 from resources.brokers.protocol import BrokerTimeout
 from resources.kill_switch.resource import switch_for
 from resources.lineage.io_manager import absorb_staged, record_batch
-from resources.lineage.store import RUN_COLUMNS, LineageStore, forget_file, hold_connection
+from resources.lineage.store import RUN_COLUMNS, STAGING_IDENTITY, LineageStore, forget_file, hold_connection
 from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
 from resources.market.resource import MarketDataResource
 from TRAINING.common.utils.code_version import code_version
@@ -91,7 +91,6 @@ UPSTREAM = {  # the graph's edges (checked against the Dagster asset graph in te
 SUMMARY_TABLES = frozenset({"pnl", "positions_account", "executions_killswitch", "executions_refusals",
                             "positions_fills", "executions_fills"})
 LINEAGE_MODES = ("full", "summary")
-STAGING_ACCOUNT = "replay_staging_account"   # in a staging file: the paper account file its bars belong to
 
 
 class AccountAhead(LookupError):
@@ -400,9 +399,10 @@ class ReplayEngine:
             hold = contextlib.ExitStack()
             hold.enter_context(hold_connection(path))   # one connection for the replay's life
             stage = LineageStore(path)
-            with stage.connect() as con:   # whose bars these are: recovery compares them with this account
-                con.execute(f"CREATE TABLE {STAGING_ACCOUNT} (account_db VARCHAR, run_id VARCHAR)")
-                con.execute(f"INSERT INTO {STAGING_ACCOUNT} VALUES (?, ?)", [_account_db(), self.run_id])
+            with stage.connect() as con:   # which file this is (moved in once) and whose account's bars it holds
+                con.execute(f"CREATE TABLE {STAGING_IDENTITY} (staging_id VARCHAR, run_id VARCHAR, account_db VARCHAR)")
+                con.execute(f"INSERT INTO {STAGING_IDENTITY} VALUES (?, ?, ?)",
+                            [uuid.uuid4().hex, self.run_id, _account_db()])
             self._staging = (stage, hold)
         return self._staging[0]
 
@@ -600,9 +600,9 @@ def drop_unsaved(path: Path, account_db: str, through: pd.Timestamp | None) -> l
     stage = LineageStore(path)
     try:
         with stage.connect() as con:
-            if not stage.has_table(con, STAGING_ACCOUNT):
+            if not stage.has_table(con, STAGING_IDENTITY):
                 return []
-            owner = con.execute(f"SELECT account_db FROM {STAGING_ACCOUNT}").fetchone()
+            owner = con.execute(f"SELECT account_db FROM {STAGING_IDENTITY}").fetchone()
             if owner is None or owner[0] != account_db or not stage.has_table(con, "runs"):
                 return []
             bars = [b for (b,) in con.execute("SELECT DISTINCT bar FROM runs ORDER BY bar").fetchall()]

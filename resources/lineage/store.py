@@ -58,6 +58,11 @@ CREATE TABLE IF NOT EXISTS market_bars (
 """
 
 
+# A staging file (a replay's bulk lineage) names itself in this table (staging_id, run_id, account_db); the lineage
+# file records each staging id it absorbed in ABSORBED, in the absorbing transaction, so a staging file moved in
+# and then left behind by a kill (before its removal) is never moved in twice (its append-only rows doubled).
+STAGING_IDENTITY = "staging_identity"
+ABSORBED = "staging_absorbed"
 RUN_COLUMNS = ["run_id", "bar", "mode", "code_version", "config_hash", "model_versions", "started_at", "ended_at",
                "status"]
 
@@ -437,13 +442,20 @@ class LineageStore:
         bar's ``_row`` after them and skips a unique value already recorded; ``market_bars`` keeps the
         first row seen; ``runs``/``materializations`` rows of the same run replace, ``configs`` are kept.
         All of it is one transaction of its own (call it outside one): a failure leaves this file as it
-        was. Returns the rows inserted per table.
+        was. A staging file that names itself (:data:`STAGING_IDENTITY`) is moved in at most once: its id is
+        recorded in :data:`ABSORBED` by the same transaction, and a second call inserts nothing (returns {}).
+        Returns the rows inserted per table.
         """
         con.execute("ATTACH ? AS _stg (READ_ONLY)", [str(staged)])
         learnt = {t: set(c) for t, c in self._columns.items()}   # to forget what a rolled-back write created
         layouts = dict(self._layouts)
         con.execute("BEGIN TRANSACTION")
         try:
+            identity = self._staging_identity(con)
+            if identity is not None and con.execute(f"SELECT count(*) FROM {ABSORBED} WHERE staging_id = ?",
+                                                    [identity[0]]).fetchone()[0]:
+                con.execute("ROLLBACK")   # moved in already (killed after that commit, before the file's removal)
+                return {}
             have = {t for (t,) in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = '_stg' AND schema_name = 'main'"
             ).fetchall()}
@@ -494,6 +506,8 @@ class LineageStore:
                     ANTI JOIN (SELECT ts, symbol FROM market_bars WHERE ts BETWEEN ? AND ?) b USING (ts, symbol)
                     ORDER BY m.ts, m.symbol""", list(span)).fetchall()[0][0]
             con.execute("DROP VIEW IF EXISTS _incoming")
+            if identity is not None:
+                con.execute(f"INSERT INTO {ABSORBED} VALUES (?, ?, now())", list(identity))
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -505,6 +519,19 @@ class LineageStore:
         finally:
             con.execute("DETACH _stg")
         return inserted
+
+    @staticmethod
+    def _staging_identity(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
+        """The attached staging file's (staging id, run id) from its :data:`STAGING_IDENTITY` table (None: a file
+        without one), with this file's record of absorbed staging files made ready (inside the transaction)."""
+        found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = '_stg' AND schema_name = "
+                            "'main' AND table_name = ?", [STAGING_IDENTITY]).fetchone()[0]
+        row = con.execute(f"SELECT staging_id, run_id FROM _stg.{STAGING_IDENTITY}").fetchone() if found else None
+        if row is None:
+            return None
+        con.execute(f"CREATE TABLE IF NOT EXISTS {ABSORBED} (staging_id VARCHAR PRIMARY KEY, run_id VARCHAR, "
+                    "absorbed_at TIMESTAMP WITH TIME ZONE)")
+        return str(row[0]), str(row[1])
 
     def migrate(self) -> list[str]:
         """Convert this file's plain tables that have a compact layout (:func:`~resources.lineage.layout.

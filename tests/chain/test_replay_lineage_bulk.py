@@ -349,3 +349,37 @@ def test_the_configuration_row_is_staged_once_per_replay(trained, tmp_path, monk
     runs = engine.store.read_sql("SELECT DISTINCT config_hash FROM runs")["config_hash"].tolist()
     assert runs == [staged[0][1]]
     assert staged[0][1] in set(engine.store.read_sql("SELECT config_hash FROM configs")["config_hash"])
+
+
+def test_a_staging_file_moved_in_and_left_behind_by_a_kill_is_never_moved_in_twice(trained, tmp_path, monkeypatch):
+    """kill -9 after the staging file's move into lineage committed, before the file was removed: the next replay
+    finds it again. Moving it in again doubled the append-only rows (orders, kill-switch checks); now the
+    lineage file knows which staging files it absorbed, and the leftover is removed with nothing inserted."""
+    import shutil
+
+    from tests.conftest import arm_switches
+
+    for key, value in SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "twice"))
+    reset_config()
+    arm_switches()
+    killed = ReplayEngine()
+    for bar in KEYS[:5]:
+        killed.step(bar)   # bars 1–4 flushed to the staging file
+    staging = killed.staging_path
+    _die(killed)
+    kept = tmp_path / "kept.duckdb"
+    shutil.copy(staging, kept)   # the file as the absorbing process left it, had it died before removing it
+    store = LineageStore()
+    counts = "SELECT (SELECT count(*) FROM positions_orders) AS orders, " \
+             "(SELECT count(*) FROM executions_killswitch) AS checks, (SELECT count(*) FROM executions) AS execs"
+    ReplayEngine().close()   # recovers (moves the staging file in, removes it) and trades nothing
+    before = store.read_sql(counts)
+    assert before["execs"][0] > 0 and not staging.exists()
+    shutil.copy(kept, staging)
+    engine = ReplayEngine()
+    assert engine.recovered == [staging] and not staging.exists()
+    engine.close()
+    pd.testing.assert_frame_equal(store.read_sql(counts), before)
+    assert store.read_sql("SELECT count(*) AS n FROM staging_absorbed")["n"][0] == 1
