@@ -61,8 +61,9 @@ CREATE TABLE IF NOT EXISTS market_bars (
 # A staging file (a replay's bulk lineage) names itself in this table (staging_id, run_id, account_db); the lineage
 # file records each staging id it absorbed in ABSORBED, in the absorbing transaction, so a staging file moved in
 # and then left behind by a kill (before its removal) is never moved in twice (its append-only rows doubled).
+# (in the schema tg_meta: engine bookkeeping, not a lineage table readers list)
 STAGING_IDENTITY = "staging_identity"
-ABSORBED = "staging_absorbed"
+ABSORBED = "tg_meta.staging_absorbed"
 RUN_COLUMNS = ["run_id", "bar", "mode", "code_version", "config_hash", "model_versions", "started_at", "ended_at",
                "status"]
 
@@ -529,6 +530,7 @@ class LineageStore:
         row = con.execute(f"SELECT staging_id, run_id FROM _stg.{STAGING_IDENTITY}").fetchone() if found else None
         if row is None:
             return None
+        con.execute("CREATE SCHEMA IF NOT EXISTS tg_meta")
         con.execute(f"CREATE TABLE IF NOT EXISTS {ABSORBED} (staging_id VARCHAR PRIMARY KEY, run_id VARCHAR, "
                     "absorbed_at TIMESTAMP WITH TIME ZONE)")
         return str(row[0]), str(row[1])

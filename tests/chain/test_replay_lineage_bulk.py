@@ -382,4 +382,4 @@ def test_a_staging_file_moved_in_and_left_behind_by_a_kill_is_never_moved_in_twi
     assert engine.recovered == [staging] and not staging.exists()
     engine.close()
     pd.testing.assert_frame_equal(store.read_sql(counts), before)
-    assert store.read_sql("SELECT count(*) AS n FROM staging_absorbed")["n"][0] == 1
+    assert store.read_sql("SELECT count(*) AS n FROM tg_meta.staging_absorbed")["n"][0] == 1
