@@ -559,7 +559,10 @@ def recover_staged(store: LineageStore, account_db: str | None = None,
 
     With the replay account's file (``account_db``) and its last settled bar (``through``, None: it never
     settled one), a staging file of that account first loses the bars after ``through``: the replay was killed
-    between their staging commit and the account's save, so the account never held them (:func:`drop_unsaved`).
+    between their staging commit and the account's save, so the account never held them (:func:`drop_unsaved`);
+    a staging file of another account is left alone (its bars would make this account's record wrong: that
+    account's next replay moves it in). A file moved in before (killed before its removal) is removed with
+    nothing inserted (``LineageStore.absorb``).
 
     A staging file still held by a running replay (the file is locked) is left alone, as is one whose move
     fails (the error is logged; it stays to inspect). Why at the next replay's start: a killed process runs no
@@ -572,12 +575,17 @@ def recover_staged(store: LineageStore, account_db: str | None = None,
                        key=lambda p: (p.stat().st_mtime_ns, p.name)):
         try:
             if account_db is not None:
+                owner = staging_owner(path)
+                if owner is not None and owner != account_db:
+                    _log.warning("replay staging file %s left alone: its bars are the replay account %s's, not "
+                                 "this one's (%s); that account's next replay moves it in", path, owner, account_db)
+                    continue
                 dropped = drop_unsaved(path, account_db, through)
                 if dropped:
                     _log.warning("replay staging file %s: %d bar(s) from %s dropped: the killed replay never saved "
                                  "its paper account with them", path, len(dropped), dropped[0])
             with store.connect() as con:
-                absorb_staged(store, con, path)
+                moved_in = absorb_staged(store, con, path)
         except duckdb.IOException as exc:   # held by a replay still running
             _log.warning("replay staging file %s left alone (in use?): %s", path, exc)
             continue
@@ -587,9 +595,27 @@ def recover_staged(store: LineageStore, account_db: str | None = None,
         forget_file(path)
         for leftover in (path, path.with_name(path.name + ".wal")):
             leftover.unlink(missing_ok=True)
-        _log.warning("recovered the bars of a killed replay from %s", path)
+        if moved_in is None:
+            _log.warning("removed %s: its bars were moved into %s before (the replay was killed before removing "
+                         "it); nothing inserted", path, store.path)
+        else:
+            _log.warning("recovered the bars of a killed replay from %s", path)
         moved.append(path)
     return moved
+
+
+def staging_owner(path: Path) -> str | None:
+    """The replay account file whose bars the staging file ``path`` holds (None: a file from before staging
+    files named it)."""
+    stage = LineageStore(path)
+    try:
+        with stage.connect(read_only=True) as con:
+            if not stage.has_table(con, STAGING_IDENTITY):
+                return None
+            row = con.execute(f"SELECT account_db FROM {STAGING_IDENTITY}").fetchone()
+            return None if row is None else str(row[0])
+    finally:
+        forget_file(path)
 
 
 def drop_unsaved(path: Path, account_db: str, through: pd.Timestamp | None) -> list[str]:

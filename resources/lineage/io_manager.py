@@ -237,7 +237,7 @@ def record_batch(store: LineageStore, con: Any, run_id: str,
             store.write_market_bars(con, hist, run_id)
 
 
-def absorb_staged(store: LineageStore, con: Any, staged: Any) -> dict[str, int]:
+def absorb_staged(store: LineageStore, con: Any, staged: Any) -> dict[str, int] | None:
     """Move a staging lineage file written by :func:`record_batch` into ``store`` in one transaction, with
     the same result as recording its bars there directly (append-only tables appended, fills unique by
     ``fill_id`` across both fills tables, every other table's bars replaced); see ``LineageStore.absorb``."""

@@ -443,9 +443,9 @@ class LineageStore:
         bar's ``_row`` after them and skips a unique value already recorded; ``market_bars`` keeps the
         first row seen; ``runs``/``materializations`` rows of the same run replace, ``configs`` are kept.
         All of it is one transaction of its own (call it outside one): a failure leaves this file as it
-        was. A staging file that names itself (:data:`STAGING_IDENTITY`) is moved in at most once: its id is
-        recorded in :data:`ABSORBED` by the same transaction, and a second call inserts nothing (returns {}).
-        Returns the rows inserted per table.
+        was. A staging file is moved in at most once: one that names itself (:data:`STAGING_IDENTITY`) has its
+        id recorded in :data:`ABSORBED` by the same transaction; an older one counts as moved in when all of its
+        ``runs`` rows are here. Returns the rows inserted per table, or None when it was moved in already.
         """
         con.execute("ATTACH ? AS _stg (READ_ONLY)", [str(staged)])
         learnt = {t: set(c) for t, c in self._columns.items()}   # to forget what a rolled-back write created
@@ -453,10 +453,9 @@ class LineageStore:
         con.execute("BEGIN TRANSACTION")
         try:
             identity = self._staging_identity(con)
-            if identity is not None and con.execute(f"SELECT count(*) FROM {ABSORBED} WHERE staging_id = ?",
-                                                    [identity[0]]).fetchone()[0]:
+            if self._absorbed_already(con, identity):
                 con.execute("ROLLBACK")   # moved in already (killed after that commit, before the file's removal)
-                return {}
+                return None
             have = {t for (t,) in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = '_stg' AND schema_name = 'main'"
             ).fetchall()}
@@ -520,6 +519,21 @@ class LineageStore:
         finally:
             con.execute("DETACH _stg")
         return inserted
+
+    def _absorbed_already(self, con: duckdb.DuckDBPyConnection, identity: tuple[str, str] | None) -> bool:
+        """Was the attached staging file moved in before? By its id; a file written before staging files named
+        themselves, by its ``runs`` rows: a move brings all of them in (one transaction) and a killed replay's
+        file has none in lineage yet, so every (run_id, bar) already here means it was moved in."""
+        if identity is not None:
+            return bool(con.execute(f"SELECT count(*) FROM {ABSORBED} WHERE staging_id = ?",
+                                    [identity[0]]).fetchone()[0])
+        staged_runs = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = '_stg' AND "
+                                  "schema_name = 'main' AND table_name = 'runs'").fetchone()[0]
+        if not staged_runs or not self._has(con, "runs"):
+            return False
+        staged, missing = con.execute("SELECT count(*), count(*) FILTER (WHERE r.run_id IS NULL) FROM _stg.runs s "
+                                      "LEFT JOIN runs r USING (run_id, bar)").fetchone()
+        return staged > 0 and missing == 0
 
     @staticmethod
     def _staging_identity(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:

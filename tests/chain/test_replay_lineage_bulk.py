@@ -351,11 +351,16 @@ def test_the_configuration_row_is_staged_once_per_replay(trained, tmp_path, monk
     assert staged[0][1] in set(engine.store.read_sql("SELECT config_hash FROM configs")["config_hash"])
 
 
-def test_a_staging_file_moved_in_and_left_behind_by_a_kill_is_never_moved_in_twice(trained, tmp_path, monkeypatch):
+@pytest.mark.parametrize("named", [True, False])
+def test_a_staging_file_moved_in_and_left_behind_by_a_kill_is_never_moved_in_twice(trained, tmp_path, monkeypatch,
+                                                                                   named):
     """kill -9 after the staging file's move into lineage committed, before the file was removed: the next replay
     finds it again. Moving it in again doubled the append-only rows (orders, kill-switch checks); now the
-    lineage file knows which staging files it absorbed, and the leftover is removed with nothing inserted."""
+    lineage file knows which staging files it absorbed (``named``; a file from before staging files named
+    themselves: by its runs rows), and the leftover is removed with nothing inserted."""
     import shutil
+
+    import duckdb
 
     from tests.conftest import arm_switches
 
@@ -369,6 +374,9 @@ def test_a_staging_file_moved_in_and_left_behind_by_a_kill_is_never_moved_in_twi
         killed.step(bar)   # bars 1–4 flushed to the staging file
     staging = killed.staging_path
     _die(killed)
+    if not named:   # as the code before this fix wrote it
+        with duckdb.connect(str(staging)) as con:
+            con.execute("DROP TABLE staging_identity")
     kept = tmp_path / "kept.duckdb"
     shutil.copy(staging, kept)   # the file as the absorbing process left it, had it died before removing it
     store = LineageStore()
@@ -382,4 +390,36 @@ def test_a_staging_file_moved_in_and_left_behind_by_a_kill_is_never_moved_in_twi
     assert engine.recovered == [staging] and not staging.exists()
     engine.close()
     pd.testing.assert_frame_equal(store.read_sql(counts), before)
-    assert store.read_sql("SELECT count(*) AS n FROM tg_meta.staging_absorbed")["n"][0] == 1
+    if named:
+        assert store.read_sql("SELECT count(*) AS n FROM tg_meta.staging_absorbed")["n"][0] == 1
+
+
+def test_another_accounts_staging_file_is_left_alone(trained, tmp_path, monkeypatch):
+    """A staging file beside this lineage file that holds another replay account's bars (another home writing
+    to the same lineage file, a file copied by hand) is not moved in by this account's replay: its orders would
+    be this account's record, and its fills missing from this account (a reconciliation halt)."""
+    import shutil
+
+    from tests.conftest import arm_switches
+
+    for key, value in SETTINGS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "other"))
+    reset_config()
+    arm_switches()
+    killed = ReplayEngine()
+    for bar in KEYS[:3]:
+        killed.step(bar)   # bars 1–2 flushed to its staging file
+    _die(killed)
+    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "mine"))
+    reset_config()
+    arm_switches()
+    store = LineageStore()
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    foreign = store.path.parent / f".{store.path.stem}.{killed.run_id}.staging.duckdb"
+    shutil.copy(killed.staging_path, foreign)
+    engine = ReplayEngine()
+    assert engine.recovered == [] and foreign.exists()
+    result = engine.run(KEYS)
+    assert result.switch_state == "ACTIVE", result.switch_trips
+    assert store.read_sql("SELECT DISTINCT run_id FROM runs")["run_id"].tolist() == [engine.run_id]
