@@ -43,15 +43,22 @@ def test_content_hashes_equal_content_hash_frame_by_frame():
     assert content_hashes([]) == []
 
 
-def _replay(tmp_path, monkeypatch, name: str, bars: list[str], **kw) -> tuple[ReplayEngine, list[dict]]:
-    """A replay of ``bars`` in the home ``name`` (its own lineage, paper account and switch), step by step."""
+def _home(tmp_path, monkeypatch, name: str, arm: bool = True) -> None:
+    """The home ``name`` (its own lineage, paper account and switch) with this file's settings; switches armed."""
     from tests.conftest import arm_switches
 
     for key, value in SETTINGS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / name))
     reset_config()
-    arm_switches()
+    if arm:
+        arm_switches()
+
+
+def _replay(tmp_path, monkeypatch, name: str, bars: list[str], **kw) -> tuple[ReplayEngine, list[dict]]:
+    """A replay of ``bars`` in the home ``name`` (its own lineage, paper account and switch), step by step."""
+
+    _home(tmp_path, monkeypatch, name)
     engine = ReplayEngine(**kw)
     outputs = []
     try:
@@ -143,13 +150,8 @@ def test_a_replay_stopped_by_an_error_records_its_whole_bars_only(trained, tmp_p
 
 def test_a_killed_replay_leaves_the_lineage_file_without_any_of_its_bars(trained, tmp_path, monkeypatch):
     """kill -9 mid-replay: ``close`` never runs, so the flushed bars stay in the staging file only."""
-    from tests.conftest import arm_switches
 
-    for key, value in SETTINGS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "killed"))
-    reset_config()
-    arm_switches()
+    _home(tmp_path, monkeypatch, "killed")
     store = LineageStore()
     with store.connect() as con:   # a lineage file with an earlier record in it
         store.upsert_run(con, run_id="earlier", bar="2025-06-02T14:00Z", status="success",
@@ -205,13 +207,8 @@ def test_the_next_replay_recovers_a_killed_replays_flushed_bars_and_trades_on_wi
         trained, tmp_path, monkeypatch):
     """kill -9 after two flushes: the account and the switch were saved at the last flush, lineage has none of
     the replay's bars. The next replay moves the staging file in first, so lineage, account and switch agree."""
-    from tests.conftest import arm_switches
 
-    for key, value in SETTINGS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "killed"))
-    reset_config()
-    arm_switches()
+    _home(tmp_path, monkeypatch, "killed")
     killed = ReplayEngine()
     for bar in KEYS[:5]:
         killed.step(bar)   # bars 1–4 flushed (and the account saved with them), bar 5 pending
@@ -245,13 +242,8 @@ def _die(engine: ReplayEngine) -> None:
 def _killed_at_second_flush(tmp_path, monkeypatch, where: str) -> tuple[LineageStore, ReplayEngine]:
     """A replay killed in its second flush (bars 3–4; bars 1–2 were flushed and saved), ``where``: during the
     lineage write (``stage``) or after its commit, before the account's save (``save``); then the next replay."""
-    from tests.conftest import arm_switches
 
-    for key, value in SETTINGS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / f"killed-{where}"))
-    reset_config()
-    arm_switches()
+    _home(tmp_path, monkeypatch, f"killed-{where}")
     killed = ReplayEngine()
     real = {"stage": killed._stage, "save": killed._save_state}[where]
     calls = []
@@ -268,10 +260,7 @@ def _killed_at_second_flush(tmp_path, monkeypatch, where: str) -> tuple[LineageS
             killed.step(bar)
     _die(killed)
     monkeypatch.undo()
-    for key, value in SETTINGS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / f"killed-{where}"))
-    reset_config()
+    _home(tmp_path, monkeypatch, f"killed-{where}", arm=False)
     return LineageStore(), ReplayEngine()
 
 
@@ -303,13 +292,8 @@ def test_a_ctrl_c_between_the_staging_commit_and_the_account_save_saves_the_acco
                                                                                      monkeypatch):
     """Ctrl-C after the flush's staging commit, before the account's save: ``abort`` saves the account with the
     staged bars, so the lineage file, the account and the switch stand at the same bar; --resume goes on."""
-    from tests.conftest import arm_switches
 
-    for key, value in SETTINGS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "ctrl-c"))
-    reset_config()
-    arm_switches()
+    _home(tmp_path, monkeypatch, "ctrl-c")
     engine = ReplayEngine()
     real, calls = engine._save_state, []
 
@@ -362,13 +346,8 @@ def test_a_staging_file_moved_in_and_left_behind_by_a_kill_is_never_moved_in_twi
 
     import duckdb
 
-    from tests.conftest import arm_switches
 
-    for key, value in SETTINGS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "twice"))
-    reset_config()
-    arm_switches()
+    _home(tmp_path, monkeypatch, "twice")
     killed = ReplayEngine()
     for bar in KEYS[:5]:
         killed.step(bar)   # bars 1–4 flushed to the staging file
@@ -400,20 +379,12 @@ def test_another_accounts_staging_file_is_left_alone(trained, tmp_path, monkeypa
     be this account's record, and its fills missing from this account (a reconciliation halt)."""
     import shutil
 
-    from tests.conftest import arm_switches
-
-    for key, value in SETTINGS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "other"))
-    reset_config()
-    arm_switches()
+    _home(tmp_path, monkeypatch, "other")
     killed = ReplayEngine()
     for bar in KEYS[:3]:
         killed.step(bar)   # bars 1–2 flushed to its staging file
     _die(killed)
-    monkeypatch.setenv("TRADEGRAPH_HOME", str(tmp_path / "mine"))
-    reset_config()
-    arm_switches()
+    _home(tmp_path, monkeypatch, "mine")
     store = LineageStore()
     store.path.parent.mkdir(parents=True, exist_ok=True)
     foreign = store.path.parent / f".{store.path.stem}.{killed.run_id}.staging.duckdb"
