@@ -237,12 +237,12 @@ class ReplayEngine:
         """Refuse a period whose first bar the replay account has already settled (:class:`AccountAhead`)."""
         if not bars:
             return
-        through = self._venue().book.settle_state()[0]
-        if through is not None and parse_bar_key(bars[0]) <= pd.Timestamp(through, tz="UTC"):
+        through = self._settled_through()
+        if through is not None and parse_bar_key(bars[0]) <= through:
             path = resolve_path("paths.replay_broker_db")
             self._release()
             raise AccountAhead(
-                f"the replay account {path} has already traded through {pd.Timestamp(through, tz='UTC'):%Y-%m-%d %H:%M}Z; "
+                f"the replay account {path} has already traded through {through:%Y-%m-%d %H:%M}Z; "
                 f"replaying from {bars[0]} into it would give wrong numbers. Replay a later period, or start "
                 f"a fresh replay account: another home (TRADEGRAPH_HOME=…, or TRADEGRAPH__PATHS__REPLAY_BROKER_DB "
                 f"and TRADEGRAPH__PATHS__KILL_SWITCH_STATE), or delete {path} and the replay kill switch's state "
@@ -489,11 +489,8 @@ class ReplayEngine:
     def remaining(self, bars: list[str]) -> list[str]:
         """The bars of ``bars`` after the replay account's last settled bar: what is left of a period whose
         replay was interrupted (its account, kill switch and lineage stand at the same bar, :meth:`abort`)."""
-        through = self._venue().book.settle_state()[0]
-        if through is None:
-            return list(bars)
-        cut = pd.Timestamp(through, tz="UTC")
-        return [b for b in bars if parse_bar_key(b) > cut]
+        through = self._settled_through()
+        return list(bars) if through is None else [b for b in bars if parse_bar_key(b) > through]
 
     def run(self, bars: list[str], progress: bool = False, resume: bool = False) -> ReplayResult:
         """Replay ``bars`` (consecutive, in order); ``resume``: only those after the account's last settled bar
