@@ -46,19 +46,9 @@ from resources.kill_switch.logic import (
     _orders_frame,
 )
 from resources.market.calendar import bar_keys, get_calendar, parse_bar_key
+from tests.unit.test_stepping_fast_paths import same
 
 SYMBOLS = [f"S{i:03d}" for i in range(15)]
-
-
-def same(a, b) -> None:
-    """Equal values (exactly), dtypes, columns and index, NaN in the same places."""
-    if isinstance(a, pd.DataFrame):
-        pd.testing.assert_frame_equal(a, b, check_exact=True)
-        assert [str(d) for d in a.dtypes] == [str(d) for d in b.dtypes]
-        assert a.columns.dtype == b.columns.dtype
-    else:
-        pd.testing.assert_series_equal(a, b, check_exact=True)
-    assert type(a.index) is type(b.index) and a.index.dtype == b.index.dtype
 
 
 # ---- kill switch: per-order verdicts -------------------------------------------------------------------
